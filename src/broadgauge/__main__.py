@@ -1,0 +1,3 @@
+from broadgauge.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Jobs, boards and the agent runtime (templemeads)."""

@@ -1,0 +1,175 @@
+"""The double envelope: how every paddington frame is sealed and opened (notes §1.2-§1.3).
+
+A frame is ASCII hex text::
+
+    hex(inner_info) ‖ hex(outer_info) ‖ hex(outer_nonce ‖ outer_ciphertext ‖ outer_tag)
+
+Each layer seals a JSON document with XChaCha20-Poly1305 (IETF, no associated data, random
+24-byte nonce) under a per-message key ``HKDF-SHA512(salt, base key, info, 32)``.  The inner
+layer seals the JSON of the value; the outer layer seals the JSON string literal of the inner
+blob's hex.  Salts are fixed for a connection; the two 32-byte infos are fresh for each frame.
+
+This module is pure: no I/O, no clocks.  The AEAD is libsodium's (PyNaCl) and HKDF is
+``cryptography``'s; we only arrange their inputs.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+from collections import deque
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+from nacl.bindings import (
+    crypto_aead_xchacha20poly1305_ietf_decrypt as _aead_open,
+)
+from nacl.bindings import (
+    crypto_aead_xchacha20poly1305_ietf_encrypt as _aead_seal,
+)
+from nacl.exceptions import CryptoError
+
+from broadgauge.wire.errors import FrameError
+from broadgauge.wire.keys import Key
+
+INFO_SIZE = 32
+NONCE_SIZE = 24
+TAG_SIZE = 16
+#: Two 64-hex-digit infos plus at least one byte of sealed data (the reference's lower bound).
+MIN_FRAME_CHARS = 130
+_SHA512 = hashes.SHA512()
+
+
+class LayerKey:
+    """One layer's base key bound to the connection salt.
+
+    HKDF is extract-then-expand.  The extract step depends only on the salt and the base key,
+    both fixed for a connection phase, so it is done once here and each message pays only for
+    the expand step.  The output is identical to a full HKDF per message.
+    """
+
+    __slots__ = ("_prk",)
+
+    def __init__(self, key: Key, salt: bytes) -> None:
+        # RFC 5869 §2.2: PRK = HMAC-Hash(salt, IKM).
+        self._prk = hmac.digest(salt, key.secret_bytes, "sha512")
+
+    def message_key(self, info: bytes) -> bytes:
+        """Derive the 32-byte key for the message carrying ``info``."""
+        return HKDFExpand(_SHA512, 32, info).derive(self._prk)
+
+
+def seal(key: bytes, plaintext: bytes, nonce: bytes) -> bytes:
+    """Return ``nonce ‖ ciphertext ‖ tag``."""
+    return nonce + _aead_seal(plaintext, None, nonce, key)
+
+
+def unseal(key: bytes, blob: bytes) -> bytes:
+    """Open ``nonce ‖ ciphertext ‖ tag``; raise :class:`FrameError` if it does not verify."""
+    if len(blob) <= NONCE_SIZE + TAG_SIZE:
+        raise FrameError("too-short", f"sealed blob of {len(blob)} bytes")
+    try:
+        return bytes(_aead_open(blob[NONCE_SIZE:], None, blob[:NONCE_SIZE], key))
+    except CryptoError:
+        raise FrameError("bad-auth", "authentication failed") from None
+
+
+def encode_frame(
+    plaintext: bytes,
+    inner: LayerKey,
+    outer: LayerKey,
+    *,
+    randomness: bytes | None = None,
+) -> str:
+    """Seal ``plaintext`` (already the JSON of the value) into a frame.
+
+    ``randomness`` (112 bytes: inner info, outer info, inner nonce, outer nonce) exists for
+    test vectors only; normally it is drawn from the OS CSPRNG in one call.
+    """
+    rnd = randomness if randomness is not None else os.urandom(2 * INFO_SIZE + 2 * NONCE_SIZE)
+    inner_info = rnd[:32]
+    outer_info = rnd[32:64]
+    inner_blob = seal(inner.message_key(inner_info), plaintext, rnd[64:88])
+    # The outer plaintext is the JSON string literal of the inner blob's hex.  Hex digits need
+    # no escaping, so quoting by hand gives exactly what a JSON encoder would.
+    outer_plaintext = b'"' + inner_blob.hex().encode("ascii") + b'"'
+    outer_blob = seal(outer.message_key(outer_info), outer_plaintext, rnd[88:112])
+    return inner_info.hex() + outer_info.hex() + outer_blob.hex()
+
+
+def decode_frame(frame: str, inner: LayerKey, outer: LayerKey) -> bytes:
+    """Open a frame and return the inner plaintext (the JSON of the value).
+
+    Raises :class:`FrameError` with a ``reason`` of ``too-short``, ``bad-hex``, ``bad-auth`` or
+    ``bad-json``.
+    """
+    if len(frame) < MIN_FRAME_CHARS:
+        raise FrameError("too-short", f"frame of {len(frame)} characters")
+    try:
+        inner_info = bytes.fromhex(frame[:64])
+        outer_info = bytes.fromhex(frame[64:128])
+        outer_blob = bytes.fromhex(frame[128:])
+    except ValueError:
+        raise FrameError("bad-hex", "frame is not hexadecimal") from None
+    outer_plaintext = unseal(outer.message_key(outer_info), outer_blob)
+    inner_hex = _json_string(outer_plaintext)
+    try:
+        inner_blob = bytes.fromhex(inner_hex)
+    except ValueError:
+        raise FrameError("bad-hex", "inner blob is not hexadecimal") from None
+    return unseal(inner.message_key(inner_info), inner_blob)
+
+
+def _json_string(data: bytes) -> str:
+    # Fast path for what every sender writes: a quoted run of hex digits.
+    if len(data) >= 2 and data[0] == 0x22 and data[-1] == 0x22 and b"\\" not in data:
+        try:
+            return data[1:-1].decode("ascii")
+        except UnicodeDecodeError:
+            raise FrameError("bad-json", "outer layer is not ASCII") from None
+    value = parse_json(data)
+    if not isinstance(value, str):
+        raise FrameError("bad-json", "outer layer does not hold a JSON string")
+    return value
+
+
+def parse_json(data: bytes) -> Any:
+    """Parse UTF-8 JSON, turning every failure into :class:`FrameError`."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise FrameError("bad-json", "payload is not valid UTF-8 JSON") from None
+
+
+def dump_json(value: Any) -> bytes:
+    """Serialise like serde_json: compact separators, non-ASCII kept as UTF-8."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class ReplayGuard:
+    """Remembers the outer nonces of the last ``window`` frames accepted on one connection.
+
+    Frames replayed onto another connection already fail authentication (the salts differ).
+    This catches a frame replayed onto the *same* connection, which the reference accepts.
+    Memory is bounded: a replay older than ``window`` frames is not detected.
+    """
+
+    __slots__ = ("_order", "_seen", "_window")
+
+    def __init__(self, window: int = 4096) -> None:
+        self._window = window
+        self._seen: set[str] = set()
+        self._order: deque[str] = deque()
+
+    def check(self, frame: str) -> None:
+        """Raise :class:`FrameError` (``replayed``) if this frame was accepted recently."""
+        # The outer nonce is the first 48 hex digits after the two infos.
+        nonce = frame[128 : 128 + 2 * NONCE_SIZE]
+        if nonce in self._seen:
+            raise FrameError("replayed", "frame was already received on this connection")
+        self._seen.add(nonce)
+        self._order.append(nonce)
+        if len(self._order) > self._window:
+            self._seen.discard(self._order.popleft())

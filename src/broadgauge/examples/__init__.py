@@ -1,0 +1,1 @@
+"""Small runnable examples that teach the concepts, one layer at a time."""

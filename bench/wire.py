@@ -1,0 +1,342 @@
+"""Wire-layer benchmark: prints numbers, asserts nothing.
+
+    python bench/wire.py [--count 5000] [--peers 1000] [--size 1024]
+
+For 1 KiB messages on one loopback connection (echo server in a separate process, so the two
+sides run on separate cores as they would on separate hosts), it measures round trips/s and
+p50/p99 latency with one message in flight and with 64 in flight:
+
+* through our encrypted layer (``broadgauge.wire.Service`` on both ends);
+* through bare ``websockets`` with no encryption;
+* the protocol's crypto floor: the HKDF derivations and AEAD operations one round trip needs
+  (two seals and two opens of both layers), in a tight loop with no I/O.
+
+Then the memory of ``--peers`` idle connected peers, on the server and on the client side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection, serve
+
+from broadgauge.wire import Invite, Message, Service, ServiceConfig
+from broadgauge.wire.envelope import LayerKey, dump_json, encode_frame, seal, unseal
+from broadgauge.wire.keys import Key
+
+WINDOW = 64
+#: Client-side CPU seconds per round trip of the last ``drive`` (wake-up latency excluded).
+CPU_PER_RT: list[float] = []
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def raise_fd_limit() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+# --- servers (run in a child process) ----------------------------------------------------
+
+
+async def serve_bare(ready: Path) -> None:
+    async def echo(ws: ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async with serve(echo, "127.0.0.1", 0, compression=None, max_size=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        ready.write_text(f"ws://127.0.0.1:{port}/")
+        await asyncio.Event().wait()
+
+
+async def serve_encrypted(ready: Path, peers: int) -> None:
+    service = Service(ServiceConfig.create("server", port=0))
+
+    @service.on_message
+    async def echo(message: Message) -> None:
+        await service.send(message.peer.name, message.payload, message.peer.zone)
+
+    await service.start()
+    invites = [service.add_client(f"c{i}", "127.0.0.1").dumps() for i in range(peers)]
+    gc.collect()
+    baseline = rss_bytes()
+    ready.write_text(json.dumps({"invites": invites, "baseline_rss": baseline}))
+    # Report memory whenever asked (a line on stdin), until stdin closes.
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while await reader.readline():
+        gc.collect()
+        report = {"connected": len(service.connected_peers()), "rss": rss_bytes()}
+        print(json.dumps(report), flush=True)
+    await service.stop()
+
+
+def start_child(*args: str) -> tuple[subprocess.Popen[str], Path]:
+    ready = Path(tempfile.mkdtemp(prefix="bg-bench-")) / "ready"
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--child", *args, str(ready)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not ready.exists() or not ready.read_text():
+        if child.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("benchmark server failed to start")
+        time.sleep(0.02)
+    return child, ready
+
+
+# --- load generation ---------------------------------------------------------------------
+
+
+async def drive(
+    send: Callable[[str], Awaitable[None]],
+    replies: asyncio.Queue[str],
+    count: int,
+    window: int,
+    payload: str,
+) -> tuple[float, list[float]]:
+    """Keep ``window`` messages in flight until ``count`` round trips are done."""
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+    body = payload[: len(payload) - 8]
+    clock = time.perf_counter
+    started = clock()
+    cpu_started = time.process_time()
+    next_id = 0
+
+    async def launch() -> None:
+        nonlocal next_id
+        tag = f"{next_id:08d}"
+        next_id += 1
+        sent_at[tag] = clock()
+        await send(tag + body)
+
+    for _ in range(min(window, count)):
+        await launch()
+    while len(latencies) < count:
+        reply = await replies.get()
+        latencies.append(clock() - sent_at.pop(reply[:8]))
+        if next_id < count:
+            await launch()
+    CPU_PER_RT.append((time.process_time() - cpu_started) / count)
+    return clock() - started, latencies
+
+
+async def bench_bare(url: str, count: int, window: int, payload: str) -> tuple[float, list[float]]:
+    async with connect(url, compression=None, max_size=None) as ws:
+        replies: asyncio.Queue[str] = asyncio.Queue()
+
+        async def pump() -> None:
+            async for message in ws:
+                replies.put_nowait(str(message))
+
+        reader = asyncio.create_task(pump())
+        await drive(ws.send, replies, min(count, 500), window, payload)  # warm up
+        result = await drive(ws.send, replies, count, window, payload)
+        reader.cancel()
+        return result
+
+
+async def bench_encrypted(
+    invite: Invite, count: int, window: int, payload: str
+) -> tuple[float, list[float]]:
+    client = Service(ServiceConfig.create("c0", port=0))
+    replies: asyncio.Queue[str] = asyncio.Queue()
+
+    @client.on_message
+    async def collect(message: Message) -> None:
+        replies.put_nowait(message.payload)
+
+    client.add_server(invite)
+    async with asyncio.timeout(10):
+        await client.start(listen=False)
+        await client.wait_for_peer("server")
+
+    async def send(text: str) -> None:
+        await client.send("server", text)
+
+    await drive(send, replies, min(count, 500), window, payload)  # warm up
+    result = await drive(send, replies, count, window, payload)
+    await client.stop()
+    return result
+
+
+def crypto_floor(size: int, repeat: int = 20000) -> float:
+    """Seconds of key derivation and AEAD work in one round trip of a ``size``-byte payload."""
+    inner = LayerKey(Key.generate(), os.urandom(32))
+    outer = LayerKey(Key.generate(), os.urandom(32))
+    plaintext = dump_json("x" * size)
+    # Sizes as on the wire: the outer layer seals the quoted hex of the inner blob.
+    inner_len = len(plaintext)
+    outer_plaintext = b'"' + b"0" * (2 * (inner_len + 40)) + b'"'
+    info, nonce = os.urandom(32), os.urandom(24)
+    started = time.perf_counter()
+    for _ in range(repeat):
+        for _side in range(2):  # one sealed frame each way ...
+            inner_blob = seal(inner.message_key(info), plaintext, nonce)
+            outer_blob = seal(outer.message_key(info), outer_plaintext, nonce)
+            # ... and opened at the other end
+            unseal(outer.message_key(info), outer_blob)
+            unseal(inner.message_key(info), inner_blob)
+    return (time.perf_counter() - started) / repeat
+
+
+def overhead_of_framing(size: int, repeat: int = 20000) -> float:
+    """Seconds for the full encode_frame of one message (for context)."""
+    inner = LayerKey(Key.generate(), os.urandom(32))
+    outer = LayerKey(Key.generate(), os.urandom(32))
+    plaintext = dump_json("x" * size)
+    started = time.perf_counter()
+    for _ in range(repeat):
+        encode_frame(plaintext, inner, outer)
+    return (time.perf_counter() - started) / repeat
+
+
+def summarise(name: str, elapsed: float, latencies: list[float]) -> dict[str, float]:
+    ordered = sorted(latencies)
+    row = {
+        "rt_per_s": len(latencies) / elapsed,
+        "p50_us": statistics.median(ordered) * 1e6,
+        "p99_us": ordered[int(0.99 * (len(ordered) - 1))] * 1e6,
+        "mean_us": statistics.fmean(ordered) * 1e6,
+    }
+    print(
+        f"  {name:<24} {row['rt_per_s']:>10.0f} rt/s   p50 {row['p50_us']:>8.1f} µs"
+        f"   p99 {row['p99_us']:>8.1f} µs   client CPU {CPU_PER_RT[-1] * 1e6:6.1f} µs/rt"
+    )
+    return row
+
+
+async def idle_memory(peers: int) -> dict[str, float]:
+    raise_fd_limit()
+    child, ready = start_child("idle", str(peers))
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        info = json.loads(ready.read_text())
+        invites = [Invite.loads(text) for text in info["invites"]]
+        gc.collect()
+        client_before = rss_bytes()
+        clients = []
+        for i, invite in enumerate(invites):
+            client = Service(ServiceConfig.create(f"c{i}", port=0))
+            client.add_server(invite)
+            await client.start(listen=False)
+            clients.append(client)
+        async with asyncio.timeout(120):
+            for client in clients:
+                await client.wait_for_peer("server")
+        await asyncio.sleep(1.0)
+        gc.collect()
+        client_after = rss_bytes()
+        child.stdin.write("report\n")
+        child.stdin.flush()
+        report = json.loads(child.stdout.readline())
+        for client in clients:
+            await client.stop()
+    finally:
+        with contextlib.suppress(Exception):
+            assert child.stdin is not None
+            child.stdin.close()
+        child.wait(timeout=30)
+    server_per_peer = (report["rss"] - info["baseline_rss"]) / peers
+    client_per_peer = (client_after - client_before) / peers
+    print(f"  connected at server: {report['connected']} of {peers}")
+    print(f"  server RSS per idle peer: {server_per_peer / 1024:8.1f} KiB")
+    print(f"  client RSS per idle peer: {client_per_peer / 1024:8.1f} KiB  (a whole Service each)")
+    return {
+        "server_kib_per_peer": server_per_peer / 1024,
+        "client_kib_per_peer": client_per_peer / 1024,
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    payload = "x" * args.size
+    print(f"wire benchmark: {args.size}-byte messages, {args.count} round trips per row")
+    floor = crypto_floor(args.size)
+    print(
+        f"  crypto floor per round trip:  {floor * 1e6:8.1f} µs  (8 HKDF expands, 4 seals, 4 opens)"
+    )
+    print(f"  encode_frame (one message):   {overhead_of_framing(args.size) * 1e6:8.1f} µs")
+
+    bare_child, bare_ready = start_child("bare")
+    enc_child, enc_ready = start_child("encrypted", "1")
+    try:
+        invite = Invite.loads(json.loads(enc_ready.read_text())["invites"][0])
+        results: dict[str, dict[str, float]] = {}
+        for window in (1, WINDOW):
+            print(f"{window} in flight:")
+            bare = summarise(
+                "bare websockets",
+                *await bench_bare(bare_ready.read_text(), args.count, window, payload),
+            )
+            enc = summarise(
+                "broadgauge encrypted", *await bench_encrypted(invite, args.count, window, payload)
+            )
+            results[f"bare_{window}"], results[f"enc_{window}"] = bare, enc
+            bare_rt = 1 / bare["rt_per_s"]
+            enc_rt = 1 / enc["rt_per_s"]
+            print(f"  ratio encrypted / bare (time per rt, throughput): {enc_rt / bare_rt:5.2f}")
+            if window == 1:
+                p50_ratio = enc["p50_us"] / (bare["p50_us"] + floor * 1e6)
+                print(f"  ratio encrypted / (bare + floor), p50 latency:  {p50_ratio:5.2f}")
+            print(
+                "  ratio encrypted / (bare + floor), time per rt:  "
+                f"{enc_rt / (bare_rt + floor):5.2f}"
+            )
+    finally:
+        for child in (bare_child, enc_child):
+            if child.stdin:
+                child.stdin.close()
+            child.terminate()
+            child.wait(timeout=10)
+    if args.peers:
+        print(f"{args.peers} idle connected peers:")
+        await idle_memory(args.peers)
+
+
+def child_main(argv: list[str]) -> None:
+    role = argv[0]
+    if role == "bare":
+        asyncio.run(serve_bare(Path(argv[1])))
+    elif role == "encrypted":
+        asyncio.run(serve_encrypted(Path(argv[2]), int(argv[1])))
+    elif role == "idle":
+        raise_fd_limit()
+        asyncio.run(serve_encrypted(Path(argv[2]), int(argv[1])))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child_main(sys.argv[2:])
+        sys.exit(0)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--count", type=int, default=5000, help="round trips per row")
+    parser.add_argument("--size", type=int, default=1024, help="message size in bytes")
+    parser.add_argument("--peers", type=int, default=1000, help="idle peers (0 to skip)")
+    asyncio.run(main(parser.parse_args()))

@@ -309,7 +309,7 @@ class ServiceConfig:
         """Parse a TOML document and read its ``[service]`` table."""
         try:
             document = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, RecursionError) as exc:
             raise ConfigError(f"config is not valid TOML: {exc}") from None
         if "service" not in document:
             raise ConfigError("config has no [service] table")

@@ -15,6 +15,7 @@ This module is pure: no I/O, no clocks.  The AEAD is libsodium's (PyNaCl) and HK
 
 from __future__ import annotations
 
+import binascii
 import hmac
 import json
 import os
@@ -105,20 +106,36 @@ def decode_frame(frame: str, inner: LayerKey, outer: LayerKey) -> bytes:
     Raises :class:`FrameError` with a ``reason`` of ``too-short``, ``bad-hex``, ``bad-auth`` or
     ``bad-json``.
     """
+    inner_info, outer_info, outer_blob = split_frame(frame)
+    return open_inner(inner_info, open_outer(outer_info, outer_blob, outer), inner)
+
+
+def split_frame(frame: str) -> tuple[bytes, bytes, bytes]:
+    """Return the inner info, the outer info and the sealed outer blob of a frame."""
     if len(frame) < MIN_FRAME_CHARS:
         raise FrameError("too-short", f"frame of {len(frame)} characters")
     try:
-        inner_info = bytes.fromhex(frame[:64])
-        outer_info = bytes.fromhex(frame[64:128])
-        outer_blob = bytes.fromhex(frame[128:])
+        # Strict hex: bytes.fromhex would skip whitespace, letting one frame be spelt many ways.
+        return (
+            binascii.a2b_hex(frame[:64]),
+            binascii.a2b_hex(frame[64:128]),
+            binascii.a2b_hex(frame[128:]),
+        )
     except ValueError:
         raise FrameError("bad-hex", "frame is not hexadecimal") from None
-    outer_plaintext = unseal(outer.message_key(outer_info), outer_blob)
-    inner_hex = _json_string(outer_plaintext)
+
+
+def open_outer(outer_info: bytes, outer_blob: bytes, outer: LayerKey) -> bytes:
+    """Open the outer layer and return the inner sealed blob."""
+    inner_hex = _json_string(unseal(outer.message_key(outer_info), outer_blob))
     try:
-        inner_blob = bytes.fromhex(inner_hex)
+        return binascii.a2b_hex(inner_hex)
     except ValueError:
         raise FrameError("bad-hex", "inner blob is not hexadecimal") from None
+
+
+def open_inner(inner_info: bytes, inner_blob: bytes, inner: LayerKey) -> bytes:
+    """Open the inner layer and return the plaintext."""
     return unseal(inner.message_key(inner_info), inner_blob)
 
 
@@ -165,8 +182,9 @@ class ReplayGuard:
 
     def check(self, frame: str) -> None:
         """Raise :class:`FrameError` (``replayed``) if this frame was accepted recently."""
-        # The outer nonce is the first 48 hex digits after the two infos.
-        nonce = frame[128 : 128 + 2 * NONCE_SIZE]
+        # The outer nonce is the first 48 hex digits after the two infos; hex digits may be
+        # either case on the wire, so fold them or an upper-cased replay would pass.
+        nonce = frame[128 : 128 + 2 * NONCE_SIZE].lower()
         if nonce in self._seen:
             raise FrameError("replayed", "frame was already received on this connection")
         self._seen.add(nonce)

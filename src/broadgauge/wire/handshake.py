@@ -30,7 +30,10 @@ from broadgauge.wire.envelope import (
     decode_frame,
     dump_json,
     encode_frame,
+    open_inner,
+    open_outer,
     parse_json,
+    split_frame,
 )
 from broadgauge.wire.errors import FrameError, HandshakeError
 from broadgauge.wire.keys import KEY_SIZE, Key, xor_with_key
@@ -315,13 +318,20 @@ class ServerHandshake:
         raise HandshakeError("out-of-order", f"unexpected frame in state {self._state.value}")
 
     def _first_frame(self, frame: str) -> str:
+        inner_info, outer_info, outer_blob = split_frame(frame)
+        inner_masked = bytes.fromhex(self._headers[INNER_SALT_HEADER])
+        outer_masked = bytes.fromhex(self._headers[OUTER_SALT_HEADER])
         for entry in self._candidates:
-            inner_salt, outer_salt = unmask_salts(self._headers, entry)
+            # A wrong key fails at the outer layer, before the inner one is derived; this loop
+            # runs once per entry allowed from the caller's address, so keep it cheap.
+            outer_salt = xor_with_key(outer_masked, entry.inner_key)
+            inner_salt = xor_with_key(inner_masked, entry.outer_key)
             try:
-                plaintext = decode_frame(
-                    frame,
-                    LayerKey(entry.inner_key, inner_salt),
-                    LayerKey(entry.outer_key, outer_salt),
+                inner_blob = open_outer(
+                    outer_info, outer_blob, LayerKey(entry.outer_key, outer_salt)
+                )
+                plaintext = open_inner(
+                    inner_info, inner_blob, LayerKey(entry.inner_key, inner_salt)
                 )
             except FrameError as exc:
                 if exc.reason == "bad-auth":

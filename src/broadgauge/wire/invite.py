@@ -64,7 +64,7 @@ class Invite:
         """Parse invite TOML text."""
         try:
             data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, RecursionError) as exc:
             raise ConfigError(f"invite is not valid TOML: {exc}") from None
         return cls.from_dict(data)
 
@@ -93,7 +93,9 @@ def write_private(path: Path, text: str) -> None:
     """Atomically write ``text`` to ``path`` with mode 0600 (it holds keys)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A stale temp file (say from a crash) would keep its old, possibly looser, mode: start afresh.
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()

@@ -41,9 +41,10 @@ class Key:
         if len(text) != 2 * KEY_SIZE:
             raise ConfigError(f"a key must be {2 * KEY_SIZE} hex digits, not {len(text)}")
         try:
-            return cls(bytes.fromhex(text))
+            data = bytes.fromhex(text)
         except ValueError:
             raise ConfigError("a key must be hexadecimal") from None
+        return cls(data)
 
     @classmethod
     def from_table(cls, value: Any) -> Key:
@@ -86,4 +87,6 @@ def xor_with_key(salt: bytes, key: Key) -> bytes:
 
     Like the reference this zips the two, so a salt shorter than the key stays short.
     """
-    return bytes(a ^ b for a, b in zip(salt, key.secret_bytes, strict=False))
+    size = min(len(salt), KEY_SIZE)
+    masked = int.from_bytes(salt[:size], "big") ^ int.from_bytes(key.secret_bytes[:size], "big")
+    return masked.to_bytes(size, "big")

@@ -200,8 +200,9 @@ class ServiceConfig:
             ipaddress.ip_address(self.ip)
         except ValueError:
             raise ConfigError(f"service ip {self.ip!r} is not an IP address") from None
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"service port {self.port} is out of range")
+        for what, port in (("port", self.port), ("heathcheck_port", self.healthcheck_port)):
+            if port is not None and not 0 <= port <= 65535:
+                raise ConfigError(f"service {what} {port} is out of range")
         _unique("client", [c.peer for c in self.clients])
         _unique("server", [s.peer for s in self.servers])
 

@@ -181,12 +181,23 @@ class ReplayGuard:
         self._order: deque[str] = deque()
 
     def check(self, frame: str) -> None:
-        """Raise :class:`FrameError` (``replayed``) if this frame was accepted recently."""
+        """Raise :class:`FrameError` (``replayed``) if this frame was seen recently."""
         # The outer nonce is the first 48 hex digits after the two infos; hex digits may be
         # either case on the wire, so fold them or an upper-cased replay would pass.
         nonce = frame[128 : 128 + 2 * NONCE_SIZE].lower()
         if nonce in self._seen:
-            raise FrameError("replayed", "frame was already received on this connection")
+            raise FrameError("replayed", "frame was already seen on this connection")
+        self._remember(nonce)
+
+    def sent(self, frame: str) -> None:
+        """Remember a frame we sent.
+
+        Both directions of a link use the same keys and salts, so a frame we sent would open
+        if an attacker reflected it back to us.  Remembering it makes that a replay.
+        """
+        self._remember(frame[128 : 128 + 2 * NONCE_SIZE])
+
+    def _remember(self, nonce: str) -> None:
         self._seen.add(nonce)
         self._order.append(nonce)
         if len(self._order) > self._window:

@@ -94,11 +94,13 @@ class Channel:
 
     def seal(self, payload: str) -> str:
         """Return the frame carrying ``payload``."""
-        return encode_frame(dump_json(payload), self._inner, self._outer)
+        return self.seal_value(payload)
 
     def seal_value(self, value: Any) -> str:
         """Return a frame carrying any JSON value (used for standby answers)."""
-        return encode_frame(dump_json(value), self._inner, self._outer)
+        frame = encode_frame(dump_json(value), self._inner, self._outer)
+        self._replay.sent(frame)
+        return frame
 
     def open(self, frame: str) -> str | None:
         """Return the payload string, or ``None`` for a standby poll.

@@ -20,6 +20,9 @@ def canonical_websocket_url(url: str) -> str:
     text = url.strip()
     if not text:
         raise ConfigError("the URL is empty")
+    if any(c.isspace() or not c.isprintable() for c in text):
+        # urlsplit would quietly keep or drop these, so the stored URL would not be stable.
+        raise ConfigError(f"the URL {url!r} contains whitespace or control characters")
     if "://" not in text:
         text = "wss://" + text
     try:

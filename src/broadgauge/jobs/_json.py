@@ -1,0 +1,270 @@
+"""Strict JSON reading and Rust-compatible JSON writing for the jobs layer.
+
+Python's :mod:`json` is more permissive than ``serde_json`` in ways that matter
+for a wire-compatible peer, so every decode in this package goes through
+:func:`loads` and the typed field readers below:
+
+* ``NaN``/``Infinity`` and out-of-range floats (``1e400``) are rejected
+  (``serde_json`` refuses them; Python would produce ``nan``/``inf``);
+* ``-0`` is a *float* for ``serde_json`` (its integer path only yields negative
+  values below zero), so an integer field holding ``-0`` is rejected just like
+  in Rust;
+* duplicate keys are recorded, so a struct reader can reject a duplicated
+  *known* field (serde: "duplicate field `id`") while tolerating duplicated
+  unknown keys, which serde ignores;
+* ``bool`` is never accepted where an integer is expected (Python's ``True`` is
+  an ``int``);
+* strings containing lone surrogates (legal as ``\\ud800`` escapes in Python,
+  rejected by Rust when decoding a ``String``) are refused where we keep them.
+
+:func:`dumps` writes compact JSON with raw UTF-8 and ``serde_json``'s escaping
+(short escapes for ``\\b \\f \\n \\r \\t``, lowercase ``\\u00XX`` for other
+control characters), which is exactly what :func:`json.dumps` does with
+``ensure_ascii=False``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any, Final, NoReturn, TypeVar
+
+from .errors import ProtocolError
+
+__all__ = [
+    "JsonObject",
+    "dumps",
+    "loads",
+]
+
+#: Bounds of Rust integer types used on the wire.
+U64_MAX: Final = 2**64 - 1
+I64_MIN: Final = -(2**63)
+I64_MAX: Final = 2**63 - 1
+
+_T = TypeVar("_T")
+
+
+class JsonObject(dict[str, Any]):
+    """A decoded JSON object that remembers which keys occurred more than once."""
+
+    __slots__ = ("duplicate_keys",)
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        seen: set[str] = set()
+        dups: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                dups.add(key)
+            seen.add(key)
+        self.duplicate_keys: frozenset[str] = frozenset(dups)
+
+
+def _parse_int(text: str) -> int | float:
+    # serde_json parses "-0" through its float path (see module docstring).
+    if text == "-0":
+        return -0.0
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text}")
+    return value
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads(text: str | bytes, what: str, error: type[ProtocolError] = ProtocolError) -> Any:
+    """Parse ``text`` as one strict JSON document; ``what`` names it in errors."""
+    if isinstance(text, bytes | bytearray):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise error(f"{what}: not valid UTF-8 ({exc.reason})") from None
+    if not isinstance(text, str):
+        raise error(f"{what}: expected a JSON string, got {type(text).__name__}")
+    try:
+        return json.loads(
+            text,
+            object_pairs_hook=JsonObject,
+            parse_int=_parse_int,
+            parse_float=_parse_float,
+            parse_constant=_reject_constant,
+        )
+    except RecursionError:
+        raise error(f"{what}: JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError is a ValueError
+        raise error(f"{what}: invalid JSON: {exc}") from None
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON, raw UTF-8, serde_json escaping; key order as given."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a UTF-16 surrogate that cannot be encoded as UTF-8."""
+    return any(0xD800 <= ord(ch) <= 0xDFFF for ch in text)
+
+
+def type_name(value: object) -> str:
+    """JSON-flavoured name of a decoded value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+class Reader:
+    """Typed access to the fields of one JSON object, with path-qualified errors.
+
+    Unknown keys are ignored (serde's default without ``deny_unknown_fields``);
+    a known key that occurs twice is an error, as in serde.
+    """
+
+    __slots__ = ("_error", "_obj", "path")
+
+    def __init__(
+        self,
+        value: object,
+        path: str,
+        known: frozenset[str] | set[str],
+        error: type[ProtocolError] = ProtocolError,
+    ) -> None:
+        self._error = error
+        self.path = path
+        if not isinstance(value, dict):
+            self.fail(f"expected an object, got {type_name(value)}")
+        self._obj: dict[str, Any] = value
+        dups: frozenset[str] = getattr(value, "duplicate_keys", frozenset()) & frozenset(known)
+        if dups:
+            self.fail(f"duplicate field `{sorted(dups)[0]}`")
+
+    def fail(self, message: str, key: str | None = None) -> NoReturn:
+        """Raise the reader's error type for ``path[.key]``."""
+        where = f"{self.path}.{key}" if key is not None else self.path
+        raise self._error(f"{where}: {message}")
+
+    def has(self, key: str) -> bool:
+        """Whether ``key`` is present (even if null)."""
+        return key in self._obj
+
+    def raw(self, key: str) -> Any:
+        """The raw value of a required field."""
+        if key not in self._obj:
+            self.fail(f"missing field `{key}`")
+        return self._obj[key]
+
+    def sub(self, key: str) -> str:
+        """The error path of a nested value."""
+        return f"{self.path}.{key}"
+
+    def text(self, key: str, *, default: str | None = None) -> str:
+        """A required string field (or ``default`` when absent and given)."""
+        if key not in self._obj and default is not None:
+            return default
+        return check_text(self.raw(key), self.sub(key), self._error)
+
+    def opt_text(self, key: str) -> str | None:
+        """An optional string field: absent or ``null`` give ``None``."""
+        value = self._obj.get(key)
+        if value is None:
+            return None
+        return check_text(value, self.sub(key), self._error)
+
+    def integer(self, key: str, lo: int, hi: int, kind: str) -> int:
+        """A required integer field within ``[lo, hi]``."""
+        return check_int(self.raw(key), self.sub(key), (lo, hi), kind, self._error)
+
+    def u64(self, key: str) -> int:
+        """A required unsigned 64-bit integer (also used for Rust ``usize``)."""
+        return self.integer(key, 0, U64_MAX, "an unsigned 64-bit integer")
+
+    def i64(self, key: str) -> int:
+        """A required signed 64-bit integer."""
+        return self.integer(key, I64_MIN, I64_MAX, "a signed 64-bit integer")
+
+    def number(self, key: str) -> float:
+        """A required finite number (Rust ``f32``/``f64`` accept JSON integers too)."""
+        value = self.raw(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(f"expected a number, got {type_name(value)}", key)
+        return float(value)
+
+    def boolean(self, key: str) -> bool:
+        """A required boolean."""
+        value = self.raw(key)
+        if not isinstance(value, bool):
+            self.fail(f"expected a boolean, got {type_name(value)}", key)
+        return value
+
+    def array(self, key: str, *, default_empty: bool = False) -> list[Any]:
+        """A required array (or ``[]`` when absent and ``default_empty``)."""
+        if default_empty and key not in self._obj:
+            return []
+        value = self.raw(key)
+        if not isinstance(value, list):
+            self.fail(f"expected an array, got {type_name(value)}", key)
+        return value
+
+    def text_list(self, key: str, *, default_empty: bool = False) -> list[str]:
+        """An array of strings."""
+        items = self.array(key, default_empty=default_empty)
+        return [
+            check_text(item, f"{self.sub(key)}[{i}]", self._error) for i, item in enumerate(items)
+        ]
+
+    def mapping(self, key: str, *, default_empty: bool = False) -> dict[str, Any]:
+        """A JSON object used as a map (duplicate keys: last wins, as serde maps)."""
+        if default_empty and key not in self._obj:
+            return {}
+        value = self.raw(key)
+        if not isinstance(value, dict):
+            self.fail(f"expected an object, got {type_name(value)}", key)
+        return value
+
+    def convert(self, key: str, parse: Callable[[Any, str], _T]) -> _T:
+        """Decode a nested value with ``parse(value, path)``."""
+        return parse(self.raw(key), self.sub(key))
+
+
+def check_text(value: object, path: str, error: type[ProtocolError] = ProtocolError) -> str:
+    """``value`` as a string that can be written back as UTF-8."""
+    if not isinstance(value, str):
+        raise error(f"{path}: expected a string, got {type_name(value)}")
+    if has_lone_surrogate(value):
+        raise error(f"{path}: string contains a lone UTF-16 surrogate")
+    return value
+
+
+def check_int(
+    value: object,
+    path: str,
+    bounds: tuple[int, int],
+    kind: str,
+    error: type[ProtocolError] = ProtocolError,
+) -> int:
+    """``value`` as an integer within inclusive ``bounds`` (floats and booleans refused)."""
+    lo, hi = bounds
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise error(f"{path}: expected {kind}, got {type_name(value)} {value!r}")
+    if not lo <= value <= hi:
+        raise error(f"{path}: expected {kind}, got out-of-range {value}")
+    return value

@@ -1,0 +1,692 @@
+"""The agent runtime: boards, routing, execution and recovery over a wire :class:`Service`.
+
+An :class:`Agent` owns one board per neighbour.  A job travels hop by hop along its
+destination path; each hop records it on the board of the neighbour it came from and of the
+neighbour it went to, so that a result coming back can retrace the route (notes §3.7):
+
+* **Put** received: downstream of us → pass it on to the next agent; we are the destination →
+  run the handler registered for its instruction, then send the finished job back.
+* **Update** received: store it; if it came from below, pass it up to the previous agent; if
+  we started the job, wake whoever is waiting in :meth:`Agent.run`.
+* On every (re)connection both sides send ``Register``, then ``Sync`` with the board they
+  share, then anything queued while the link was down.
+
+With a data directory the boards, the outbox and execution markers live in SQLite, so an
+agent killed at any point resumes: a job it had finished is answered from its record, never
+run again; a job cut off mid-run is run again (handlers must be idempotent, as in OpenPortal).
+
+Every action is reported as a :class:`~broadgauge.jobs.trace.TraceEvent`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from broadgauge.grammar import GrammarError, Position
+from broadgauge.jobs.agent_config import AgentConfig
+from broadgauge.jobs.agent_type import AgentType
+from broadgauge.jobs.board import AddOutcome, AddResult, Board, SyncAction
+from broadgauge.jobs.commands import (
+    Delete,
+    DiagnosticsRequest,
+    DiagnosticsResponse,
+    ErrorCommand,
+    HealthCheck,
+    HealthResponse,
+    JobCommand,
+    Notify,
+    Put,
+    Register,
+    Restart,
+    Sync,
+    Update,
+    decode_command,
+    encode_command,
+)
+from broadgauge.jobs.directions import Link, refusal
+from broadgauge.jobs.errors import ExpiredError, ProtocolError
+from broadgauge.jobs.health import HealthInfo
+from broadgauge.jobs.job import Job
+from broadgauge.jobs.notification import Notification
+from broadgauge.jobs.store import BoardStore
+from broadgauge.jobs.trace import Action, TraceEvent
+from broadgauge.wire import (
+    ClientEntry,
+    Limits,
+    Message,
+    PeerId,
+    PeerNotConnected,
+    ServerEntry,
+    Service,
+    Timers,
+)
+
+log = logging.getLogger("broadgauge.jobs")
+
+CLEANER_INTERVAL = 60.0
+REGISTER_WAIT = 5.0
+
+
+class JobFailed(Exception):
+    """A job finished in the ``Error`` state; :attr:`job` holds it (message in ``result``)."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(job.error_message or "job failed")
+        self.job = job
+
+
+class JobExpired(JobFailed, TimeoutError):
+    """A job expired (or the caller's timeout passed) before it finished."""
+
+
+class JobRefused(Exception):
+    """Raised by a handler, or the runtime, to refuse a job with a reason."""
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    """A neighbour as the runtime sees it: identity, how it is linked, what it registered as."""
+
+    peer: PeerId
+    link: Link
+    agent_type: AgentType | None
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A job handed to a handler: the job, who handed it over, and on which link."""
+
+    recipient: str
+    sender: PeerInfo
+    job: Job
+
+    @property
+    def zone(self) -> str:
+        """The zone of the link the job arrived on; sub-jobs reuse it."""
+        return self.sender.peer.zone
+
+
+Handler = Callable[[Envelope], Awaitable[object]]
+NotifyHandler = Callable[[PeerInfo, Notification], Awaitable[None]]
+TraceSink = Callable[[TraceEvent], None]
+
+
+class Agent:
+    """One agent: a wire service plus boards, handlers and the routing rules."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        data_dir: str | Path | None = None,
+        timers: Timers | None = None,
+        limits: Limits | None = None,
+        clock: Callable[[], float] = time.time,
+        max_workers: int = 64,
+    ) -> None:
+        self.config = config
+        self.agent_type = config.agent
+        self.service = Service(config.service, timers=timers, limits=limits)
+        self.service.on_message(self._on_message)
+        self.service.on_connected(self._on_connected)
+        self.service.on_disconnected(self._on_disconnected)
+        self.clock = clock
+        self.store = BoardStore(data_dir) if data_dir is not None else None
+        self._boards: dict[PeerId, Board] = {}
+        self._peer_types: dict[PeerId, AgentType] = {}
+        self._handlers: dict[str, Handler] = {}
+        self._notify_handler: NotifyHandler | None = None
+        self._trace_sinks: list[TraceSink] = []
+        self._waiters: dict[uuid.UUID, list[asyncio.Future[Job]]] = {}
+        self._health_waiters: dict[str, asyncio.Future[HealthInfo]] = {}
+        self._workers = asyncio.Semaphore(max_workers)
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._registrations = asyncio.Condition()
+        self._started_at = datetime.now(UTC)
+        self._load_boards()
+
+    @property
+    def name(self) -> str:
+        """This agent's name."""
+        return self.service.name
+
+    # --- registration of behaviour -----------------------------------------------------
+
+    def handler(self, *keywords: str) -> Callable[[Handler], Handler]:
+        """Decorator: run ``handler`` for jobs whose instruction is one of ``keywords``."""
+
+        def register(handler: Handler) -> Handler:
+            for keyword in keywords:
+                self._handlers[keyword] = handler
+            return handler
+
+        return register
+
+    def add_handler(self, keyword: str, handler: Handler) -> None:
+        """Run ``handler`` for jobs whose instruction keyword is ``keyword``."""
+        self._handlers[keyword] = handler
+
+    def on_notification(self, handler: NotifyHandler) -> NotifyHandler:
+        """Register the coroutine that receives notifications addressed to this agent."""
+        self._notify_handler = handler
+        return handler
+
+    def on_trace(self, sink: TraceSink) -> TraceSink:
+        """Call ``sink`` with every :class:`TraceEvent` (several sinks may be added)."""
+        self._trace_sinks.append(sink)
+        return sink
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self, *, listen: bool = True) -> None:
+        """Start the wire service, the cleaner, and resume interrupted work."""
+        await self.service.start(listen=listen)
+        self._spawn(self._cleaner())
+        self._resume()
+
+    async def stop(self) -> None:
+        """Stop serving; boards stay in the store for the next start."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.service.stop()
+        if self.store is not None:
+            self.store.close()
+
+    async def __aenter__(self) -> Agent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _spawn(self, coro: Awaitable[object]) -> None:
+        task: asyncio.Task[object] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- peers -------------------------------------------------------------------------
+
+    def peer_info(self, peer: PeerId) -> PeerInfo:
+        """How ``peer`` is linked to us and what it registered as."""
+        config = self.service.config
+        link = Link.UP if config.server(peer.name, peer.zone) is not None else Link.DOWN
+        return PeerInfo(peer, link, self._peer_types.get(peer))
+
+    def _peer_named(self, name: str, zone: str | None) -> PeerId:
+        config = self.service.config
+        entries: list[ClientEntry | ServerEntry] = [e for e in config.servers if e.name == name]
+        entries += [e for e in config.clients if e.name == name]
+        if zone is not None:
+            entries = [e for e in entries if e.zone == zone]
+        if not entries:
+            where = f" in zone {zone}" if zone else ""
+            raise JobRefused(f"{self.name} has no neighbour called {name}{where}")
+        if len({e.zone for e in entries}) > 1:
+            raise JobRefused(f"{name} is a neighbour in several zones; the job must name one")
+        return PeerId(entries[0].name, entries[0].zone)
+
+    def board(self, peer: PeerId) -> Board:
+        """The board shared with ``peer`` (created on first use)."""
+        board = self._boards.get(peer)
+        if board is None:
+            board = self._boards[peer] = Board(str(peer))
+        return board
+
+    # --- the public way to start work --------------------------------------------------
+
+    async def run(self, destination: str, instruction: str, timeout: float | None = None) -> Job:
+        """Send ``instruction`` along ``destination`` and wait for the finished job.
+
+        ``destination`` starts with this agent's name.  Returns the ``Complete`` job;
+        raises :class:`JobFailed` if it ends in error, :class:`JobExpired` if it expires or
+        ``timeout`` seconds pass first, and :class:`~broadgauge.grammar.GrammarError` for
+        text that does not parse.
+        """
+        job = Job.parse(f"{destination} {instruction}", now=self.clock())
+        return await self.submit(job, timeout=timeout)
+
+    async def submit(
+        self, job: Job, *, zone: str | None = None, timeout: float | None = None
+    ) -> Job:
+        """Start ``job`` (whose path begins here) and wait for it to finish."""
+        path = job.destination
+        if path.agents[0] != self.name:
+            raise JobRefused(f"a job started by {self.name} must begin at {self.name}, not {path}")
+        next_name = path.next(self.name)
+        assert next_name is not None  # a destination has at least two agents
+        peer = self._peer_named(next_name, zone)
+        waiter = self._wait_for(job.id)
+        await self._put(peer, job)
+        budget = max(0.0, job.expires - self.clock() + 1.0)
+        if timeout is not None:
+            budget = min(budget, timeout)
+        try:
+            async with asyncio.timeout(budget):
+                finished = await waiter
+        except TimeoutError:
+            raise JobExpired(
+                job.errored(f"no result for {job.id} within {budget:.0f} s", now=self.clock())
+            ) from None
+        finally:
+            self._forget_waiter(job.id, waiter)
+        if finished.is_error:
+            if finished.error_message == "Job expired":
+                raise JobExpired(finished)
+            raise JobFailed(finished)
+        return finished
+
+    def _wait_for(self, job_id: uuid.UUID) -> asyncio.Future[Job]:
+        future: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(job_id, []).append(future)
+        return future
+
+    def _forget_waiter(self, job_id: uuid.UUID, future: asyncio.Future[Job]) -> None:
+        waiting = self._waiters.get(job_id, [])
+        if future in waiting:
+            waiting.remove(future)
+        if not waiting:
+            self._waiters.pop(job_id, None)
+
+    def _wake(self, jobs: tuple[Job, ...] | list[Job]) -> None:
+        for job in jobs:
+            for future in self._waiters.pop(job.id, []):
+                if not future.done():
+                    future.set_result(job)
+
+    # --- board operations (each persisted) ---------------------------------------------
+
+    def _record(self, peer: PeerId, job: Job) -> AddResult:
+        result = self.board(peer).add(job, self.clock())
+        if result.should_send or result.finished:
+            self._save(peer, result.stored)
+            for extra in result.finished:
+                self._save(peer, extra)
+        self._wake(result.finished)
+        return result
+
+    def _save(self, peer: PeerId, job: Job) -> None:
+        if self.store is not None:
+            self.store.save(str(peer), job)
+
+    async def _put(self, peer: PeerId, job: Job) -> None:
+        if job.is_created:
+            job = job.pending(now=self.clock())
+        result = self._record(peer, job)
+        if result.should_send:
+            await self._send_job(peer, Put(result.stored))
+            self._trace(Action.FORWARDED, result.stored, peer)
+
+    async def _update(self, peer: PeerId, job: Job) -> None:
+        result = self._record(peer, job)
+        if result.should_send:
+            await self._send_job(peer, Update(result.stored))
+
+    async def _send_job(self, peer: PeerId, command: JobCommand) -> None:
+        payload = encode_command(command)
+        try:
+            await self.service.send(peer.name, payload, peer.zone)
+        except PeerNotConnected:
+            # Keep it for the next connection (durably, when we have a store).
+            self.board(peer).queue(command)
+            if self.store is not None:
+                self.store.enqueue(str(peer), payload)
+            self._trace(Action.QUEUED, command.job, peer, f"{peer} is not connected")
+
+    async def _send(self, peer: PeerId, command: object) -> None:
+        try:
+            await self.service.send(peer.name, encode_command(command), peer.zone)  # type: ignore[arg-type]
+        except PeerNotConnected:
+            log.info("%s: could not send %s to %s", self.name, type(command).__name__, peer)
+
+    # --- incoming traffic --------------------------------------------------------------
+
+    async def _on_message(self, message: Message) -> None:
+        peer = message.peer
+        try:
+            command = decode_command(message.payload)
+        except ProtocolError as exc:
+            log.warning("%s: unreadable command from %s: %s", self.name, peer, exc)
+            return
+        try:
+            await self._dispatch(peer, command)
+        except ExpiredError:
+            log.debug("%s: dropped an expired job from %s", self.name, peer)
+
+    async def _dispatch(self, peer: PeerId, command: object) -> None:
+        if isinstance(command, Put):
+            await self._received_put(peer, command.job)
+        elif isinstance(command, Update):
+            await self._received_update(peer, command.job)
+        elif isinstance(command, Delete):
+            await self._received_delete(peer, command.job)
+        elif isinstance(command, Register):
+            self._peer_types[peer] = command.agent
+            log.info("%s: %s registered as %s", self.name, peer, command.agent.value)
+            async with self._registrations:
+                self._registrations.notify_all()
+        elif isinstance(command, Sync):
+            await self._received_sync(peer, command.jobs)
+        elif isinstance(command, HealthCheck):
+            self._spawn(self._answer_health(peer, command.visited))
+        elif isinstance(command, HealthResponse):
+            waiter = self._health_waiters.get(str(peer))
+            if waiter is not None and not waiter.done():
+                waiter.set_result(command.health)
+        elif isinstance(command, Notify):
+            await self._received_notify(peer, command.notification)
+        elif isinstance(command, Restart | DiagnosticsRequest | DiagnosticsResponse):
+            log.info("%s: %s from %s is not handled yet", self.name, type(command).__name__, peer)
+        elif isinstance(command, ErrorCommand):
+            log.warning("%s: %s reported an error: %s", self.name, peer, command.error)
+
+    async def _received_put(self, peer: PeerId, job: Job) -> None:
+        if job.is_expired(self.clock()):
+            return
+        sender = self.peer_info(peer)
+        self._trace(Action.RECEIVED, job, peer)
+        position = job.destination.position(self.name, peer.name)
+        if position in (Position.DOWNSTREAM, Position.DESTINATION):
+            reason = await self._refusal(sender, job)
+            if reason is not None:
+                self._trace(Action.REFUSED, job, peer, reason)
+                log.warning("%s: refused %s from %s: %s", self.name, job, peer, reason)
+                await self._fail_back(peer, job, reason)
+                return
+        if position is Position.DOWNSTREAM:
+            self._record(peer, job)
+            next_name = job.destination.next(self.name)
+            assert next_name is not None
+            try:
+                await self._put(self._peer_named(next_name, peer.zone), job)
+            except JobRefused as exc:
+                await self._fail_back(peer, job, str(exc))
+        elif position is Position.DESTINATION:
+            result = self._record(peer, job)
+            if result.outcome is AddOutcome.DUPLICATE:
+                self._trace(Action.DUPLICATE, result.stored, peer, result.stored.result or "")
+                await self._send_job(peer, Update(result.stored))
+            elif result.should_send and not result.stored.is_finished:
+                self._spawn(self._execute(sender, result.stored))
+        elif position is Position.UPSTREAM:
+            await self._fail_back(peer, job, "Job has got into an unknown position")
+        else:
+            await self._fail_back(peer, job, "Job has got into an errored position")
+
+    async def _refusal(self, sender: PeerInfo, job: Job) -> str | None:
+        if sender.agent_type is None and sender.link is Link.DOWN:
+            # A Put can overtake the peer's Register; give it a moment to arrive.
+            try:
+                async with asyncio.timeout(REGISTER_WAIT), self._registrations:
+                    await self._registrations.wait_for(lambda: sender.peer in self._peer_types)
+            except TimeoutError:
+                pass
+            sender = self.peer_info(sender.peer)
+        return refusal(self.agent_type, sender.link, sender.agent_type, job.instruction.keyword)
+
+    async def _fail_back(self, peer: PeerId, job: Job, reason: str) -> None:
+        now = self.clock()
+        if job.is_created:
+            job = job.pending(now=now)
+        await self._update(peer, job.errored(reason, now=now))
+
+    async def _received_update(self, peer: PeerId, job: Job) -> None:
+        if job.is_expired(self.clock()):
+            return
+        if self.board(peer).get(job.id) is None:
+            # We never sent this job to that peer: nothing to update, nothing to pass on.
+            log.warning("%s: ignored an update from %s for unknown job %s", self.name, peer, job.id)
+            return
+        result = self._record(peer, job)
+        if not result.should_send:
+            return
+        position = job.destination.position(self.name, peer.name)
+        if position is Position.UPSTREAM:
+            previous = job.destination.previous(self.name)
+            if previous is None:
+                self._trace(
+                    Action.FINISHED if job.is_finished else Action.RECEIVED,
+                    job,
+                    peer,
+                    _outcome(job),
+                )
+                return
+            await self._update(self._peer_named(previous, peer.zone), result.stored)
+            self._trace(Action.RETURNED, result.stored, peer, _outcome(result.stored))
+        elif position is Position.DOWNSTREAM:
+            next_name = job.destination.next(self.name)
+            if next_name is not None:
+                await self._update(self._peer_named(next_name, peer.zone), result.stored)
+
+    async def _received_delete(self, peer: PeerId, job: Job) -> None:
+        removed = self.board(peer).remove(job, self.clock())
+        if self.store is not None:
+            self.store.delete(str(peer), job.id)
+        self._wake(list(removed.woken))
+        position = job.destination.position(self.name, peer.name)
+        onward = {
+            Position.DOWNSTREAM: job.destination.next(self.name),
+            Position.UPSTREAM: job.destination.previous(self.name),
+        }.get(position)
+        if onward is not None:
+            target = self._peer_named(onward, peer.zone)
+            self.board(target).remove(job, self.clock())
+            await self._send_job(target, Delete(job))
+
+    async def _received_sync(self, peer: PeerId, jobs: tuple[Job, ...]) -> None:
+        for decision in self.board(peer).sync_actions(jobs, self.name, peer.name, self.clock()):
+            if decision.action is SyncAction.UPDATE:
+                if self.board(peer).get(decision.job.id) is None:
+                    continue
+                await self._received_update(peer, decision.job)
+            elif decision.action is SyncAction.PUT:
+                await self._received_put(peer, decision.job)
+
+    async def _received_notify(self, peer: PeerId, notification: Notification) -> None:
+        position = notification.destination.position(self.name, peer.name)
+        if position is Position.DESTINATION:
+            if self._notify_handler is not None:
+                await self._notify_handler(self.peer_info(peer), notification)
+        elif position is Position.DOWNSTREAM:
+            next_name = notification.destination.next(self.name)
+            assert next_name is not None
+            await self._send(self._peer_named(next_name, peer.zone), Notify(notification))
+
+    async def notify(self, notification: Notification) -> None:
+        """Send a fire-and-forget notification along its destination (first hop = us)."""
+        next_name = notification.destination.next(self.name)
+        if notification.destination.agents[0] != self.name or next_name is None:
+            raise JobRefused(f"a notification sent by {self.name} must start at {self.name}")
+        await self._send(self._peer_named(next_name, None), Notify(notification))
+
+    # --- execution ---------------------------------------------------------------------
+
+    async def _execute(self, sender: PeerInfo, job: Job) -> None:
+        peer = sender.peer
+        if self.store is not None:
+            execution = self.store.execution(job.id)
+            if execution is not None and execution.result is not None:
+                # Finished before a crash: answer from the record, never run it twice.
+                await self._update(peer, execution.result)
+                return
+            self.store.mark_started(job.id, self.clock())
+        keyword = job.instruction.keyword
+        handler = self._handlers.get(keyword)
+        async with self._workers:
+            self._trace(Action.STARTED, job, peer)
+            try:
+                if handler is None:
+                    raise JobRefused(f"No default runner for job: {job}")
+                value = await handler(Envelope(self.name, sender, job))
+                finished = job.complete_with(value, now=self.clock())
+            except asyncio.CancelledError:
+                raise
+            except (JobRefused, JobFailed, GrammarError) as exc:
+                finished = job.errored(str(exc), now=self.clock())
+            except Exception as exc:
+                log.exception("%s: handler for %s failed", self.name, keyword)
+                finished = job.errored(f"{type(exc).__name__}: {exc}", now=self.clock())
+        if self.store is not None:
+            self.store.mark_finished(job.id, self.clock(), finished)
+        self._trace(Action.FINISHED, finished, peer, _outcome(finished))
+        await self._update(peer, finished)
+
+    def _resume(self) -> None:
+        """After a restart, run again every job that was ours to run and is unfinished."""
+        for peer, board in self._boards.items():
+            for job in board.jobs():
+                if job.is_finished or job.is_expired(self.clock()):
+                    continue
+                if job.destination.position(self.name, peer.name) is not Position.DESTINATION:
+                    continue
+                self._trace(Action.RESUMED, job, peer)
+                self._spawn(self._execute(self.peer_info(peer), job))
+
+    def _load_boards(self) -> None:
+        if self.store is None:
+            return
+        for peer_text, jobs in self.store.load_all().items():
+            name, _, zone = peer_text.partition("@")
+            peer = PeerId(name, zone)
+            self._boards[peer] = Board(peer_text, jobs)
+            for payload in self.store.drain(peer_text):
+                try:
+                    command = decode_command(payload)
+                except ProtocolError:
+                    continue
+                if isinstance(command, Put | Update | Delete):
+                    self._boards[peer].queue(command)
+
+    # --- connections ---------------------------------------------------------------------
+
+    async def _on_connected(self, peer: PeerId) -> None:
+        await self._send(peer, Register(self.agent_type))
+        await self._send(peer, Sync(self.board(peer).sync_state()))
+        for command in self.board(peer).take_queued():
+            if command.job.is_expired(self.clock()):
+                continue
+            if isinstance(command, Put | Update):
+                self._record(peer, command.job)
+            await self._send_job(peer, command)
+
+    async def _on_disconnected(self, peer: PeerId) -> None:
+        log.info("%s: %s disconnected", self.name, peer)
+
+    # --- the cleaner -------------------------------------------------------------------
+
+    async def _cleaner(self) -> None:
+        while True:
+            await asyncio.sleep(CLEANER_INTERVAL)
+            self.sweep()
+
+    def sweep(self) -> list[Job]:
+        """Remove expired jobs from every board now, waking their waiters."""
+        swept: list[Job] = []
+        for peer, board in self._boards.items():
+            gone = board.sweep_expired(self.clock())
+            for job in gone:
+                self._trace(Action.EXPIRED, job, peer, _outcome(job))
+                if self.store is not None:
+                    self.store.delete(str(peer), job.id)
+            swept.extend(gone)
+        self._wake(swept)
+        return swept
+
+    # --- health ------------------------------------------------------------------------
+
+    def own_health(self) -> HealthInfo:
+        """This agent's HealthInfo, without peers."""
+        now = datetime.now(UTC)
+        info = HealthInfo.new(
+            self.name, self.agent_type, connected=True, start_time=self._started_at, now=now
+        )
+        stats = [board.stats(self.name, self.clock()) for board in self._boards.values()]
+        return dataclasses.replace(
+            info,
+            active_jobs=sum(s.active for s in stats),
+            pending_jobs=sum(s.pending for s in stats),
+            running_jobs=sum(s.running for s in stats),
+            completed_jobs=sum(s.completed for s in stats),
+            duplicate_jobs=sum(s.duplicates for s in stats),
+            successful_jobs=sum(s.successful for s in stats),
+            expired_jobs=sum(s.expired for s in stats),
+            errored_jobs=sum(s.errored for s in stats),
+            inflight_jobs=sum(s.in_flight for s in stats),
+            queued_jobs=sum(s.queued for s in stats),
+            worker_count=len(self._tasks),
+        )
+
+    async def health(
+        self, visited: tuple[str, ...] = (), exclude: PeerId | None = None
+    ) -> HealthInfo:
+        """HealthInfo of this agent with its neighbours' answers nested (no cycles)."""
+        info = self.own_health()
+        if self.agent_type.is_leaf:
+            return info
+        visited = (*visited, self.name)
+        asks = [
+            peer
+            for peer in self.service.connected_peers()
+            if peer != exclude
+            and peer.name not in visited
+            and not (
+                self.agent_type is AgentType.PORTAL
+                and self._peer_types.get(peer) is AgentType.PORTAL
+            )
+        ]
+        answers = await asyncio.gather(*(self._ask_health(peer, visited) for peer in asks))
+        for answer in answers:
+            if answer is not None:
+                info = info.with_peer(answer)
+        return info
+
+    async def _ask_health(self, peer: PeerId, visited: tuple[str, ...]) -> HealthInfo | None:
+        future: asyncio.Future[HealthInfo] = asyncio.get_running_loop().create_future()
+        self._health_waiters[str(peer)] = future
+        try:
+            await self._send(peer, HealthCheck(visited))
+            async with asyncio.timeout(0.5):
+                return await future
+        except TimeoutError:
+            return None
+        finally:
+            self._health_waiters.pop(str(peer), None)
+
+    async def _answer_health(self, peer: PeerId, visited: tuple[str, ...]) -> None:
+        info = await self.health(visited, exclude=peer)
+        await self._send(peer, HealthResponse(info))
+
+    # --- tracing -------------------------------------------------------------------------
+
+    def _trace(self, action: Action, job: Job, peer: PeerId, detail: str = "") -> None:
+        event = TraceEvent(
+            time=self.clock(),
+            agent=self.name,
+            action=action,
+            job_id=str(job.id),
+            instruction=str(job.instruction),
+            path=str(job.destination),
+            peer=str(peer),
+            state=job.state.value,
+            detail=detail,
+        )
+        log.debug("%s", event)
+        for sink in self._trace_sinks:
+            try:
+                sink(event)
+            except Exception:
+                log.exception("%s: trace sink failed", self.name)
+
+
+def _outcome(job: Job) -> str:
+    if job.is_error:
+        return job.error_message or "error"
+    return job.result_type or job.state.value

@@ -21,10 +21,10 @@ Every action is reported as a :class:`~broadgauge.jobs.trace.TraceEvent`.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,12 +48,14 @@ from broadgauge.jobs.commands import (
     Restart,
     Sync,
     Update,
+    WireCommand,
     decode_command,
     encode_command,
 )
+from broadgauge.jobs.control import RESTARTING_MESSAGE, ControlPlane
 from broadgauge.jobs.directions import Link, refusal
 from broadgauge.jobs.errors import ExpiredError, ProtocolError
-from broadgauge.jobs.health import HealthInfo
+from broadgauge.jobs.health import DiagnosticsReport, HealthInfo
 from broadgauge.jobs.job import Job
 from broadgauge.jobs.notification import Notification
 from broadgauge.jobs.store import BoardStore
@@ -72,6 +74,7 @@ from broadgauge.wire import (
 log = logging.getLogger("broadgauge.jobs")
 
 CLEANER_INTERVAL = 60.0
+RECENT_EVENTS = 500
 REGISTER_WAIT = 5.0
 
 
@@ -146,11 +149,14 @@ class Agent:
         self._notify_handler: NotifyHandler | None = None
         self._trace_sinks: list[TraceSink] = []
         self._waiters: dict[uuid.UUID, list[asyncio.Future[Job]]] = {}
-        self._health_waiters: dict[str, asyncio.Future[HealthInfo]] = {}
+        self.recent_events: deque[TraceEvent] = deque(maxlen=RECENT_EVENTS)
         self._workers = asyncio.Semaphore(max_workers)
+        self._executions: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._running = 0
         self._tasks: set[asyncio.Task[object]] = set()
         self._registrations = asyncio.Condition()
-        self._started_at = datetime.now(UTC)
+        self.started_at = datetime.now(UTC)
+        self.control = ControlPlane(self)
         self._load_boards()
 
     @property
@@ -221,7 +227,8 @@ class Agent:
         link = Link.UP if config.server(peer.name, peer.zone) is not None else Link.DOWN
         return PeerInfo(peer, link, self._peer_types.get(peer))
 
-    def _peer_named(self, name: str, zone: str | None) -> PeerId:
+    def peer_named(self, name: str, zone: str | None) -> PeerId:
+        """The neighbour called ``name`` (in ``zone``); :class:`JobRefused` if there is none."""
         config = self.service.config
         entries: list[ClientEntry | ServerEntry] = [e for e in config.servers if e.name == name]
         entries += [e for e in config.clients if e.name == name]
@@ -233,6 +240,43 @@ class Agent:
         if len({e.zone for e in entries}) > 1:
             raise JobRefused(f"{name} is a neighbour in several zones; the job must name one")
         return PeerId(entries[0].name, entries[0].zone)
+
+    def boards(self) -> list[Board]:
+        """Every board this agent holds."""
+        return list(self._boards.values())
+
+    def boards_by_peer(self) -> list[tuple[PeerId, Board]]:
+        """Every board, with the neighbour it is shared with."""
+        return list(self._boards.items())
+
+    def clear_boards(self) -> None:
+        """Forget every job and queued command (a soft restart), in memory and on disk.
+
+        Handlers still running are cancelled: their jobs have been answered with an error.
+        """
+        for task in list(self._executions.values()):
+            task.cancel()
+        for peer, board in self._boards.items():
+            if self.store is not None:
+                self.store.delete_many(str(peer), [job.id for job in board.jobs()])
+                self.store.drain(str(peer))
+        self._boards.clear()
+
+    def busy_workers(self) -> int:
+        """Handlers running now."""
+        return self._running
+
+    async def health(self) -> HealthInfo:
+        """This agent's health with every reachable agent's nested in it (no cycles)."""
+        return await self.control.health()
+
+    async def diagnostics(self, path: str = "") -> DiagnosticsReport:
+        """The diagnostics report of the agent at ``path``, relative to this one."""
+        return await self.control.diagnostics(path)
+
+    async def restart(self, restart_type: str, path: str = "") -> None:
+        """Order a ``soft`` or ``hard`` restart of the agent at ``path``."""
+        await self.control.restart(restart_type, path)
 
     def board(self, peer: PeerId) -> Board:
         """The board shared with ``peer`` (created on first use)."""
@@ -263,7 +307,7 @@ class Agent:
             raise JobRefused(f"a job started by {self.name} must begin at {self.name}, not {path}")
         next_name = path.next(self.name)
         assert next_name is not None  # a destination has at least two agents
-        peer = self._peer_named(next_name, zone)
+        peer = self.peer_named(next_name, zone)
         waiter = self._wait_for(job.id)
         await self._put(peer, job)
         budget = max(0.0, job.expires - self.clock() + 1.0)
@@ -341,9 +385,10 @@ class Agent:
                 self.store.enqueue(str(peer), payload)
             self._trace(Action.QUEUED, command.job, peer, f"{peer} is not connected")
 
-    async def _send(self, peer: PeerId, command: object) -> None:
+    async def send_control(self, peer: PeerId, command: WireCommand) -> None:
+        """Send a command that never goes on a board; a missing link just drops it."""
         try:
-            await self.service.send(peer.name, encode_command(command), peer.zone)  # type: ignore[arg-type]
+            await self.service.send(peer.name, encode_command(command), peer.zone)
         except PeerNotConnected:
             log.info("%s: could not send %s to %s", self.name, type(command).__name__, peer)
 
@@ -361,7 +406,10 @@ class Agent:
         except ExpiredError:
             log.debug("%s: dropped an expired job from %s", self.name, peer)
 
-    async def _dispatch(self, peer: PeerId, command: object) -> None:
+    async def _dispatch(self, peer: PeerId, command: WireCommand) -> None:
+        if self.control.restarting and isinstance(command, Put | Update):
+            await self._fail_back(peer, command.job, RESTARTING_MESSAGE)
+            return
         if isinstance(command, Put):
             await self._received_put(peer, command.job)
         elif isinstance(command, Update):
@@ -376,15 +424,17 @@ class Agent:
         elif isinstance(command, Sync):
             await self._received_sync(peer, command.jobs)
         elif isinstance(command, HealthCheck):
-            self._spawn(self._answer_health(peer, command.visited))
+            self._spawn(self.control.received_health_check(peer, command))
         elif isinstance(command, HealthResponse):
-            waiter = self._health_waiters.get(str(peer))
-            if waiter is not None and not waiter.done():
-                waiter.set_result(command.health)
+            self.control.received_health_response(peer, command)
         elif isinstance(command, Notify):
             await self._received_notify(peer, command.notification)
-        elif isinstance(command, Restart | DiagnosticsRequest | DiagnosticsResponse):
-            log.info("%s: %s from %s is not handled yet", self.name, type(command).__name__, peer)
+        elif isinstance(command, DiagnosticsRequest):
+            await self.control.received_diagnostics_request(peer, command)
+        elif isinstance(command, DiagnosticsResponse):
+            await self.control.received_diagnostics_response(peer, command)
+        elif isinstance(command, Restart):
+            self._spawn(self.control.received_restart(peer, command))
         elif isinstance(command, ErrorCommand):
             log.warning("%s: %s reported an error: %s", self.name, peer, command.error)
 
@@ -406,7 +456,7 @@ class Agent:
             next_name = job.destination.next(self.name)
             assert next_name is not None
             try:
-                await self._put(self._peer_named(next_name, peer.zone), job)
+                await self._put(self.peer_named(next_name, peer.zone), job)
             except JobRefused as exc:
                 await self._fail_back(peer, job, str(exc))
         elif position is Position.DESTINATION:
@@ -415,7 +465,7 @@ class Agent:
                 self._trace(Action.DUPLICATE, result.stored, peer, result.stored.result or "")
                 await self._send_job(peer, Update(result.stored))
             elif result.should_send and not result.stored.is_finished:
-                self._spawn(self._execute(sender, result.stored))
+                self._start_execution(sender, result.stored)
         elif position is Position.UPSTREAM:
             await self._fail_back(peer, job, "Job has got into an unknown position")
         else:
@@ -459,12 +509,12 @@ class Agent:
                     _outcome(job),
                 )
                 return
-            await self._update(self._peer_named(previous, peer.zone), result.stored)
+            await self._update(self.peer_named(previous, peer.zone), result.stored)
             self._trace(Action.RETURNED, result.stored, peer, _outcome(result.stored))
         elif position is Position.DOWNSTREAM:
             next_name = job.destination.next(self.name)
             if next_name is not None:
-                await self._update(self._peer_named(next_name, peer.zone), result.stored)
+                await self._update(self.peer_named(next_name, peer.zone), result.stored)
 
     async def _received_delete(self, peer: PeerId, job: Job) -> None:
         removed = self.board(peer).remove(job, self.clock())
@@ -477,7 +527,7 @@ class Agent:
             Position.UPSTREAM: job.destination.previous(self.name),
         }.get(position)
         if onward is not None:
-            target = self._peer_named(onward, peer.zone)
+            target = self.peer_named(onward, peer.zone)
             self.board(target).remove(job, self.clock())
             await self._send_job(target, Delete(job))
 
@@ -498,16 +548,23 @@ class Agent:
         elif position is Position.DOWNSTREAM:
             next_name = notification.destination.next(self.name)
             assert next_name is not None
-            await self._send(self._peer_named(next_name, peer.zone), Notify(notification))
+            await self.send_control(self.peer_named(next_name, peer.zone), Notify(notification))
 
     async def notify(self, notification: Notification) -> None:
         """Send a fire-and-forget notification along its destination (first hop = us)."""
         next_name = notification.destination.next(self.name)
         if notification.destination.agents[0] != self.name or next_name is None:
             raise JobRefused(f"a notification sent by {self.name} must start at {self.name}")
-        await self._send(self._peer_named(next_name, None), Notify(notification))
+        await self.send_control(self.peer_named(next_name, None), Notify(notification))
 
     # --- execution ---------------------------------------------------------------------
+
+    def _start_execution(self, sender: PeerInfo, job: Job) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(self._execute(sender, job))
+        self._executions[job.id] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._executions.pop(job.id, None))
 
     async def _execute(self, sender: PeerInfo, job: Job) -> None:
         peer = sender.peer
@@ -521,6 +578,7 @@ class Agent:
         keyword = job.instruction.keyword
         handler = self._handlers.get(keyword)
         async with self._workers:
+            self._running += 1
             self._trace(Action.STARTED, job, peer)
             try:
                 if handler is None:
@@ -534,6 +592,8 @@ class Agent:
             except Exception as exc:
                 log.exception("%s: handler for %s failed", self.name, keyword)
                 finished = job.errored(f"{type(exc).__name__}: {exc}", now=self.clock())
+            finally:
+                self._running -= 1
         if self.store is not None:
             self.store.mark_finished(job.id, self.clock(), finished)
         self._trace(Action.FINISHED, finished, peer, _outcome(finished))
@@ -548,7 +608,7 @@ class Agent:
                 if job.destination.position(self.name, peer.name) is not Position.DESTINATION:
                     continue
                 self._trace(Action.RESUMED, job, peer)
-                self._spawn(self._execute(self.peer_info(peer), job))
+                self._start_execution(self.peer_info(peer), job)
 
     def _load_boards(self) -> None:
         if self.store is None:
@@ -568,8 +628,8 @@ class Agent:
     # --- connections ---------------------------------------------------------------------
 
     async def _on_connected(self, peer: PeerId) -> None:
-        await self._send(peer, Register(self.agent_type))
-        await self._send(peer, Sync(self.board(peer).sync_state()))
+        await self.send_control(peer, Register(self.agent_type))
+        await self.send_control(peer, Sync(self.board(peer).sync_state()))
         for command in self.board(peer).take_queued():
             if command.job.is_expired(self.clock()):
                 continue
@@ -600,70 +660,6 @@ class Agent:
         self._wake(swept)
         return swept
 
-    # --- health ------------------------------------------------------------------------
-
-    def own_health(self) -> HealthInfo:
-        """This agent's HealthInfo, without peers."""
-        now = datetime.now(UTC)
-        info = HealthInfo.new(
-            self.name, self.agent_type, connected=True, start_time=self._started_at, now=now
-        )
-        stats = [board.stats(self.name, self.clock()) for board in self._boards.values()]
-        return dataclasses.replace(
-            info,
-            active_jobs=sum(s.active for s in stats),
-            pending_jobs=sum(s.pending for s in stats),
-            running_jobs=sum(s.running for s in stats),
-            completed_jobs=sum(s.completed for s in stats),
-            duplicate_jobs=sum(s.duplicates for s in stats),
-            successful_jobs=sum(s.successful for s in stats),
-            expired_jobs=sum(s.expired for s in stats),
-            errored_jobs=sum(s.errored for s in stats),
-            inflight_jobs=sum(s.in_flight for s in stats),
-            queued_jobs=sum(s.queued for s in stats),
-            worker_count=len(self._tasks),
-        )
-
-    async def health(
-        self, visited: tuple[str, ...] = (), exclude: PeerId | None = None
-    ) -> HealthInfo:
-        """HealthInfo of this agent with its neighbours' answers nested (no cycles)."""
-        info = self.own_health()
-        if self.agent_type.is_leaf:
-            return info
-        visited = (*visited, self.name)
-        asks = [
-            peer
-            for peer in self.service.connected_peers()
-            if peer != exclude
-            and peer.name not in visited
-            and not (
-                self.agent_type is AgentType.PORTAL
-                and self._peer_types.get(peer) is AgentType.PORTAL
-            )
-        ]
-        answers = await asyncio.gather(*(self._ask_health(peer, visited) for peer in asks))
-        for answer in answers:
-            if answer is not None:
-                info = info.with_peer(answer)
-        return info
-
-    async def _ask_health(self, peer: PeerId, visited: tuple[str, ...]) -> HealthInfo | None:
-        future: asyncio.Future[HealthInfo] = asyncio.get_running_loop().create_future()
-        self._health_waiters[str(peer)] = future
-        try:
-            await self._send(peer, HealthCheck(visited))
-            async with asyncio.timeout(0.5):
-                return await future
-        except TimeoutError:
-            return None
-        finally:
-            self._health_waiters.pop(str(peer), None)
-
-    async def _answer_health(self, peer: PeerId, visited: tuple[str, ...]) -> None:
-        info = await self.health(visited, exclude=peer)
-        await self._send(peer, HealthResponse(info))
-
     # --- tracing -------------------------------------------------------------------------
 
     def _trace(self, action: Action, job: Job, peer: PeerId, detail: str = "") -> None:
@@ -679,6 +675,7 @@ class Agent:
             detail=detail,
         )
         log.debug("%s", event)
+        self.recent_events.append(event)
         for sink in self._trace_sinks:
             try:
                 sink(event)

@@ -1,0 +1,32 @@
+"""The quota engine interface, behind which the filesystem agent sets and reads quotas.
+
+Two engines: the Linux ``setquota``/``repquota`` engine for real filesystems with quotas
+enabled, and a SQLite ledger (the embedded default) that records limits and measures usage
+by walking the directory.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from broadgauge.grammar import Quota, QuotaLimit
+
+
+class QuotaError(Exception):
+    """A quota operation failed."""
+
+
+class QuotaEngine(Protocol):
+    """Sets and reads limits for one volume.  ``owner`` is a Unix user or group name."""
+
+    async def set_quota(self, path: str, owner: str, is_group: bool, limit: QuotaLimit) -> Quota:
+        """Apply ``limit`` and return the resulting quota (with usage when known)."""
+        ...
+
+    async def get_quota(self, path: str, owner: str, is_group: bool) -> Quota:
+        """The current quota (``unlimited`` if none is set)."""
+        ...
+
+    async def clear_quota(self, path: str, owner: str, is_group: bool) -> None:
+        """Remove the limit."""
+        ...

@@ -1,0 +1,57 @@
+"""The scheduler backend interface: Slurm accounting, or the embedded ledger.
+
+Rules (notes §5.6): the Slurm account of a project is :func:`naming.slurm_name` of its
+group, in organisation ``openportal``, under a configured parent account; a user is
+associated with its project's account and given it as default.  Removing never deletes
+history: it cancels the user's or account's pending jobs and removes the association.
+Every call is idempotent ("already exists" and "Nothing modified" are successes) and
+bounded by a per-call timeout.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from broadgauge.grammar import DateRange, ProjectMapping, ProjectUsageReport, Usage, UserMapping
+
+
+class SchedulerError(Exception):
+    """A scheduler operation failed; the message says which command and why."""
+
+
+class SchedulerBackend(Protocol):
+    """Accounts, associations, limits and usage of one cluster."""
+
+    async def add_project(self, project: ProjectMapping) -> None:
+        """Create the project's account (idempotent)."""
+        ...
+
+    async def remove_project(self, project: ProjectMapping) -> None:
+        """Cancel the account's pending jobs; keep the account and its history."""
+        ...
+
+    async def add_user(self, user: UserMapping) -> None:
+        """Associate the user with its project's account, as its default (idempotent)."""
+        ...
+
+    async def remove_user(self, user: UserMapping) -> None:
+        """Cancel the user's jobs in the account and remove the association (idempotent)."""
+        ...
+
+    async def get_limit(self, project: ProjectMapping) -> Usage:
+        """The account's compute limit (zero seconds when none is set)."""
+        ...
+
+    async def set_limit(self, project: ProjectMapping, limit: Usage) -> Usage:
+        """Set the account's compute limit (GrpTRESMins in Slurm); return what is stored."""
+        ...
+
+    async def get_usage_report(
+        self, project: ProjectMapping, dates: DateRange
+    ) -> ProjectUsageReport:
+        """Per-day, per-user usage of the account over ``dates``."""
+        ...
+
+    async def close(self) -> None:
+        """Release resources."""
+        ...

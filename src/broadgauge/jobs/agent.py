@@ -33,6 +33,7 @@ from pathlib import Path
 from broadgauge.grammar import GrammarError, Position
 from broadgauge.jobs.agent_config import AgentConfig
 from broadgauge.jobs.agent_type import AgentType
+from broadgauge.jobs.audit import CURRENT_JOB, AuditLog
 from broadgauge.jobs.board import AddOutcome, AddResult, Board, SyncAction
 from broadgauge.jobs.commands import (
     Delete,
@@ -143,6 +144,11 @@ class Agent:
         self.service.on_disconnected(self._on_disconnected)
         self.clock = clock
         self.store = BoardStore(data_dir) if data_dir is not None else None
+        self.audit_log = (
+            AuditLog(Path(data_dir) / "audit.jsonl", config.service.name)
+            if data_dir is not None
+            else None
+        )
         self._boards: dict[PeerId, Board] = {}
         self._peer_types: dict[PeerId, AgentType] = {}
         self._handlers: dict[str, Handler] = {}
@@ -157,6 +163,9 @@ class Agent:
         self._registrations = asyncio.Condition()
         self.started_at = datetime.now(UTC)
         self.control = ControlPlane(self)
+        if self.audit_log is not None:
+            self._trace_sinks.append(self.audit_log.record_event)
+        self.service.on_refused(self._on_refused)
         self._load_boards()
 
     @property
@@ -185,6 +194,25 @@ class Agent:
         self._notify_handler = handler
         return handler
 
+    def audit_operation(self, operation: str, outcome: str = "ok") -> None:
+        """Record a backend operation (``useradd fred.proj``) against the job being run."""
+        log.info("%s: %s (%s)", self.name, operation, outcome)
+        if self.audit_log is not None:
+            self.audit_log.record_operation(operation, outcome, time=self.clock())
+
+    def _on_refused(self, address: str, reason: str) -> None:
+        if self.audit_log is not None:
+            self.audit_log.append(
+                time=self.clock(),
+                job=None,
+                instruction=None,
+                path=[],
+                peer=address,
+                action="connection-refused",
+                operation=None,
+                outcome=reason,
+            )
+
     def on_trace(self, sink: TraceSink) -> TraceSink:
         """Call ``sink`` with every :class:`TraceEvent` (several sinks may be added)."""
         self._trace_sinks.append(sink)
@@ -206,6 +234,8 @@ class Agent:
         await self.service.stop()
         if self.store is not None:
             self.store.close()
+        if self.audit_log is not None:
+            self.audit_log.close()
 
     async def __aenter__(self) -> Agent:
         await self.start()
@@ -277,6 +307,27 @@ class Agent:
     async def restart(self, restart_type: str, path: str = "") -> None:
         """Order a ``soft`` or ``hard`` restart of the agent at ``path``."""
         await self.control.restart(restart_type, path)
+
+    async def peer_of_type(self, agent_type: AgentType, wait: float = 10.0) -> PeerId:
+        """The first connected neighbour registered as ``agent_type`` (waiting ``wait`` s)."""
+
+        def find() -> PeerId | None:
+            connected = set(self.service.connected_peers())
+            for peer, kind in self._peer_types.items():
+                if kind is agent_type and peer in connected:
+                    return peer
+            return None
+
+        try:
+            async with asyncio.timeout(wait), self._registrations:
+                await self._registrations.wait_for(lambda: find() is not None)
+        except TimeoutError:
+            raise JobRefused(
+                f"{self.name} has no connected {agent_type.display} agent"
+            ) from None
+        found = find()
+        assert found is not None
+        return found
 
     def board(self, peer: PeerId) -> Board:
         """The board shared with ``peer`` (created on first use)."""
@@ -466,10 +517,14 @@ class Agent:
                 await self._send_job(peer, Update(result.stored))
             elif result.should_send and not result.stored.is_finished:
                 self._start_execution(sender, result.stored)
-        elif position is Position.UPSTREAM:
-            await self._fail_back(peer, job, "Job has got into an unknown position")
         else:
-            await self._fail_back(peer, job, "Job has got into an errored position")
+            reason = (
+                "Job has got into an unknown position"
+                if position is Position.UPSTREAM
+                else "Job has got into an errored position"
+            )
+            self._trace(Action.REFUSED, job, peer, reason)
+            await self._fail_back(peer, job, reason)
 
     async def _refusal(self, sender: PeerInfo, job: Job) -> str | None:
         if sender.agent_type is None and sender.link is Link.DOWN:
@@ -579,12 +634,16 @@ class Agent:
         handler = self._handlers.get(keyword)
         async with self._workers:
             self._running += 1
-            self._trace(Action.STARTED, job, peer)
+            CURRENT_JOB.set(self._trace(Action.STARTED, job, peer))
             try:
                 if handler is None:
                     raise JobRefused(f"No default runner for job: {job}")
                 value = await handler(Envelope(self.name, sender, job))
-                finished = job.complete_with(value, now=self.clock())
+                if isinstance(value, Job) and value.is_finished:
+                    # A sub-job's outcome passed through unchanged (result and its type).
+                    finished = job.copy_result_from(value, now=self.clock())
+                else:
+                    finished = job.complete_with(value, now=self.clock())
             except asyncio.CancelledError:
                 raise
             except (JobRefused, JobFailed, GrammarError) as exc:
@@ -662,7 +721,7 @@ class Agent:
 
     # --- tracing -------------------------------------------------------------------------
 
-    def _trace(self, action: Action, job: Job, peer: PeerId, detail: str = "") -> None:
+    def _trace(self, action: Action, job: Job, peer: PeerId, detail: str = "") -> TraceEvent:
         event = TraceEvent(
             time=self.clock(),
             agent=self.name,
@@ -681,6 +740,7 @@ class Agent:
                 sink(event)
             except Exception:
                 log.exception("%s: trace sink failed", self.name)
+        return event
 
 
 def _outcome(job: Job) -> str:

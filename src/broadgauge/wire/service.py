@@ -115,6 +115,7 @@ class Limits:
 
 MessageHandler = Callable[[Message], Awaitable[None]]
 PeerHandler = Callable[[PeerId], Awaitable[None]]
+RefusalHandler = Callable[[str, str], None]
 
 
 class _Link:
@@ -176,6 +177,7 @@ class Service:
         self._on_message: MessageHandler | None = None
         self._on_connected: PeerHandler | None = None
         self._on_disconnected: PeerHandler | None = None
+        self._on_refused: RefusalHandler | None = None
         self._link_changed = asyncio.Condition()
 
     # --- configuration -----------------------------------------------------------------
@@ -274,6 +276,11 @@ class Service:
     def on_disconnected(self, handler: PeerHandler) -> PeerHandler:
         """Register a coroutine called when a peer's connection has ended."""
         self._on_disconnected = handler
+        return handler
+
+    def on_refused(self, handler: RefusalHandler) -> RefusalHandler:
+        """Register a function called with (caller address, reason) for each refused caller."""
+        self._on_refused = handler
         return handler
 
     # --- sending -----------------------------------------------------------------------
@@ -444,6 +451,11 @@ class Service:
     def _refuse(self, where: str, exc: HandshakeError) -> None:
         self.stats.connections_rejected[exc.reason] += 1
         log.warning("refused connection from %s: %s", where, exc)
+        if self._on_refused is not None:
+            try:
+                self._on_refused(where, str(exc))
+            except Exception:
+                log.exception("refusal handler failed")
 
     async def _serve_connection(self, connection: ServerConnection) -> None:
         remote = connection.remote_address

@@ -1,0 +1,1 @@
+"""The account agent and its directory backends (local SQLite, LDAP, FreeIPA)."""

@@ -1,0 +1,408 @@
+"""The instance agent (a cluster): where instructions become accounts, directories and limits.
+
+The instance does no privileged work itself.  It turns each instruction into two-hop jobs for
+its own account, filesystem and scheduler agents (``cluster.account add_user …``) and waits
+for each answer.  What happens on each instruction, in order:
+
+``add_user U``
+    protected users are returned untouched, blocked ones too (never re-enabled here);
+    otherwise: 1. mappings (the account agent's ``add_project`` gives the project group);
+    2. account ``add_user`` gives the user's mapping ``M``;
+    3. filesystem ``add_local_user M`` makes the project and home directories, and the account
+    learns the home directory (``update_homedir``);
+    4. scheduler ``add_local_project`` and ``add_local_user M`` add the association.
+    If a step fails and the user did not exist before, the finished steps are undone.
+``remove_user U``
+    the same in reverse: scheduler, then filesystem, then account.  Protected users are
+    returned untouched.
+``add_project`` / ``remove_project``
+    account group, project directories and scheduler account (in reverse to remove, after
+    removing every remaining member).
+``block_user``, ``unblock_user``, ``block_project``, ``unblock_project``, ``is_blocked_*``
+    through the account agent (project forms act on each member).
+limits, quotas, directories, usage and storage reports
+    resolve the mapping through the account agent, then ask the scheduler or filesystem.
+
+Unlike OpenPortal 0.32.2, a scheduler failure fails the instruction (it does not pass
+silently), and clearing a quota succeeds with no result.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from broadgauge.agents._envelope import instruction_of
+from broadgauge.grammar import (
+    Destination,
+    PortalIdentifier,
+    ProjectIdentifier,
+    ProjectMapping,
+    ProjectStorageReport,
+    ProjectUsageReport,
+    StorageReport,
+    UsageReport,
+    UserIdentifier,
+    UserMapping,
+)
+from broadgauge.grammar import instructions as ins
+from broadgauge.jobs.agent import Agent, Envelope, JobFailed, JobRefused
+from broadgauge.jobs.agent_type import AgentType
+from broadgauge.jobs.notification import EventKind, Notification, NotificationEvent
+
+log = logging.getLogger("broadgauge.agents.instance")
+
+SUBJOB_TIMEOUT = 60.0
+
+
+class Instance:
+    """The business rules of an instance agent, registered as handlers on ``agent``."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        handlers: dict[str, Callable[[Envelope], Awaitable[object]]] = {
+            "add_user": self.add_user,
+            "remove_user": self.remove_user,
+            "add_project": self.add_project,
+            "remove_project": self.remove_project,
+            "block_user": self.block_user,
+            "unblock_user": self.unblock_user,
+            "block_project": self.block_project,
+            "unblock_project": self.unblock_project,
+            "is_blocked_project": self.is_blocked_project,
+            "set_limit": self.set_limit,
+            "get_limit": self.get_limit,
+            "get_usage_report": self.get_usage_report,
+            "get_usage_reports": self.get_usage_reports,
+            "get_storage_report": self.get_storage_report,
+            "get_storage_reports": self.get_storage_reports,
+            "get_home_dir": self.get_home_dir,
+            "get_user_dirs": self.get_user_dirs,
+            "get_project_dirs": self.get_project_dirs,
+        }
+        for keyword in (
+            "get_users",
+            "get_projects",
+            "get_project_mapping",
+            "get_user_mapping",
+            "is_protected_user",
+            "is_blocked_user",
+            "is_existing_user",
+            "is_existing_project",
+        ):
+            handlers[keyword] = self._delegate(AgentType.ACCOUNT)
+        for keyword in ("get_local_home_dir", "get_local_user_dirs", "get_local_project_dirs"):
+            handlers[keyword] = self._delegate(AgentType.FILESYSTEM)
+        for keyword in ("project", "user"):
+            for verb in ("set", "get", "clear"):
+                handlers[f"{verb}_{keyword}_quota"] = self.quota
+            handlers[f"get_{keyword}_quotas"] = self.quota
+        for keyword, handler in handlers.items():
+            agent.add_handler(keyword, handler)
+
+    # --- asking our own agents ---------------------------------------------------------
+
+    async def ask(self, role: AgentType, instruction: str) -> object:
+        """Run ``instruction`` on our ``role`` agent and return its decoded result."""
+        peer = await self.agent.peer_of_type(role)
+        job = await self.agent.run(
+            f"{self.agent.name}.{peer.name}", instruction, timeout=SUBJOB_TIMEOUT
+        )
+        return job.result_value()
+
+    def _delegate(self, role: AgentType) -> Callable[[Envelope], Awaitable[object]]:
+        async def delegate(envelope: Envelope) -> object:
+            peer = await self.agent.peer_of_type(role)
+            return await self.agent.run(
+                f"{self.agent.name}.{peer.name}",
+                str(envelope.job.instruction),
+                timeout=SUBJOB_TIMEOUT,
+            )
+
+        return delegate
+
+    async def _account_bool(self, instruction: str) -> bool:
+        return bool(await self.ask(AgentType.ACCOUNT, instruction))
+
+    async def user_mapping(self, user: UserIdentifier) -> UserMapping:
+        """The account agent's mapping of ``user``."""
+        mapping = await self.ask(AgentType.ACCOUNT, f"get_user_mapping {user}")
+        assert isinstance(mapping, UserMapping)
+        return mapping
+
+    async def project_mapping(self, project: ProjectIdentifier) -> ProjectMapping:
+        """The account agent's mapping of ``project``."""
+        mapping = await self.ask(AgentType.ACCOUNT, f"get_project_mapping {project}")
+        assert isinstance(mapping, ProjectMapping)
+        return mapping
+
+    # --- users -------------------------------------------------------------------------
+
+    async def add_user(self, envelope: Envelope) -> UserMapping:
+        """Account, directories, scheduler association; undone if a step fails."""
+        user = instruction_of(envelope, ins.AddUser).user
+        if await self._account_bool(f"is_protected_user {user}"):
+            return await self.user_mapping(user)
+        if await self._account_bool(f"is_blocked_user {user}"):
+            return await self.user_mapping(user)
+        existed = await self._account_bool(f"is_existing_user {user}")
+        done: list[str] = []
+        try:
+            project = await self.ask(AgentType.ACCOUNT, f"add_project {user.project_identifier}")
+            assert isinstance(project, ProjectMapping)
+            mapping = await self.ask(AgentType.ACCOUNT, f"add_user {user}")
+            assert isinstance(mapping, UserMapping)
+            done.append("account")
+            await self.ask(AgentType.FILESYSTEM, f"add_local_user {mapping}")
+            done.append("filesystem")
+            home = await self.ask(AgentType.FILESYSTEM, f"get_local_home_dir {mapping}")
+            if isinstance(home, str) and home:
+                if any(c.isspace() for c in home):
+                    raise JobRefused(f"home directory {home!r} contains whitespace")
+                await self.ask(AgentType.ACCOUNT, f"update_homedir {user} {home}")
+            await self.ask(AgentType.SCHEDULER, f"add_local_project {project}")
+            await self.ask(AgentType.SCHEDULER, f"add_local_user {mapping}")
+        except (JobFailed, JobRefused) as exc:
+            if not existed and done:
+                await self._undo_user(user, done)
+            raise JobRefused(f"add_user {user} failed: {exc}") from exc
+        await self._notify(envelope, EventKind.USER_ADDED, str(user))
+        return mapping
+
+    async def _undo_user(self, user: UserIdentifier, done: list[str]) -> None:
+        log.warning("%s: undoing a partial add_user %s (%s)", self.agent.name, user, done)
+        try:
+            mapping = await self.user_mapping(user)
+            if "filesystem" in done:
+                await self.ask(AgentType.FILESYSTEM, f"remove_local_user {mapping}")
+            await self.ask(AgentType.ACCOUNT, f"remove_user {user}")
+        except (JobFailed, JobRefused) as exc:
+            log.error("%s: could not undo add_user %s: %s", self.agent.name, user, exc)
+
+    async def remove_user(self, envelope: Envelope) -> UserMapping:
+        """Scheduler, then directories, then the account (which keeps its UID)."""
+        user = instruction_of(envelope, ins.RemoveUser).user
+        mapping = await self._remove_user(user)
+        await self._notify(envelope, EventKind.USER_REMOVED, str(user))
+        return mapping
+
+    async def _remove_user(self, user: UserIdentifier) -> UserMapping:
+        mapping = await self.user_mapping(user)
+        if await self._account_bool(f"is_protected_user {user}"):
+            return mapping
+        await self.ask(AgentType.SCHEDULER, f"remove_local_user {mapping}")
+        await self.ask(AgentType.FILESYSTEM, f"remove_local_user {mapping}")
+        removed = await self.ask(AgentType.ACCOUNT, f"remove_user {user}")
+        assert isinstance(removed, UserMapping)
+        return removed
+
+    async def block_user(self, envelope: Envelope) -> object:
+        """Lock the account (protected users are returned untouched)."""
+        user = instruction_of(envelope, ins.BlockUser).user
+        return await self._set_blocked(envelope, user, block=True)
+
+    async def unblock_user(self, envelope: Envelope) -> object:
+        """Unlock the account."""
+        user = instruction_of(envelope, ins.UnblockUser).user
+        return await self._set_blocked(envelope, user, block=False)
+
+    async def _set_blocked(self, envelope: Envelope, user: UserIdentifier, block: bool) -> object:
+        if await self._account_bool(f"is_protected_user {user}"):
+            return await self.user_mapping(user)
+        verb = "block_user" if block else "unblock_user"
+        mapping = await self.ask(AgentType.ACCOUNT, f"{verb} {user}")
+        kind = EventKind.USER_BLOCKED if block else EventKind.USER_UNBLOCKED
+        await self._notify(envelope, kind, str(user))
+        return mapping
+
+    # --- projects ----------------------------------------------------------------------
+
+    async def add_project(self, envelope: Envelope) -> ProjectMapping:
+        """Group, project directories, scheduler account."""
+        project = instruction_of(envelope, ins.AddProject).project
+        mapping = await self.ask(AgentType.ACCOUNT, f"add_project {project}")
+        assert isinstance(mapping, ProjectMapping)
+        await self.ask(AgentType.FILESYSTEM, f"add_local_project {mapping}")
+        await self.ask(AgentType.SCHEDULER, f"add_local_project {mapping}")
+        await self._notify(envelope, EventKind.PROJECT_ADDED, str(project))
+        return mapping
+
+    async def remove_project(self, envelope: Envelope) -> ProjectMapping:
+        """Every member removed, then scheduler account, directories and group (kept)."""
+        project = instruction_of(envelope, ins.RemoveProject).project
+        mapping = await self.project_mapping(project)
+        for member in await self._members(project):
+            await self._remove_user(member.user)
+        if await self._members(project):
+            # Protected members remain: leave the project's disks and account alone.
+            return mapping
+        await self.ask(AgentType.SCHEDULER, f"remove_local_project {mapping}")
+        await self.ask(AgentType.FILESYSTEM, f"remove_local_project {mapping}")
+        removed = await self.ask(AgentType.ACCOUNT, f"remove_project {project}")
+        assert isinstance(removed, ProjectMapping)
+        await self._notify(envelope, EventKind.PROJECT_REMOVED, str(project))
+        return removed
+
+    async def _members(self, project: ProjectIdentifier) -> list[UserMapping]:
+        members = await self.ask(AgentType.ACCOUNT, f"get_users {project}")
+        assert isinstance(members, list)
+        return [m for m in members if isinstance(m, UserMapping)]
+
+    async def block_project(self, envelope: Envelope) -> list[object]:
+        """Block every member; a member that fails is logged and skipped."""
+        project = instruction_of(envelope, ins.BlockProject).project
+        return await self._set_project_blocked(envelope, project, block=True)
+
+    async def unblock_project(self, envelope: Envelope) -> list[object]:
+        """Unblock every member."""
+        project = instruction_of(envelope, ins.UnblockProject).project
+        return await self._set_project_blocked(envelope, project, block=False)
+
+    async def _set_project_blocked(
+        self, envelope: Envelope, project: ProjectIdentifier, block: bool
+    ) -> list[object]:
+        results: list[object] = []
+        for member in await self._members(project):
+            try:
+                results.append(await self._set_blocked(envelope, member.user, block))
+            except (JobFailed, JobRefused) as exc:
+                log.error("%s: could not (un)block %s: %s", self.agent.name, member.user, exc)
+        kind = EventKind.PROJECT_BLOCKED if block else EventKind.PROJECT_UNBLOCKED
+        await self._notify(envelope, kind, str(project))
+        return results
+
+    async def is_blocked_project(self, envelope: Envelope) -> bool:
+        """True when the project has members and every one is blocked."""
+        project = instruction_of(envelope, ins.IsBlockedProject).project
+        members = await self._members(project)
+        if not members:
+            return False
+        for member in members:
+            if not await self._account_bool(f"is_blocked_user {member.user}"):
+                return False
+        return True
+
+    # --- limits and quotas -------------------------------------------------------------
+
+    async def set_limit(self, envelope: Envelope) -> object:
+        """The project's compute limit, set on its scheduler account."""
+        instruction = instruction_of(envelope, ins.SetLimit)
+        mapping = await self.project_mapping(instruction.project)
+        return await self.ask(
+            AgentType.SCHEDULER, f"set_local_limit {mapping} {instruction.usage.seconds}"
+        )
+
+    async def get_limit(self, envelope: Envelope) -> object:
+        """The project's compute limit."""
+        mapping = await self.project_mapping(instruction_of(envelope, ins.GetLimit).project)
+        return await self.ask(AgentType.SCHEDULER, f"get_local_limit {mapping}")
+
+    async def quota(self, envelope: Envelope) -> object:
+        """Any project or user quota instruction: resolve the mapping, ask the filesystem.
+
+        ``set_project_quota P V L`` becomes ``set_local_project_quota <mapping of P> V L``,
+        and likewise for get, clear, the plural forms and user quotas.
+        """
+        instruction = envelope.job.instruction
+        verb, _, rest = instruction.keyword.partition("_")
+        project = getattr(instruction, "project", None)
+        if isinstance(project, ProjectIdentifier):
+            mapping: object = await self.project_mapping(project)
+        else:
+            user = getattr(instruction, "user", None)
+            if not isinstance(user, UserIdentifier):
+                raise JobRefused(f"{instruction.keyword} names neither a project nor a user")
+            mapping = await self.user_mapping(user)
+        words = [f"{verb}_local_{rest}", str(mapping)]
+        words += [
+            str(getattr(instruction, field))
+            for field in ("volume", "limit")
+            if hasattr(instruction, field)
+        ]
+        return await self.ask(AgentType.FILESYSTEM, " ".join(words))
+
+    # --- directories -------------------------------------------------------------------
+
+    async def get_home_dir(self, envelope: Envelope) -> object:
+        """The user's home directory."""
+        mapping = await self.user_mapping(instruction_of(envelope, ins.GetHomeDir).user)
+        return await self.ask(AgentType.FILESYSTEM, f"get_local_home_dir {mapping}")
+
+    async def get_user_dirs(self, envelope: Envelope) -> object:
+        """Every directory of the user."""
+        mapping = await self.user_mapping(instruction_of(envelope, ins.GetUserDirs).user)
+        return await self.ask(AgentType.FILESYSTEM, f"get_local_user_dirs {mapping}")
+
+    async def get_project_dirs(self, envelope: Envelope) -> object:
+        """Every directory of the project."""
+        project = instruction_of(envelope, ins.GetProjectDirs).project
+        mapping = await self.project_mapping(project)
+        return await self.ask(AgentType.FILESYSTEM, f"get_local_project_dirs {mapping}")
+
+    # --- reports -----------------------------------------------------------------------
+
+    async def _users_of(self, project: ProjectIdentifier) -> dict[UserIdentifier, str]:
+        return {m.user: m.local_user for m in await self._members(project)}
+
+    async def get_usage_report(self, envelope: Envelope) -> ProjectUsageReport:
+        """The scheduler's report, with local users named by their identities."""
+        instruction = instruction_of(envelope, ins.GetUsageReport)
+        return await self._usage_report(instruction.project, str(instruction.date_range))
+
+    async def _usage_report(self, project: ProjectIdentifier, dates: str) -> ProjectUsageReport:
+        mapping = await self.project_mapping(project)
+        report = await self.ask(AgentType.SCHEDULER, f"get_local_usage_report {mapping} {dates}")
+        assert isinstance(report, ProjectUsageReport)
+        report.users.update(await self._users_of(project))
+        return report
+
+    async def get_usage_reports(self, envelope: Envelope) -> UsageReport:
+        """Usage of every project of a portal."""
+        instruction = instruction_of(envelope, ins.GetUsageReports)
+        report = UsageReport(instruction.portal)
+        for mapping in await self._projects(instruction.portal):
+            report.reports[mapping.project] = await self._usage_report(
+                mapping.project, str(instruction.date_range)
+            )
+        return report
+
+    async def get_storage_report(self, envelope: Envelope) -> ProjectStorageReport:
+        """The filesystem's storage report of a project."""
+        instruction = instruction_of(envelope, ins.GetStorageReport)
+        return await self._storage_report(instruction.project, str(instruction.date_range))
+
+    async def _storage_report(self, project: ProjectIdentifier, dates: str) -> ProjectStorageReport:
+        mapping = await self.project_mapping(project)
+        report = await self.ask(AgentType.FILESYSTEM, f"get_local_storage_report {mapping} {dates}")
+        assert isinstance(report, ProjectStorageReport)
+        report.users.update(await self._users_of(project))
+        return report
+
+    async def get_storage_reports(self, envelope: Envelope) -> StorageReport:
+        """Storage of every project of a portal."""
+        instruction = instruction_of(envelope, ins.GetStorageReports)
+        report = StorageReport(instruction.portal)
+        for mapping in await self._projects(instruction.portal):
+            report.reports[mapping.project] = await self._storage_report(
+                mapping.project, str(instruction.date_range)
+            )
+        return report
+
+    async def _projects(self, portal: PortalIdentifier) -> list[ProjectMapping]:
+        projects = await self.ask(AgentType.ACCOUNT, f"get_projects {portal}")
+        assert isinstance(projects, list)
+        return [p for p in projects if isinstance(p, ProjectMapping)]
+
+    # --- notifications -----------------------------------------------------------------
+
+    async def _notify(self, envelope: Envelope, kind: EventKind, argument: str) -> None:
+        """Tell the portal what changed, back along the job's path (best effort)."""
+        path = envelope.job.destination
+        if len(path.agents) < 2:
+            return
+        try:
+            reverse = Destination.parse(".".join(reversed(path.agents)))
+            event = NotificationEvent.parse(f"{kind.keyword} {argument}")
+            await self.agent.notify(Notification.create(reverse, event))
+        except (JobRefused, ValueError) as exc:
+            log.info("%s: notification %s not sent: %s", self.agent.name, kind.keyword, exc)

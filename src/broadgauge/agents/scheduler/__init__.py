@@ -1,0 +1,1 @@
+"""The scheduler agent and its backends (Slurm through sacctmgr/sacct, or a local ledger)."""

@@ -1,15 +1,28 @@
-"""The ``broadgauge`` command: one entry point for every agent, example and tool."""
+"""The ``broadgauge`` command: one entry point for every agent, example and tool.
+
+* ``broadgauge demo [--serve --dir DIR]`` - a whole network on loopback (:mod:`broadgauge.demo`);
+* ``broadgauge audit verify PATH`` - check an agent's hash-chained audit log;
+* ``broadgauge example echo|job [ROLE ...]`` - the teaching examples (:mod:`.examples`);
+* ``broadgauge <role> init|client|server|encryption|secret|extra|run`` - configure and run
+  an agent of that role (:mod:`.roles`, :mod:`.run`).
+
+Every failure the user can fix (a bad or missing config, an unreadable invite, a port in use)
+is reported as ``broadgauge: <message>`` on stderr with exit status 1.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
-from pathlib import Path
 
 from broadgauge import __version__
+from broadgauge.cli.examples import add_example_commands, run_example
+from broadgauge.cli.roles import ROLES_BY_NAME, add_role_commands, run_role
+from broadgauge.cli.tools import add_tool_commands, run_tool
 from broadgauge.wire import WireError
+
+_LEVELS = [logging.WARNING, logging.INFO, logging.DEBUG]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,62 +33,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"broadgauge {__version__}")
     parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)"
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log more (-v info, -vv debug, -vvv also websockets; `run` starts at info)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    example = commands.add_parser("example", help="run a teaching example")
-    examples = example.add_subparsers(dest="example", metavar="EXAMPLE", required=True)
-    echo = examples.add_parser(
-        "echo",
-        help="two wire services bounce a counter (both in one process unless a role is given)",
-    )
-    echo.add_argument("--hops", type=int, default=10, help="how far to count (default 10)")
-    roles = echo.add_subparsers(dest="role", metavar="ROLE")
-    server = roles.add_parser("server", help="write an invite for 'client' and serve")
-    server.add_argument("--invitation", type=Path, required=True, help="where to write the invite")
-    server.add_argument(
-        "--url", default="ws://127.0.0.1:0", help="listen URL (default: a free loopback port)"
-    )
-    server.add_argument(
-        "--client-ip", default="127.0.0.1", help="address or CIDR the client connects from"
-    )
-    client = roles.add_parser("client", help="connect with an invite and start the bounce")
-    client.add_argument("--invitation", type=Path, required=True, help="the invite to use")
+    add_tool_commands(commands)
+    add_example_commands(commands)
+    add_role_commands(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``broadgauge`` console script."""
     args = build_parser().parse_args(argv)
-    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # A long-running agent reports connections at INFO, like OpenPortal's default RUST_LOG.
+    verbosity = args.verbose + (1 if getattr(args, "action", None) == "run" else 0)
+    logging.basicConfig(
+        level=_LEVELS[min(verbosity, 2)],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # The websockets library logs every connection at INFO and every frame at DEBUG.
+    logging.getLogger("websockets").setLevel(logging.DEBUG if args.verbose > 2 else logging.WARNING)
     try:
-        if args.command == "example" and args.example == "echo":
-            return _echo(args)
-    except WireError as exc:
-        print(f"broadgauge: {exc}", file=sys.stderr)
-        return 1
-    except TimeoutError:
+        if args.command in ("demo", "audit"):
+            return run_tool(args)
+        if args.command == "example":
+            return run_example(args)
+        if args.command in ROLES_BY_NAME:
+            return run_role(args)
+    except TimeoutError:  # before OSError, of which it is a subclass
         print("broadgauge: timed out", file=sys.stderr)
+        return 1
+    except (WireError, OSError) as exc:
+        print(f"broadgauge: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     return 2
-
-
-def _echo(args: argparse.Namespace) -> int:
-    from broadgauge.examples import echo
-
-    if args.role == "server":
-        asyncio.run(
-            echo.run_server(args.invitation, args.url, client_ip=args.client_ip, hops=args.hops)
-        )
-    elif args.role == "client":
-        asyncio.run(echo.run_client(args.invitation, hops=args.hops))
-    else:
-        asyncio.run(echo.run_both(hops=args.hops))
-    return 0
 
 
 if __name__ == "__main__":

@@ -322,9 +322,7 @@ class Agent:
             async with asyncio.timeout(wait), self._registrations:
                 await self._registrations.wait_for(lambda: find() is not None)
         except TimeoutError:
-            raise JobRefused(
-                f"{self.name} has no connected {agent_type.display} agent"
-            ) from None
+            raise JobRefused(f"{self.name} has no connected {agent_type.display} agent") from None
         found = find()
         assert found is not None
         return found
@@ -343,8 +341,8 @@ class Agent:
 
         ``destination`` starts with this agent's name.  Returns the ``Complete`` job;
         raises :class:`JobFailed` if it ends in error, :class:`JobExpired` if it expires or
-        ``timeout`` seconds pass first, and :class:`~broadgauge.grammar.GrammarError` for
-        text that does not parse.
+        ``timeout`` seconds pass first, :class:`JobRefused` if the first hop is not a
+        neighbour, and :class:`~broadgauge.grammar.GrammarError` for text that does not parse.
         """
         job = Job.parse(f"{destination} {instruction}", now=self.clock())
         return await self.submit(job, timeout=timeout)
@@ -368,8 +366,11 @@ class Agent:
             async with asyncio.timeout(budget):
                 finished = await waiter
         except TimeoutError:
+            now = self.clock()
+            latest = self.board(peer).get(job.id) or job.pending(now=now)
+            message = f"no result for {job.id} within {budget:g} s"
             raise JobExpired(
-                job.errored(f"no result for {job.id} within {budget:.0f} s", now=self.clock())
+                latest if latest.is_finished else latest.errored(message, now=now)
             ) from None
         finally:
             self._forget_waiter(job.id, waiter)
@@ -406,7 +407,27 @@ class Agent:
             for extra in result.finished:
                 self._save(peer, extra)
         self._wake(result.finished)
+        for duplicate in result.finished:
+            if duplicate.id != result.stored.id:
+                self._spawn(self._answer_duplicate(peer, duplicate))
         return result
+
+    async def _answer_duplicate(self, peer: PeerId, duplicate: Job) -> None:
+        """Send a duplicate's settled result to whoever handed it to us.
+
+        A duplicate takes on its original's command (as in OpenPortal), so its path no
+        longer says where it came from.  The boards do: a job we passed on is also on the
+        board of the neighbour that gave it to us.
+        """
+        origin = next(
+            (p for p, board in self._boards.items() if p != peer and board.get(duplicate.id)),
+            None,
+        )
+        if origin is not None:
+            await self._update(origin, duplicate)
+        elif duplicate.destination.position(self.name, peer.name) is not Position.UPSTREAM:
+            await self._send_job(peer, Update(duplicate))
+        # Otherwise we started it ourselves: its waiter has been woken already.
 
     def _save(self, peer: PeerId, job: Job) -> None:
         if self.store is not None:
@@ -456,13 +477,21 @@ class Agent:
             await self._dispatch(peer, command)
         except ExpiredError:
             log.debug("%s: dropped an expired job from %s", self.name, peer)
+        except JobRefused as exc:
+            # An update or notification naming a hop we do not know: drop it, say why.
+            log.warning("%s: dropped %s from %s: %s", self.name, type(command).__name__, peer, exc)
 
     async def _dispatch(self, peer: PeerId, command: WireCommand) -> None:
         if self.control.restarting and isinstance(command, Put | Update):
             await self._fail_back(peer, command.job, RESTARTING_MESSAGE)
             return
         if isinstance(command, Put):
-            await self._received_put(peer, command.job)
+            if peer not in self._peer_types and self.peer_info(peer).link is Link.DOWN:
+                # Judging it needs the sender's Register, which may be the very next frame
+                # on this link: wait for it off the in-order reader, or we would block it.
+                self._spawn(self._received_put(peer, command.job))
+            else:
+                await self._received_put(peer, command.job)
         elif isinstance(command, Update):
             await self._received_update(peer, command.job)
         elif isinstance(command, Delete):
@@ -515,7 +544,9 @@ class Agent:
             if result.outcome is AddOutcome.DUPLICATE:
                 self._trace(Action.DUPLICATE, result.stored, peer, result.stored.result or "")
                 await self._send_job(peer, Update(result.stored))
-            elif result.should_send and not result.stored.is_finished:
+            elif result.should_send and not (
+                result.stored.is_finished or result.stored.is_duplicate
+            ):
                 self._start_execution(sender, result.stored)
         else:
             reason = (
@@ -662,7 +693,7 @@ class Agent:
         """After a restart, run again every job that was ours to run and is unfinished."""
         for peer, board in self._boards.items():
             for job in board.jobs():
-                if job.is_finished or job.is_expired(self.clock()):
+                if job.is_finished or job.is_duplicate or job.is_expired(self.clock()):
                     continue
                 if job.destination.position(self.name, peer.name) is not Position.DESTINATION:
                     continue
@@ -674,27 +705,48 @@ class Agent:
             return
         for peer_text, jobs in self.store.load_all().items():
             name, _, zone = peer_text.partition("@")
-            peer = PeerId(name, zone)
-            self._boards[peer] = Board(peer_text, jobs)
-            for payload in self.store.drain(peer_text):
-                try:
-                    command = decode_command(payload)
-                except ProtocolError:
-                    continue
-                if isinstance(command, Put | Update | Delete):
-                    self._boards[peer].queue(command)
+            self._boards[PeerId(name, zone)] = Board(peer_text, jobs)
 
     # --- connections ---------------------------------------------------------------------
 
     async def _on_connected(self, peer: PeerId) -> None:
         await self.send_control(peer, Register(self.agent_type))
         await self.send_control(peer, Sync(self.board(peer).sync_state()))
-        for command in self.board(peer).take_queued():
-            if command.job.is_expired(self.clock()):
-                continue
-            if isinstance(command, Put | Update):
-                self._record(peer, command.job)
-            await self._send_job(peer, command)
+        await self._replay_queue(peer)
+
+    async def _replay_queue(self, peer: PeerId) -> None:
+        """Send what was queued while ``peer`` was away, oldest first.
+
+        With a store the outbox on disk is the queue: an entry is acknowledged (deleted) only
+        after it was handed to the link, so a crash at any point loses nothing (the peer may
+        see a command twice, which boards absorb: versions never go back).
+        """
+        in_memory = self.board(peer).take_queued()
+        if self.store is None:
+            queued: list[tuple[int | None, JobCommand]] = [(None, c) for c in in_memory]
+        else:
+            queued = []
+            for item in self.store.pending(str(peer)):
+                try:
+                    command = decode_command(item.payload)
+                except ProtocolError:
+                    self.store.ack(str(peer), item.seq)
+                    continue
+                if isinstance(command, Put | Update | Delete):
+                    queued.append((item.seq, command))
+        for index, (seq, command) in enumerate(queued):
+            if not command.job.is_expired(self.clock()):
+                if isinstance(command, Put | Update):
+                    self._record(peer, command.job)
+                try:
+                    await self.service.send(peer.name, encode_command(command), peer.zone)
+                except PeerNotConnected:
+                    if self.store is None:  # keep the rest for the next connection
+                        for _, rest in queued[index:]:
+                            self.board(peer).queue(rest)
+                    return
+            if seq is not None and self.store is not None:
+                self.store.ack(str(peer), seq)
 
     async def _on_disconnected(self, peer: PeerId) -> None:
         log.info("%s: %s disconnected", self.name, peer)
@@ -709,12 +761,16 @@ class Agent:
     def sweep(self) -> list[Job]:
         """Remove expired jobs from every board now, waking their waiters."""
         swept: list[Job] = []
+        now = self.clock()
         for peer, board in self._boards.items():
-            gone = board.sweep_expired(self.clock())
+            gone = board.sweep_expired(now)
             for job in gone:
                 self._trace(Action.EXPIRED, job, peer, _outcome(job))
                 if self.store is not None:
                     self.store.delete(str(peer), job.id)
+                if not job.is_expired(now):
+                    # A live duplicate of an expired original: its sender awaits an answer.
+                    self._spawn(self._answer_duplicate(peer, job))
             swept.extend(gone)
         self._wake(swept)
         return swept

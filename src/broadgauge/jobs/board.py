@@ -438,6 +438,10 @@ class Board:
                 ignored.append(SyncDecision(SyncAction.IGNORE, job, "not newer than our copy"))
             elif job.is_created:
                 ignored.append(SyncDecision(SyncAction.IGNORE, job, "state Created"))
+            elif job.is_duplicate:
+                # A duplicate was never sent on: the peer holds its original, whose result
+                # the duplicate will copy.  Re-putting it would run the work twice.
+                ignored.append(SyncDecision(SyncAction.IGNORE, job, "duplicate"))
             elif job.is_finished:
                 updates.append(SyncDecision(SyncAction.UPDATE, job))
             else:

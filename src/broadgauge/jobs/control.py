@@ -53,7 +53,8 @@ class ControlPlane:
         self.agent = agent
         self.restarting = False
         self.hard_restart = asyncio.Event()
-        self._health_waiters: dict[PeerId, asyncio.Future[HealthInfo]] = {}
+        # FIFO per neighbour: concurrent sweeps may ask the same neighbour at once.
+        self._health_waiters: dict[PeerId, deque[asyncio.Future[HealthInfo]]] = {}
         self._diagnostics_waiters: dict[PeerId, deque[_Requester]] = {}
 
     # --- routing by relative path --------------------------------------------------------
@@ -123,7 +124,8 @@ class ControlPlane:
 
     async def _ask_health(self, peer: PeerId, visited: tuple[str, ...]) -> HealthInfo | None:
         future: asyncio.Future[HealthInfo] = asyncio.get_running_loop().create_future()
-        self._health_waiters[peer] = future
+        waiting = self._health_waiters.setdefault(peer, deque())
+        waiting.append(future)
         try:
             await self.agent.send_control(peer, HealthCheck(visited))
             async with asyncio.timeout(HEALTH_WAIT):
@@ -131,7 +133,8 @@ class ControlPlane:
         except TimeoutError:
             return None
         finally:
-            self._health_waiters.pop(peer, None)
+            if future in waiting:
+                waiting.remove(future)
 
     async def received_health_check(self, peer: PeerId, check: HealthCheck) -> None:
         """Answer a neighbour's HealthCheck with our own sweep below us."""
@@ -142,9 +145,12 @@ class ControlPlane:
 
     def received_health_response(self, peer: PeerId, response: HealthResponse) -> None:
         """Hand an answer to the sweep waiting for it."""
-        waiter = self._health_waiters.get(peer)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(response.health)
+        waiting = self._health_waiters.get(peer)
+        while waiting:
+            waiter = waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(response.health)
+                return
 
     # --- diagnostics ---------------------------------------------------------------------
 

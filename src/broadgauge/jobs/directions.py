@@ -61,4 +61,5 @@ def refusal(me: AgentType, link: Link, peer_type: AgentType | None, keyword: str
             f"from their {peer_type.display} agent, not {keyword}"
         )
     who = peer_type.display if peer_type is not None else "unregistered"
-    return f"{me.display} agents do not accept {keyword} from below (from a {who} agent)"
+    article = "an" if who[0] in "aeiou" else "a"
+    return f"{me.display} agents do not accept {keyword} from below (from {article} {who} agent)"

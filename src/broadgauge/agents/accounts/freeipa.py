@@ -1,0 +1,585 @@
+"""Accounts in FreeIPA, through its JSON-RPC API (notes §5.4), with httpx.
+
+Transport, as OpenPortal's ``freeipa`` agent: ``POST <server>/ipa/session/login_password``
+(form ``user``/``password``, ``Referer: <server>/ipa``) sets the ``ipa_session`` cookie;
+each call is ``POST <server>/ipa/session/json`` with
+``{"method": m, "params": [[args], {..., "version": "2.251"}], "id": n}``.  A 401 means
+the session expired: log in again (once per expiry, however many calls noticed it) and
+retry.  Several servers may be given (repeating one gives parallel sessions); calls go
+round-robin and fail over to the next server when one cannot be reached.  Every request is
+bounded by ``timeout``.  The password is only ever put in the login form.
+
+Naming and rules (``freeipa/src/freeipa.rs``):
+
+* user ``uid`` = ``<username>.<project>``; ``givenname`` = username, ``sn`` = project,
+  **``cn`` = the full identity** (how it is recovered), ``userclass`` = ``openportal``;
+* project group ``<portal>.<project>`` (reserved portals: the bare project) with the
+  description ``<project identifier> | OpenPortal project``;
+* a user is managed iff it is in group ``openportal``; unmanaged users and names in
+  ``protected`` are never changed;
+* ``add_user`` re-enables a removed user, leaves a blocked one untouched, and otherwise
+  makes sure of the groups ``openportal``, the project group and ``instance_group`` (e.g.
+  ``op_cluster_default``), creating them as needed;
+* ``remove_user`` never deletes: it leaves ``instance_group``; if the user is still in
+  another instance's ``op_*`` group it stops there; otherwise it leaves every group but
+  ``openportal``, ``openportal.blocked`` and FreeIPA's default ``ipausers``, and calls
+  ``user_disable`` (the uid is kept for a later re-add);
+* ``block_user`` = join ``openportal.blocked`` + ``user_disable``; ``unblock_user``
+  reverses both (re-enabling only while the user is still in its project group).
+
+Two deliberate differences from the Rust agent, both documented in the report:
+``user_add`` passes ``noprivate`` and ``gidnumber`` = the project group's gid, so the
+user's primary group is the one in its :class:`UserMapping` (files it creates belong to
+the project, and no per-user private group is left behind by accounts that are never
+deleted); and ``remove_user`` keeps ``openportal.blocked``, so a block survives a
+remove/re-add.  The marker groups are created ``nonposix`` (they hold no files).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import weakref
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from broadgauge.agents.accounts.backend import AccountError, AuditHook
+from broadgauge.agents.naming import (
+    BLOCKED_GROUP,
+    MANAGED_GROUP,
+    project_group,
+    project_mapping,
+    user_mapping,
+    user_name,
+)
+from broadgauge.grammar import (
+    GrammarError,
+    PortalIdentifier,
+    ProjectIdentifier,
+    ProjectMapping,
+    UserIdentifier,
+    UserMapping,
+)
+
+__all__ = ["FreeIpaDirectory", "FreeIpaError"]
+
+logger = logging.getLogger(__name__)
+
+API_VERSION = "2.251"
+# FreeIPA error codes (ipalib/errors.py) that the rules treat as "already done".
+NOT_FOUND = 4001
+DUPLICATE_ENTRY = 4002
+ALREADY_ACTIVE = 4009
+ALREADY_INACTIVE = 4010
+EMPTY_MODLIST = 4202
+
+DEFAULT_GROUP = "ipausers"  # FreeIPA puts every user in it; not ours to take away
+INSTANCE_PREFIX = "op_"
+DEFAULT_SHELL = "/bin/bash"
+LOCK_WAIT = 5.0
+MARKERS = {
+    MANAGED_GROUP: "Users managed by OpenPortal",
+    BLOCKED_GROUP: "Users blocked by OpenPortal",
+}
+
+
+class FreeIpaError(AccountError):
+    """FreeIPA answered a call with an error object (``error.code/name/message``)."""
+
+    def __init__(self, method: str, code: int, name: str, message: str) -> None:
+        super().__init__(f"FreeIPA {method} failed: {name} ({code}): {message}")
+        self.code = code
+        self.name = name
+
+
+def _strings(entry: dict[str, Any], key: str) -> list[str]:
+    value = entry.get(key)
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def _first(entry: dict[str, Any], key: str) -> str | None:
+    values = _strings(entry, key)
+    return values[0] if values else None
+
+
+def _flag(value: object) -> bool:
+    # nsaccountlock is a JSON boolean in current FreeIPA and ["TRUE"] in old releases.
+    if isinstance(value, list):
+        return bool(value) and _flag(value[0])
+    if isinstance(value, str):
+        return value.upper() == "TRUE"
+    return bool(value)
+
+
+def _identity_in(values: Sequence[str]) -> UserIdentifier | None:
+    for value in values:
+        try:
+            return UserIdentifier.parse(value)
+        except GrammarError:
+            continue
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _IpaUser:
+    name: str
+    cns: tuple[str, ...]
+    home: str
+    disabled: bool
+    groups: frozenset[str]  # lower-cased: FreeIPA normalises group names to lower case
+
+    @property
+    def managed(self) -> bool:
+        return MANAGED_GROUP in self.groups
+
+    def check(self, identity: UserIdentifier) -> None:
+        # user.project collides across portals; never hand one identity another's account.
+        if str(identity) not in self.cns:
+            raise AccountError(f"account {self.name} belongs to {self.cns!r}, not {identity}")
+
+
+@dataclass(eq=False)
+class _Server:
+    base: str
+    client: httpx.AsyncClient
+    login_lock: asyncio.Lock
+    generation: int = 0  # bumped by every login; 0 = never logged in
+
+
+class FreeIpaDirectory:
+    """Users and groups in FreeIPA, following the account backend rules."""
+
+    def __init__(
+        self,
+        servers: list[str],
+        user: str,
+        password: str,
+        *,
+        verify_tls: bool = True,
+        protected: frozenset[str] = frozenset(),
+        audit: AuditHook | None = None,
+        timeout: float = 20.0,
+        instance_group: str | None = None,
+    ) -> None:
+        if not servers:
+            raise ValueError("at least one FreeIPA server is needed")
+        self._servers = [
+            _Server(
+                base.rstrip("/"),
+                httpx.AsyncClient(verify=verify_tls, timeout=timeout),
+                asyncio.Lock(),
+            )
+            for base in servers
+        ]
+        self._user = user
+        self._password = password  # only ever sent in the login form; never logged
+        self._protected = frozenset(protected)
+        self._audit = audit
+        self._instance = instance_group.lower() if instance_group else None
+        self._turn = itertools.count()
+        self._ids = itertools.count(1)
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    # -- transport ------------------------------------------------------------------------
+
+    async def _login(self, server: _Server, seen: int) -> None:
+        async with server.login_lock:
+            if server.generation != seen:
+                return  # another call logged in again while we waited
+            response = await server.client.post(
+                f"{server.base}/ipa/session/login_password",
+                data={"user": self._user, "password": self._password},
+                headers={"Referer": f"{server.base}/ipa", "Accept": "text/plain"},
+            )
+            if response.status_code != 200:
+                reason = response.headers.get("X-IPA-Rejection-Reason", "")
+                raise AccountError(
+                    f"FreeIPA login as {self._user} at {server.base} was refused: "
+                    f"HTTP {response.status_code} {reason}".rstrip()
+                )
+            server.generation += 1
+            logger.info("logged in to FreeIPA at %s as %s", server.base, self._user)
+
+    async def _post(self, server: _Server, method: str, payload: dict[str, Any]) -> httpx.Response:
+        for _ in range(3):
+            seen = server.generation
+            if seen == 0:
+                await self._login(server, 0)
+                seen = server.generation
+            response = await server.client.post(
+                f"{server.base}/ipa/session/json",
+                json=payload,
+                headers={"Referer": f"{server.base}/ipa", "Accept": "application/json"},
+            )
+            if response.status_code != 401:
+                return response
+            await self._login(server, seen)  # the session expired
+        raise AccountError(f"FreeIPA {method} at {server.base}: still 401 after logging in again")
+
+    async def _call(self, method: str, args: Sequence[str] = (), **options: Any) -> dict[str, Any]:
+        """Call ``method``; return the ``result`` object, or raise FreeIpaError."""
+        request_id = next(self._ids)
+        options["version"] = API_VERSION
+        payload = {"method": method, "params": [list(args), options], "id": request_id}
+        start = next(self._turn)
+        failure: Exception | None = None
+        for offset in range(len(self._servers)):
+            server = self._servers[(start + offset) % len(self._servers)]
+            try:
+                response = await self._post(server, method, payload)
+            except httpx.TransportError as exc:
+                failure = exc  # unreachable or timed out: fail over to the next server
+                logger.warning("FreeIPA %s at %s: %r", method, server.base, exc)
+                continue
+            if response.status_code != 200:
+                raise AccountError(
+                    f"FreeIPA {method} at {server.base}: HTTP {response.status_code}"
+                )
+            try:
+                body = response.json()
+            except ValueError:
+                raise AccountError(f"FreeIPA {method} at {server.base}: not JSON") from None
+            if body.get("id") != request_id:
+                raise AccountError(f"FreeIPA {method}: answer to request {body.get('id')!r}")
+            error = body.get("error")
+            if error:
+                code, name = int(error.get("code", 0)), str(error.get("name", ""))
+                raise FreeIpaError(method, code, name, str(error.get("message", "")))
+            result = body.get("result")
+            if not isinstance(result, dict):
+                raise AccountError(f"FreeIPA {method} at {server.base}: no result object")
+            return result
+        raise AccountError(f"FreeIPA {method}: no server could be reached ({failure!r})")
+
+    async def _tolerate(
+        self, codes: tuple[int, ...], method: str, *args: str, **options: Any
+    ) -> bool:
+        """Call; True if it changed something, False if FreeIPA said it was already so."""
+        try:
+            await self._call(method, args, **options)
+        except FreeIpaError as exc:
+            if exc.code in codes:
+                return False
+            raise
+        return True
+
+    def _note(self, text: str) -> None:
+        logger.info("freeipa accounts: %s", text)
+        if self._audit is not None:
+            self._audit(text)
+
+    @asynccontextmanager
+    async def _hold(self, name: str) -> AsyncIterator[None]:
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        try:
+            async with asyncio.timeout(LOCK_WAIT):
+                await lock.acquire()
+        except TimeoutError:
+            raise AccountError(f"user {name} is locked by another operation") from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    # -- reads and writes -----------------------------------------------------------------
+
+    async def _show_user(self, name: str) -> _IpaUser | None:
+        try:
+            result = await self._call("user_show", [name], all=True)
+        except FreeIpaError as exc:
+            if exc.code == NOT_FOUND:
+                return None
+            raise
+        entry = result.get("result") or {}
+        return _IpaUser(
+            name=_first(entry, "uid") or name,
+            cns=tuple(_strings(entry, "cn")),
+            home=_first(entry, "homedirectory") or "",
+            disabled=_flag(entry.get("nsaccountlock", False)),
+            groups=frozenset(g.lower() for g in _strings(entry, "memberof_group")),
+        )
+
+    async def _show_group(self, name: str) -> dict[str, Any] | None:
+        try:
+            result = await self._call("group_show", [name])
+        except FreeIpaError as exc:
+            if exc.code == NOT_FOUND:
+                return None
+            raise
+        entry = result.get("result")
+        return entry if isinstance(entry, dict) else {}
+
+    async def _ensure_group(self, name: str, description: str, *, posix: bool = True) -> int | None:
+        """Make sure the group exists; its gid (None for a non-POSIX group)."""
+        entry = await self._show_group(name)
+        if entry is None:
+            extra = {} if posix else {"nonposix": True}
+            try:
+                result = await self._call("group_add", [name], description=description, **extra)
+                entry = result.get("result") or {}
+                self._note(f"created group {name} (gid {_first(entry, 'gidnumber')})")
+            except FreeIpaError as exc:
+                if exc.code != DUPLICATE_ENTRY:  # a concurrent add won the race: fine
+                    raise
+                entry = await self._show_group(name) or {}
+        gid = _first(entry, "gidnumber")
+        return int(gid) if gid else None
+
+    def _description(self, group: str) -> str:
+        if group in MARKERS:
+            return MARKERS[group]
+        return f"Users of OpenPortal instance {group}"
+
+    async def _join(self, group: str, name: str) -> None:
+        for _ in range(3):  # the group may have to be created first, maybe by a racer
+            try:
+                result = await self._call("group_add_member", [group], user=[name])
+            except FreeIpaError as exc:
+                if exc.code != NOT_FOUND:
+                    raise
+                await self._ensure_group(
+                    group, self._description(group), posix=group not in MARKERS
+                )
+                continue
+            for member, message in result.get("failed", {}).get("member", {}).get("user", []):
+                if "already a member" not in str(message):
+                    raise AccountError(f"could not add {member} to group {group}: {message}")
+            if result.get("completed"):
+                self._note(f"added {name} to group {group}")
+            return
+        raise AccountError(f"could not add {name} to group {group}")
+
+    async def _leave(self, group: str, name: str) -> None:
+        result = await self._call("group_remove_member", [group], user=[name])
+        for member, message in result.get("failed", {}).get("member", {}).get("user", []):
+            if "not a member" not in str(message):
+                raise AccountError(f"could not remove {member} from group {group}: {message}")
+        if result.get("completed"):
+            self._note(f"removed {name} from group {group}")
+
+    async def _set_enabled(self, user: _IpaUser, enabled: bool) -> None:
+        if user.disabled != enabled:
+            return  # already as wanted
+        method, already = (
+            ("user_enable", ALREADY_ACTIVE) if enabled else ("user_disable", ALREADY_INACTIVE)
+        )
+        if await self._tolerate((already,), method, user.name):
+            self._note(f"{'enabled' if enabled else 'disabled'} {user.name} (uid kept)")
+
+    async def _require(self, identity: UserIdentifier) -> _IpaUser:
+        found = await self._show_user(user_name(identity))
+        if found is None:
+            raise AccountError(f"user {user_name(identity)} does not exist")
+        if found.managed:
+            found.check(identity)
+        return found
+
+    # -- projects -------------------------------------------------------------------------
+
+    async def add_project(self, project: ProjectIdentifier) -> ProjectMapping:
+        """Create the project's group (idempotent)."""
+        mapping = project_mapping(project)
+        await self._ensure_group(mapping.local_group, f"{project} | OpenPortal project")
+        return mapping
+
+    async def remove_project(self, project: ProjectIdentifier) -> ProjectMapping:
+        """Remove (disable) every managed, unprotected member; keep the group and its gid."""
+        mapping = project_mapping(project)
+        if await self._show_group(mapping.local_group) is None:
+            raise AccountError(f"project group {mapping.local_group} does not exist")
+        for member in await self.get_users(project):
+            await self.remove_user(member.user)
+        return mapping
+
+    async def get_projects(self, portal: PortalIdentifier) -> list[ProjectMapping]:
+        """Every project group of ``portal`` (read back from the group descriptions)."""
+        result = await self._call("group_find", [portal.portal], sizelimit=0)
+        found = []
+        for entry in result.get("result") or []:
+            name, description = _first(entry, "cn"), _first(entry, "description")
+            if not name or not description:
+                continue
+            try:
+                project = ProjectIdentifier.parse(description.split("|", 1)[0])
+            except GrammarError:
+                continue
+            if project.portal == portal.portal:
+                found.append(ProjectMapping(project, name))
+        return sorted(found, key=lambda m: m.local_group)
+
+    async def get_project_mapping(self, project: ProjectIdentifier) -> ProjectMapping:
+        """The project's mapping by the naming rules."""
+        return project_mapping(project)
+
+    async def is_existing_project(self, project: ProjectIdentifier) -> bool:
+        """Whether the project's group exists."""
+        return await self._show_group(project_group(project)) is not None
+
+    # -- users ----------------------------------------------------------------------------
+
+    async def add_user(self, user: UserIdentifier) -> UserMapping:
+        """Create, or re-enable, the user in its groups (idempotent)."""
+        mapping = user_mapping(user)
+        name = mapping.local_user
+        if name in self._protected:
+            return mapping
+        async with self._hold(name):
+            for _ in range(3):  # a concurrent user_add elsewhere sends us round again
+                found = await self._show_user(name)
+                if found is not None and not found.managed:
+                    return mapping
+                if found is not None:
+                    found.check(user)
+                    if BLOCKED_GROUP in found.groups:
+                        return mapping  # blocked: only unblock_user may change it
+                description = f"{user.project_identifier} | OpenPortal project"
+                gid = await self._ensure_group(mapping.local_group, description)
+                if found is None:
+                    primary = {} if gid is None else {"noprivate": True, "gidnumber": gid}
+                    try:
+                        result = await self._call(
+                            "user_add",
+                            [name],
+                            givenname=user.username,
+                            sn=user.project,
+                            cn=str(user),
+                            userclass="openportal",
+                            homedirectory=f"/home/{name}",
+                            loginshell=DEFAULT_SHELL,
+                            **primary,
+                        )
+                    except FreeIpaError as exc:
+                        if exc.code == DUPLICATE_ENTRY:
+                            continue
+                        raise
+                    uid = _first(result.get("result") or {}, "uidnumber")
+                    self._note(f"created user {name} (uid {uid}) for {user}")
+                    have: frozenset[str] = frozenset()
+                else:
+                    await self._set_enabled(found, True)
+                    have = found.groups
+                # openportal first: until then the new account would count as unmanaged.
+                wanted = [MANAGED_GROUP, mapping.local_group.lower()]
+                for group in wanted + ([self._instance] if self._instance else []):
+                    if group not in have:
+                        await self._join(group, name)
+                return mapping
+        raise AccountError(f"could not add user {name}: it keeps changing under us")
+
+    async def remove_user(self, user: UserIdentifier) -> UserMapping:
+        """Leave this instance; when no instance is left, leave the groups and disable."""
+        mapping = user_mapping(user)
+        if mapping.local_user in self._protected:
+            return mapping
+        async with self._hold(mapping.local_user):
+            found = await self._show_user(mapping.local_user)
+            if found is None or not found.managed:
+                return mapping
+            found.check(user)
+            groups = set(found.groups)
+            if self._instance is not None and self._instance in groups:
+                await self._leave(self._instance, found.name)
+                groups.discard(self._instance)
+            if any(group.startswith(INSTANCE_PREFIX) for group in groups):
+                return mapping  # still used by another instance
+            for group in sorted(groups - {MANAGED_GROUP, BLOCKED_GROUP, DEFAULT_GROUP}):
+                await self._leave(group, found.name)
+            await self._set_enabled(found, False)
+        return mapping
+
+    async def get_users(self, project: ProjectIdentifier) -> list[UserMapping]:
+        """Members of the project's group whose identity (``cn``) belongs to the project."""
+        try:
+            result = await self._call(
+                "user_find", in_group=project_group(project), all=True, sizelimit=0
+            )
+        except FreeIpaError as exc:
+            if exc.code == NOT_FOUND:
+                return []
+            raise
+        found = []
+        for entry in result.get("result") or []:
+            identity = _identity_in(_strings(entry, "cn"))
+            if identity is not None and identity.project_identifier == project:
+                found.append(user_mapping(identity))
+        return sorted(found, key=lambda m: m.local_user)
+
+    async def get_user_mapping(self, user: UserIdentifier) -> UserMapping:
+        """The user's mapping by the naming rules."""
+        return user_mapping(user)
+
+    async def is_existing_user(self, user: UserIdentifier) -> bool:
+        """Whether the account exists and has not been removed."""
+        mapping = user_mapping(user)
+        found = await self._show_user(mapping.local_user)
+        if found is None:
+            return False
+        return not found.managed or mapping.local_group.lower() in found.groups
+
+    async def is_protected_user(self, user: UserIdentifier) -> bool:
+        """Whether the account is unmanaged or named in the protected list."""
+        name = user_name(user)
+        if name in self._protected:
+            return True
+        found = await self._show_user(name)
+        return found is not None and not found.managed
+
+    async def block_user(self, user: UserIdentifier) -> UserMapping:
+        """Join ``openportal.blocked`` and ``user_disable``."""
+        mapping = user_mapping(user)
+        if mapping.local_user in self._protected:
+            return mapping
+        async with self._hold(mapping.local_user):
+            found = await self._require(user)
+            if found.managed:
+                await self._join(BLOCKED_GROUP, found.name)
+                await self._set_enabled(found, False)
+        return mapping
+
+    async def unblock_user(self, user: UserIdentifier) -> UserMapping:
+        """Leave ``openportal.blocked``; ``user_enable`` unless the user was also removed."""
+        mapping = user_mapping(user)
+        if mapping.local_user in self._protected:
+            return mapping
+        async with self._hold(mapping.local_user):
+            found = await self._require(user)
+            if found.managed:
+                if BLOCKED_GROUP in found.groups:
+                    await self._leave(BLOCKED_GROUP, found.name)
+                if mapping.local_group.lower() in found.groups:
+                    await self._set_enabled(found, True)
+        return mapping
+
+    async def is_blocked_user(self, user: UserIdentifier) -> bool:
+        """Whether the account is in ``openportal.blocked``."""
+        found = await self._show_user(user_name(user))
+        return found is not None and BLOCKED_GROUP in found.groups
+
+    async def update_homedir(self, user: UserIdentifier, homedir: str) -> str:
+        """Set ``homedirectory`` (a protected account keeps, and returns, its own)."""
+        if not homedir.startswith("/"):
+            raise AccountError(f"home directory must be an absolute path, not {homedir!r}")
+        if ":" in homedir or any(ord(ch) < 32 or ord(ch) == 127 for ch in homedir):
+            raise AccountError(f"home directory contains ':' or a control character: {homedir!r}")
+        name = user_name(user)
+        async with self._hold(name):
+            found = await self._require(user)
+            if name in self._protected or not found.managed or found.home == homedir:
+                return found.home
+            if await self._tolerate((EMPTY_MODLIST,), "user_mod", name, homedirectory=homedir):
+                self._note(f"set the home directory of {name} to {homedir}")
+        return homedir
+
+    async def close(self) -> None:
+        """Close the HTTP clients."""
+        for server in self._servers:
+            await server.client.aclose()

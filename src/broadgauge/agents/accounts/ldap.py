@@ -1,0 +1,708 @@
+"""Accounts in an LDAP directory (RFC 2307 ``posixAccount``/``posixGroup``), through ldap3.
+
+OpenPortal 0.32.2 has no LDAP agent; this backend applies the FreeIPA agent's naming and
+rules (notes §5.4) to a plain directory such as OpenLDAP or 389-ds:
+
+* **Users** ``uid=<username>.<project>,<people_ou>,<base_dn>`` with object classes
+  ``inetOrgPerson``, ``posixAccount`` and ``shadowAccount``; ``givenName`` = username,
+  ``sn`` = project, ``homeDirectory``, ``loginShell``, ``uidNumber``, ``gidNumber`` = the
+  project group's gid.
+* **Identity**: the OpenPortal identity ``username.project.portal`` is stored in ``cn``,
+  exactly where FreeIPA keeps it, so the same rule recovers it from either directory and
+  ``cn`` is indexed for equality in almost every deployment.  (``cn`` is mandatory for
+  ``posixAccount`` anyway; a human display name belongs in ``displayName``.)
+* **Groups** ``cn=<group>,<groups_ou>,<base_dn>``, ``posixGroup`` with ``memberUid``;
+  a project group's ``description`` is ``<project identifier> | OpenPortal project``
+  (the FreeIPA convention; the identifier is read back from the part before ``|``).
+* **Managed** users are ``memberUid`` of group ``openportal``; anything else, and names in
+  ``protected``, are never changed.  ``add_user`` writes that marker *before* creating the
+  entry, so an interrupted add leaves a harmless dangling ``memberUid`` rather than an
+  unmanaged, hence permanently protected, account.
+* **Disabled** (removed) and **blocked** accounts carry ``shadowExpire: 1`` (expired since
+  2 January 1970): the standard RFC 2307 attribute that pam_unix via nslcd and SSSD
+  (``ldap_account_expire_policy = shadow``) enforce, that needs no overlay (unlike
+  ``pwdAccountLockedTime``, which needs ppolicy) and that loses nothing (unlike replacing
+  ``loginShell``).  *Blocked* additionally means ``memberUid`` of ``openportal.blocked``;
+  that group is what :meth:`LdapDirectory.is_blocked_user` reads, and what tells a block
+  apart from a removal.  Removing a user keeps it in ``openportal`` and
+  ``openportal.blocked``, so a block survives a remove/re-add.
+* **Allocation** never scans: ``cn=uidNext,<base_dn>`` and ``cn=gidNext,<base_dn>``
+  (``applicationProcess`` + ``extensibleObject``, so NSS never sees them as accounts) hold
+  the next number.  Taking one is a single modify that deletes the old value and adds the
+  new one; LDAP applies a modify atomically, so a concurrent writer makes it fail with
+  ``noSuchAttribute`` and we re-read and retry.  An indexed equality search then skips a
+  number already used by an entry made outside Broadgauge.  The entries are created on
+  first use, at the start of the configured range; numbers are never reused.
+
+ldap3 is synchronous: each backend operation runs in a worker thread
+(:func:`asyncio.to_thread`) on a pooled connection that it owns for the duration, at most
+``pool_size`` at a time.  Every LDAP request is bounded by ``timeout`` (connect and
+receive).  Operations on one user are serialised in-process by a per-user lock (given up
+after 5 s, like OpenPortal's), and all of them are idempotent, so one that failed on a
+dropped connection is retried once on a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import random
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import ldap3  # type: ignore[import-untyped, unused-ignore]
+from ldap3.core.exceptions import (  # type: ignore[import-untyped, unused-ignore]
+    LDAPCommunicationError,
+    LDAPException,
+)
+from ldap3.utils.conv import escape_filter_chars  # type: ignore[import-untyped, unused-ignore]
+from ldap3.utils.dn import escape_rdn  # type: ignore[import-untyped, unused-ignore]
+
+from broadgauge.agents.accounts.backend import AccountError, AuditHook
+from broadgauge.agents.naming import (
+    BLOCKED_GROUP,
+    MANAGED_GROUP,
+    project_group,
+    project_mapping,
+    user_mapping,
+    user_name,
+)
+from broadgauge.grammar import (
+    GrammarError,
+    PortalIdentifier,
+    ProjectIdentifier,
+    ProjectMapping,
+    UserIdentifier,
+    UserMapping,
+)
+
+__all__ = ["LdapDirectory"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# LDAP result codes (RFC 4511) that the rules treat as "already done".
+SUCCESS = 0
+NO_SUCH_ATTRIBUTE = 16
+VALUE_EXISTS = 20
+NO_SUCH_OBJECT = 32
+ALREADY_EXISTS = 68
+
+USER_CLASSES = ["inetOrgPerson", "posixAccount", "shadowAccount"]
+USER_ATTRIBUTES = ["uid", "cn", "uidNumber", "gidNumber", "homeDirectory", "shadowExpire"]
+COUNTER_CLASSES = ["applicationProcess", "extensibleObject"]
+DEFAULT_SHELL = "/bin/bash"
+MARKER_DESCRIPTIONS = {
+    MANAGED_GROUP: "Users managed by OpenPortal",
+    BLOCKED_GROUP: "Users blocked by OpenPortal",
+}
+LOCK_WAIT = 5.0
+CHUNK = 100  # uids per OR-filter when resolving a group's members
+
+
+def _esc(value: str | int) -> str:
+    return str(escape_filter_chars(str(value)))
+
+
+def _check_homedir(homedir: str) -> str:
+    if not homedir.startswith("/"):
+        raise AccountError(f"home directory must be an absolute path, not {homedir!r}")
+    if ":" in homedir or any(ord(ch) < 32 or ord(ch) == 127 for ch in homedir):
+        raise AccountError(f"home directory contains ':' or a control character: {homedir!r}")
+    return homedir
+
+
+def _identity_in(values: Iterable[str]) -> UserIdentifier | None:
+    for value in values:
+        try:
+            return UserIdentifier.parse(value)
+        except GrammarError:
+            continue
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    dn: str
+    attributes: Mapping[str, list[str]]
+
+    def values(self, name: str) -> list[str]:
+        return self.attributes.get(name, [])
+
+    def first(self, name: str) -> str | None:
+        values = self.values(name)
+        return values[0] if values else None
+
+
+@dataclass(frozen=True, slots=True)
+class _User:
+    dn: str
+    name: str
+    uid: int
+    cns: tuple[str, ...]
+    home: str
+    expired: bool
+    groups: Mapping[str, str]  # group name -> DN, from memberUid
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    dn: str
+    gid: int
+    members: tuple[str, ...]
+
+
+class _Session:
+    """One bound ldap3 connection, used by one thread at a time."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def _code(self) -> int:
+        return int(self.conn.result["result"])
+
+    def _error(self, what: str, target: str) -> AccountError:
+        result = self.conn.result
+        return AccountError(
+            f"LDAP {what} {target} failed: {result['description']} {result['message']}"
+        )
+
+    def search(
+        self, base: str, query: str, attributes: list[str], *, scope: str = ldap3.SUBTREE
+    ) -> list[_Entry]:
+        # Paged: listings (get_projects) must not stop at the server's size limit.
+        responses = self.conn.extend.standard.paged_search(
+            base, query, search_scope=scope, attributes=attributes, paged_size=500, generator=False
+        )
+        if self._code() not in (SUCCESS, NO_SUCH_OBJECT):
+            raise self._error("search", f"{query} under {base}")
+        entries = []
+        for response in responses or []:
+            if response.get("type") != "searchResEntry":
+                continue
+            attrs = {
+                str(key): [str(v) for v in (value if isinstance(value, list) else [value])]
+                for key, value in response["attributes"].items()
+            }
+            entries.append(_Entry(str(response["dn"]), attrs))
+        return entries
+
+    def read(self, dn: str, attributes: list[str]) -> _Entry | None:
+        found = self.search(dn, "(objectClass=*)", attributes, scope=ldap3.BASE)
+        return found[0] if found else None
+
+    def add(self, dn: str, classes: list[str], attributes: Mapping[str, object]) -> int:
+        self.conn.add(dn, classes, dict(attributes))
+        return self._code()
+
+    def modify(self, dn: str, changes: Mapping[str, list[tuple[str, list[str]]]]) -> int:
+        self.conn.modify(dn, dict(changes))
+        return self._code()
+
+    def must(self, code: int, what: str, target: str, *tolerated: int) -> None:
+        if code != SUCCESS and code not in tolerated:
+            raise self._error(what, target)
+
+
+Op = Callable[[_Session, list[str]], T]
+
+
+class LdapDirectory:
+    """Users and groups in an LDAP directory, following the account backend rules."""
+
+    def __init__(
+        self,
+        url: str,
+        bind_dn: str,
+        password: str,
+        base_dn: str,
+        *,
+        people_ou: str = "ou=people",
+        groups_ou: str = "ou=groups",
+        uid_range: tuple[int, int] = (20000, 29999),
+        gid_range: tuple[int, int] = (20000, 29999),
+        protected: frozenset[str] = frozenset(),
+        audit: AuditHook | None = None,
+        timeout: float = 10.0,
+        pool_size: int = 4,
+    ) -> None:
+        for what, (low, high) in (("uid", uid_range), ("gid", gid_range)):
+            if not 0 < low <= high:
+                raise ValueError(f"invalid {what} range {low}-{high}")
+        self._url = url
+        self._bind_dn = bind_dn
+        self._password = password  # only ever handed to ldap3; never logged
+        self._base = base_dn
+        self._people = f"{people_ou},{base_dn}"
+        self._groups = f"{groups_ou},{base_dn}"
+        self._ranges = {"uid": uid_range, "gid": gid_range}
+        self._protected = frozenset(protected)
+        self._audit = audit
+        self._timeout = timeout
+        self._server = ldap3.Server(url, connect_timeout=timeout, get_info=ldap3.NONE)
+        self._idle: list[_Session] = []
+        self._pool_lock = threading.Lock()
+        self._slots = asyncio.Semaphore(pool_size)
+        # Group creation is check-then-add; serialise it in-process so concurrent adds
+        # into one new project do not each burn a gid (other processes are handled by
+        # entryAlreadyExists).
+        self._group_lock = threading.Lock()
+        self._user_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _connect(self) -> _Session:
+        conn = ldap3.Connection(
+            self._server,
+            user=self._bind_dn,
+            password=self._password,
+            # ldap3 packs this into SO_RCVTIMEO as whole seconds: it must be an int.
+            receive_timeout=max(1, math.ceil(self._timeout)),
+            raise_exceptions=False,
+        )
+        if not conn.bind():
+            description = conn.result.get("description", "unknown error") if conn.result else ""
+            raise AccountError(f"LDAP bind as {self._bind_dn} to {self._url} failed: {description}")
+        return _Session(conn)
+
+    def _execute(self, op: Op[T]) -> tuple[T, list[str]]:
+        for attempt in (1, 2):
+            notes: list[str] = []
+            with self._pool_lock:
+                session = self._idle.pop() if self._idle else None
+            try:
+                session = session or self._connect()
+                result = op(session, notes)
+            except LDAPCommunicationError as exc:
+                # A pooled connection may have been dropped by the server; every operation
+                # is idempotent, so one retry on a fresh connection is safe.
+                self._discard(session)
+                if attempt == 2 or session is None:
+                    raise AccountError(f"LDAP server {self._url} unreachable: {exc}") from None
+                continue
+            except LDAPException as exc:
+                self._discard(session)
+                raise AccountError(f"LDAP error from {self._url}: {exc}") from None
+            except AccountError:
+                if session is not None:  # a refusal, not a broken connection: keep it
+                    with self._pool_lock:
+                        self._idle.append(session)
+                raise
+            with self._pool_lock:
+                self._idle.append(session)
+            return result, notes
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _discard(session: _Session | None) -> None:
+        if session is not None:
+            with suppress(LDAPException):
+                session.conn.unbind()
+
+    async def _run(self, op: Op[T]) -> T:
+        async with self._slots:
+            result, notes = await asyncio.to_thread(self._execute, op)
+        for note in notes:
+            logger.info("ldap accounts: %s", note)
+            if self._audit is not None:
+                self._audit(note)
+        return result
+
+    @asynccontextmanager
+    async def _hold(self, name: str) -> AsyncIterator[None]:
+        lock = self._user_locks.get(name)
+        if lock is None:
+            lock = self._user_locks[name] = asyncio.Lock()
+        try:
+            async with asyncio.timeout(LOCK_WAIT):
+                await lock.acquire()
+        except TimeoutError:
+            raise AccountError(f"user {name} is locked by another operation") from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    # -- reads (inside a session) ---------------------------------------------------------
+
+    def _find_user(self, s: _Session, name: str) -> _User | None:
+        query = f"(&(objectClass=posixAccount)(uid={_esc(name)}))"
+        found = s.search(self._base, query, USER_ATTRIBUTES)
+        if not found:
+            return None
+        if len(found) > 1:
+            raise AccountError(f"{len(found)} LDAP entries have uid {name}")
+        entry = found[0]
+        groups = {
+            group.first("cn") or "": group.dn
+            for group in s.search(
+                self._base, f"(&(objectClass=posixGroup)(memberUid={_esc(name)}))", ["cn"]
+            )
+        }
+        expire = entry.first("shadowExpire")
+        today = int(time.time() // 86400)
+        return _User(
+            dn=entry.dn,
+            name=entry.first("uid") or name,
+            uid=int(entry.first("uidNumber") or -1),
+            cns=tuple(entry.values("cn")),
+            home=entry.first("homeDirectory") or "",
+            # pam_unix's rule: expired when 0 <= shadowExpire <= today.
+            expired=expire is not None and 0 <= int(expire) <= today,
+            groups=groups,
+        )
+
+    def _find_group(self, s: _Session, name: str) -> _Group | None:
+        query = f"(&(objectClass=posixGroup)(cn={_esc(name)}))"
+        found = s.search(self._base, query, ["gidNumber", "memberUid"])
+        if not found:
+            return None
+        entry = found[0]
+        return _Group(
+            entry.dn, int(entry.first("gidNumber") or -1), tuple(entry.values("memberUid"))
+        )
+
+    def _is_protected(self, user: _User | None, name: str) -> bool:
+        return name in self._protected or (user is not None and MANAGED_GROUP not in user.groups)
+
+    @staticmethod
+    def _check_identity(user: _User, identity: UserIdentifier) -> None:
+        # user.project collides across portals; never hand one identity another's account.
+        if str(identity) not in user.cns:
+            raise AccountError(f"account {user.name} belongs to {user.cns!r}, not {identity}")
+
+    # -- writes (inside a session) --------------------------------------------------------
+
+    def _allocate(self, s: _Session, kind: str) -> int:
+        low, high = self._ranges[kind]
+        attribute = f"{kind}Number"
+        dn = f"cn={kind}Next,{self._base}"
+        for _ in range(1000):
+            counter = s.read(dn, [attribute])
+            if counter is None:
+                code = s.add(dn, COUNTER_CLASSES, {"cn": f"{kind}Next", attribute: str(low)})
+                s.must(code, "create the counter", dn, ALREADY_EXISTS)
+                continue
+            current = counter.first(attribute)
+            if current is None:
+                raise AccountError(f"the counter {dn} has no {attribute}")
+            candidate = max(int(current), low)
+            if candidate > high:
+                raise AccountError(f"no free {kind} left in the range {low}-{high}")
+            swap = [(ldap3.MODIFY_DELETE, [current]), (ldap3.MODIFY_ADD, [str(candidate + 1)])]
+            code = s.modify(dn, {attribute: swap})
+            if code == NO_SUCH_ATTRIBUTE:  # another writer took `current` first
+                time.sleep(random.uniform(0, 0.01))  # jitter, so the retries spread out
+                continue
+            s.must(code, "advance the counter", dn)
+            cls = "posixAccount" if kind == "uid" else "posixGroup"
+            query = f"(&(objectClass={cls})({attribute}={candidate}))"
+            if not s.search(self._base, query, ["1.1"]):
+                return candidate
+            # taken by an entry made outside Broadgauge: loop on to the next number
+        raise AccountError(f"could not allocate a {kind}: the counter {dn} kept moving")
+
+    def _ensure_group(self, s: _Session, name: str, description: str, notes: list[str]) -> int:
+        with self._group_lock:
+            group = self._find_group(s, name)
+            if group is not None:
+                return group.gid
+            gid = self._allocate(s, "gid")
+            dn = f"cn={escape_rdn(name)},{self._groups}"
+            attributes = {"cn": name, "gidNumber": str(gid), "description": description}
+            code = s.add(dn, ["posixGroup"], attributes)
+            if code == ALREADY_EXISTS:  # another process created it; our gid is a gap
+                group = self._find_group(s, name)
+                if group is None:
+                    raise AccountError(f"group {name} exists at {dn} but is not a posixGroup")
+                return group.gid
+            s.must(code, "add group", dn)
+            notes.append(f"created group {name} (gid {gid})")
+            return gid
+
+    def _ensure_marker(self, s: _Session, name: str, notes: list[str]) -> str:
+        self._ensure_group(s, name, MARKER_DESCRIPTIONS[name], notes)
+        group = self._find_group(s, name)
+        if group is None:
+            raise AccountError(f"group {name} vanished")
+        return group.dn
+
+    @staticmethod
+    def _join(s: _Session, group: str, dn: str, name: str, notes: list[str]) -> None:
+        code = s.modify(dn, {"memberUid": [(ldap3.MODIFY_ADD, [name])]})
+        s.must(code, "add a member to", dn, VALUE_EXISTS)
+        if code == SUCCESS:
+            notes.append(f"added {name} to group {group}")
+
+    @staticmethod
+    def _leave(s: _Session, group: str, dn: str, name: str, notes: list[str]) -> None:
+        code = s.modify(dn, {"memberUid": [(ldap3.MODIFY_DELETE, [name])]})
+        s.must(code, "remove a member from", dn, NO_SUCH_ATTRIBUTE)
+        if code == SUCCESS:
+            notes.append(f"removed {name} from group {group}")
+
+    @staticmethod
+    def _expire(s: _Session, user: _User, expired: bool, notes: list[str]) -> None:
+        if user.expired == expired:
+            return
+        value = ["1"] if expired else []  # REPLACE with no values deletes the attribute
+        s.must(
+            s.modify(user.dn, {"shadowExpire": [(ldap3.MODIFY_REPLACE, value)]}), "modify", user.dn
+        )
+        notes.append(f"{'disabled' if expired else 'enabled'} {user.name} (uid {user.uid})")
+
+    def _disable(self, s: _Session, user: _User, notes: list[str]) -> None:
+        for group, dn in sorted(user.groups.items()):
+            if group not in (MANAGED_GROUP, BLOCKED_GROUP):
+                self._leave(s, group, dn, user.name, notes)
+        self._expire(s, user, True, notes)
+
+    def _add_user(self, s: _Session, identity: UserIdentifier, notes: list[str]) -> None:
+        mapping = user_mapping(identity)
+        name = mapping.local_user
+        user = self._find_user(s, name)
+        if self._is_protected(user, name):
+            return
+        if user is not None:
+            self._check_identity(user, identity)
+            if BLOCKED_GROUP in user.groups:
+                return  # blocked: only unblock_user may change it
+        project = identity.project_identifier
+        gid = self._ensure_group(s, mapping.local_group, f"{project} | OpenPortal project", notes)
+        if user is None:
+            uid = self._allocate(s, "uid")
+            self._join(s, MANAGED_GROUP, self._ensure_marker(s, MANAGED_GROUP, notes), name, notes)
+            dn = f"uid={escape_rdn(name)},{self._people}"
+            attributes = {
+                "uid": name,
+                "cn": str(identity),
+                "givenName": identity.username,
+                "sn": identity.project,
+                "uidNumber": str(uid),
+                "gidNumber": str(gid),
+                "homeDirectory": f"/home/{name}",
+                "loginShell": DEFAULT_SHELL,
+            }
+            code = s.add(dn, USER_CLASSES, attributes)
+            if code == ALREADY_EXISTS:  # made concurrently by another process: adopt it
+                user = self._find_user(s, name)
+                if user is None or self._is_protected(user, name):
+                    return
+                self._check_identity(user, identity)
+            else:
+                s.must(code, "add user", dn)
+                notes.append(f"created user {name} (uid {uid}) for {identity}")
+                user = self._find_user(s, name)
+                if user is None:
+                    raise AccountError(f"user {name} vanished after it was added")
+        self._expire(s, user, False, notes)
+        for group in (MANAGED_GROUP, mapping.local_group):
+            if group not in user.groups:
+                found = self._find_group(s, group)
+                if found is None:
+                    raise AccountError(f"group {group} vanished")
+                self._join(s, group, found.dn, name, notes)
+
+    def _require(self, s: _Session, identity: UserIdentifier) -> _User:
+        name = user_name(identity)
+        user = self._find_user(s, name)
+        if user is None:
+            raise AccountError(f"user {name} does not exist")
+        if not self._is_protected(user, name):
+            self._check_identity(user, identity)
+        return user
+
+    # -- projects -------------------------------------------------------------------------
+
+    async def add_project(self, project: ProjectIdentifier) -> ProjectMapping:
+        """Create the project's group (idempotent)."""
+        mapping = project_mapping(project)
+        description = f"{project} | OpenPortal project"
+        await self._run(lambda s, n: self._ensure_group(s, mapping.local_group, description, n))
+        return mapping
+
+    async def remove_project(self, project: ProjectIdentifier) -> ProjectMapping:
+        """Disable every managed, unprotected member; keep the group and its gid."""
+        mapping = project_mapping(project)
+        group = await self._run(lambda s, n: self._find_group(s, mapping.local_group))
+        if group is None:
+            raise AccountError(f"project group {mapping.local_group} does not exist")
+        for member in sorted(group.members):
+            async with self._hold(member):
+                await self._run(
+                    functools.partial(self._remove_member, name=member, project=project)
+                )
+        return mapping
+
+    def _remove_member(
+        self, s: _Session, notes: list[str], *, name: str, project: ProjectIdentifier
+    ) -> None:
+        user = self._find_user(s, name)
+        if user is None or self._is_protected(user, name):
+            return
+        identity = _identity_in(user.cns)
+        if identity is not None and identity.project_identifier == project:
+            self._disable(s, user, notes)
+
+    async def get_projects(self, portal: PortalIdentifier) -> list[ProjectMapping]:
+        """Every project group of ``portal`` (read back from the group descriptions)."""
+        query = f"(&(objectClass=posixGroup)(description=*.{_esc(portal.portal)} |*))"
+        entries = await self._run(lambda s, n: s.search(self._base, query, ["cn", "description"]))
+        found = []
+        for entry in entries:
+            name, description = entry.first("cn"), entry.first("description")
+            if not name or not description:
+                continue
+            try:
+                project = ProjectIdentifier.parse(description.split("|", 1)[0])
+            except GrammarError:
+                continue
+            if project.portal == portal.portal:  # the LDAP match was case-insensitive
+                found.append(ProjectMapping(project, name))
+        return sorted(found, key=lambda m: m.local_group)
+
+    async def get_project_mapping(self, project: ProjectIdentifier) -> ProjectMapping:
+        """The project's mapping by the naming rules."""
+        return project_mapping(project)
+
+    async def is_existing_project(self, project: ProjectIdentifier) -> bool:
+        """Whether the project's group exists."""
+        group = project_group(project)
+        return await self._run(lambda s, n: self._find_group(s, group) is not None)
+
+    # -- users ----------------------------------------------------------------------------
+
+    async def add_user(self, user: UserIdentifier) -> UserMapping:
+        """Create, or re-enable, the user in its project group (idempotent)."""
+        async with self._hold(user_name(user)):
+            await self._run(lambda s, n: self._add_user(s, user, n))
+        return user_mapping(user)
+
+    async def remove_user(self, user: UserIdentifier) -> UserMapping:
+        """Expire the account and drop its group memberships; keep the entry and uid."""
+
+        def op(s: _Session, notes: list[str]) -> None:
+            found = self._find_user(s, user_name(user))
+            if found is None or self._is_protected(found, found.name):
+                return
+            self._check_identity(found, user)
+            self._disable(s, found, notes)
+
+        async with self._hold(user_name(user)):
+            await self._run(op)
+        return user_mapping(user)
+
+    async def get_users(self, project: ProjectIdentifier) -> list[UserMapping]:
+        """Members of the project's group whose identity (``cn``) belongs to the project."""
+
+        def op(s: _Session, notes: list[str]) -> list[UserMapping]:
+            group = self._find_group(s, project_group(project))
+            if group is None:
+                return []
+            found = []
+            members = sorted(group.members)
+            for start in range(0, len(members), CHUNK):
+                uids = "".join(f"(uid={_esc(m)})" for m in members[start : start + CHUNK])
+                query = f"(&(objectClass=posixAccount)(|{uids}))"
+                for entry in s.search(self._base, query, ["uid", "cn"]):
+                    identity = _identity_in(entry.values("cn"))
+                    if identity is not None and identity.project_identifier == project:
+                        found.append(user_mapping(identity))
+            return sorted(found, key=lambda m: m.local_user)
+
+        return await self._run(op)
+
+    async def get_user_mapping(self, user: UserIdentifier) -> UserMapping:
+        """The user's mapping by the naming rules."""
+        return user_mapping(user)
+
+    async def is_existing_user(self, user: UserIdentifier) -> bool:
+        """Whether the account exists and has not been removed."""
+        mapping = user_mapping(user)
+        found = await self._run(lambda s, n: self._find_user(s, mapping.local_user))
+        if found is None:
+            return False
+        return MANAGED_GROUP not in found.groups or mapping.local_group in found.groups
+
+    async def is_protected_user(self, user: UserIdentifier) -> bool:
+        """Whether the account is unmanaged or named in the protected list."""
+        name = user_name(user)
+        if name in self._protected:
+            return True
+        return await self._run(lambda s, n: self._is_protected(self._find_user(s, name), name))
+
+    async def block_user(self, user: UserIdentifier) -> UserMapping:
+        """Add the account to ``openportal.blocked`` and expire it."""
+
+        def op(s: _Session, notes: list[str]) -> None:
+            found = self._require(s, user)
+            if self._is_protected(found, found.name):
+                return
+            self._join(
+                s, BLOCKED_GROUP, self._ensure_marker(s, BLOCKED_GROUP, notes), found.name, notes
+            )
+            self._expire(s, found, True, notes)
+
+        await self._guarded(user, op)
+        return user_mapping(user)
+
+    async def unblock_user(self, user: UserIdentifier) -> UserMapping:
+        """Leave ``openportal.blocked``; un-expire unless the user was also removed."""
+        mapping = user_mapping(user)
+
+        def op(s: _Session, notes: list[str]) -> None:
+            found = self._require(s, user)
+            if self._is_protected(found, found.name):
+                return
+            if BLOCKED_GROUP in found.groups:
+                self._leave(s, BLOCKED_GROUP, found.groups[BLOCKED_GROUP], found.name, notes)
+            if mapping.local_group in found.groups:  # a removed user stays disabled
+                self._expire(s, found, False, notes)
+
+        await self._guarded(user, op)
+        return mapping
+
+    async def _guarded(self, user: UserIdentifier, op: Op[None]) -> None:
+        name = user_name(user)
+        if name in self._protected:
+            return
+        async with self._hold(name):
+            await self._run(op)
+
+    async def is_blocked_user(self, user: UserIdentifier) -> bool:
+        """Whether the account is a member of ``openportal.blocked``."""
+        found = await self._run(lambda s, n: self._find_user(s, user_name(user)))
+        return found is not None and BLOCKED_GROUP in found.groups
+
+    async def update_homedir(self, user: UserIdentifier, homedir: str) -> str:
+        """Set ``homeDirectory`` (a protected account keeps, and returns, its own)."""
+        _check_homedir(homedir)
+
+        def op(s: _Session, notes: list[str]) -> str:
+            found = self._require(s, user)
+            if self._is_protected(found, found.name) or found.home == homedir:
+                return found.home
+            change = {"homeDirectory": [(ldap3.MODIFY_REPLACE, [homedir])]}
+            s.must(s.modify(found.dn, change), "modify", found.dn)
+            notes.append(f"set the home directory of {found.name} to {homedir}")
+            return homedir
+
+        async with self._hold(user_name(user)):
+            return await self._run(op)
+
+    async def close(self) -> None:
+        """Unbind every pooled connection."""
+        with self._pool_lock:
+            idle, self._idle = self._idle, []
+        for session in idle:
+            await asyncio.to_thread(self._discard, session)

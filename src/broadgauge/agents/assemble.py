@@ -1,0 +1,172 @@
+"""Give an :class:`Agent` its role: the business module for its type, with its backend.
+
+Which backend a leaf agent uses is set in the config's ``[extras]`` (all strings):
+
+account agents
+    ``account-backend`` = ``local`` (default: a SQLite directory at ``directory``, default
+    ``<data dir>/directory.sqlite3``), ``ldap`` (``ldap-url``, ``ldap-bind-dn``,
+    ``ldap-base-dn``, secret ``ldap-password``) or ``freeipa`` (``freeipa-server``,
+    comma-separated; ``freeipa-user``; secret ``freeipa-password``).
+    ``protected-users``: comma-separated Unix names never to touch.
+filesystem agents
+    the ``[user_volumes]``/``[project_volumes]``/``[quota_engines]`` tables, or, if there
+    are none, a sandbox folder at ``sandbox`` (default ``<data dir>/sandbox``).
+    ``id-resolver`` = ``nss`` (default) or ``directory:<path to a local account directory>``.
+    ``delete-on-remove`` = ``true`` to delete (not recycle) a removed user's files.
+scheduler agents
+    ``scheduler-backend`` = ``ledger`` (default: ``<data dir>/scheduler.sqlite3``) or
+    ``slurm`` (``slurm-default-node``, a JSON object such as ``{"cpus": 128, "mem": 256000}``
+    used to turn limits into GrpTRESMins; ``slurm-cluster``, ``parent-account``,
+    ``slurm-conf``, ``command-prefix``).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from broadgauge.agents.accounts.agent import serve_accounts
+from broadgauge.agents.accounts.backend import AccountBackend
+from broadgauge.agents.accounts.freeipa import FreeIpaDirectory
+from broadgauge.agents.accounts.ldap import LdapDirectory
+from broadgauge.agents.accounts.local import LocalDirectory
+from broadgauge.agents.filesystem.agent import (
+    FilesystemRole,
+    build_engines,
+    default_volumes,
+)
+from broadgauge.agents.filesystem.ids import DirectoryResolver, IdResolver, NssResolver
+from broadgauge.agents.filesystem.layout import parse_layout
+from broadgauge.agents.instance import Instance
+from broadgauge.agents.portal import Portal
+from broadgauge.agents.scheduler.agent import serve_scheduler
+from broadgauge.agents.scheduler.backend import SchedulerBackend
+from broadgauge.agents.scheduler.ledger import LedgerScheduler
+from broadgauge.agents.scheduler.slurm import NodeFactors, SlurmScheduler
+from broadgauge.jobs.agent import Agent
+from broadgauge.jobs.agent_type import AgentType
+from broadgauge.wire import ConfigError
+
+
+@dataclass
+class Role:
+    """What was attached to an agent, so callers (the demo, tests) can reach it."""
+
+    agent: Agent
+    portal: Portal | None = None
+    instance: Instance | None = None
+    accounts: AccountBackend | None = None
+    filesystem: FilesystemRole | None = None
+    scheduler: SchedulerBackend | None = None
+    closers: list[AccountBackend | SchedulerBackend] = field(default_factory=list)
+
+    async def close(self) -> None:
+        """Release the backends' connections."""
+        for backend in self.closers:
+            await backend.close()
+
+
+def assemble(agent: Agent, data_dir: str | Path) -> Role:
+    """Register the business rules for ``agent``'s type; return what was built."""
+    data = Path(data_dir)
+    role = Role(agent)
+    kind = agent.agent_type
+    if kind is AgentType.PORTAL:
+        role.portal = Portal(agent)
+    elif kind is AgentType.INSTANCE:
+        role.instance = Instance(agent)
+    elif kind is AgentType.ACCOUNT:
+        role.accounts = _account_backend(agent, data)
+        role.closers.append(role.accounts)
+        serve_accounts(agent, role.accounts)
+    elif kind is AgentType.FILESYSTEM:
+        role.filesystem = _filesystem(agent, data)
+    elif kind is AgentType.SCHEDULER:
+        role.scheduler = _scheduler_backend(agent, data)
+        role.closers.append(role.scheduler)
+        serve_scheduler(agent, role.scheduler)
+    # Providers and platforms only route; bridges get their HTTP API elsewhere.
+    return role
+
+
+def _extra(agent: Agent, key: str, default: str | None = None) -> str:
+    value = agent.config.extra(key, default)
+    if value is None:
+        raise ConfigError(f"{agent.name}: set [extras] {key}")
+    return value
+
+
+def _names(text: str) -> frozenset[str]:
+    return frozenset(name.strip() for name in text.split(",") if name.strip())
+
+
+def _account_backend(agent: Agent, data: Path) -> AccountBackend:
+    backend = _extra(agent, "account-backend", "local")
+    protected = _names(_extra(agent, "protected-users", ""))
+    audit = agent.audit_operation
+    if backend == "local":
+        path = _extra(agent, "directory", str(data / "directory.sqlite3"))
+        return LocalDirectory(path, protected=protected, audit=audit)
+    if backend == "ldap":
+        return LdapDirectory(
+            _extra(agent, "ldap-url"),
+            _extra(agent, "ldap-bind-dn"),
+            agent.config.secret("ldap-password"),
+            _extra(agent, "ldap-base-dn"),
+            protected=protected,
+            audit=audit,
+        )
+    if backend == "freeipa":
+        return FreeIpaDirectory(
+            [s.strip() for s in _extra(agent, "freeipa-server").split(",") if s.strip()],
+            _extra(agent, "freeipa-user", "admin"),
+            agent.config.secret("freeipa-password"),
+            protected=protected,
+            audit=audit,
+        )
+    raise ConfigError(f"{agent.name}: unknown account-backend {backend!r}")
+
+
+def _filesystem(agent: Agent, data: Path) -> FilesystemRole:
+    resolver_spec = _extra(agent, "id-resolver", "nss")
+    resolver: IdResolver
+    if resolver_spec == "nss":
+        resolver = NssResolver()
+    elif resolver_spec.startswith("directory:"):
+        resolver = DirectoryResolver(resolver_spec.removeprefix("directory:"))
+    else:
+        raise ConfigError(f"{agent.name}: id-resolver must be nss or directory:<path>")
+    if agent.config.other:
+        layout = parse_layout(agent.config.other)
+    else:
+        layout = default_volumes(_extra(agent, "sandbox", str(data / "sandbox")))
+    return FilesystemRole(
+        agent,
+        layout,
+        resolver,
+        build_engines(layout, data),
+        delete_on_remove=_extra(agent, "delete-on-remove", "false").lower() == "true",
+        audit=agent.audit_operation,
+        # Changing ownership needs root; a sandbox run by a user keeps its own.
+        chown=os.geteuid() == 0,
+    )
+
+
+def _scheduler_backend(agent: Agent, data: Path) -> SchedulerBackend:
+    backend = _extra(agent, "scheduler-backend", "ledger")
+    if backend == "ledger":
+        path = _extra(agent, "ledger", str(data / "scheduler.sqlite3"))
+        return LedgerScheduler(path, audit=agent.audit_operation)
+    if backend == "slurm":
+        conf = agent.config.extra("slurm-conf")
+        return SlurmScheduler(
+            cluster=agent.config.extra("slurm-cluster"),
+            default_node=NodeFactors.from_json(_extra(agent, "slurm-default-node")),
+            parent_account=_extra(agent, "parent-account", "root"),
+            command_prefix=shlex.split(_extra(agent, "command-prefix", "")),
+            env={"SLURM_CONF": conf} if conf else None,
+            audit=agent.audit_operation,
+        )
+    raise ConfigError(f"{agent.name}: unknown scheduler-backend {backend!r}")

@@ -1,0 +1,266 @@
+"""``broadgauge demo``: a whole agent network on loopback, with embedded backends.
+
+Nine agents in one process, each with its own keys, invite and data directory, linked as a
+site would link them::
+
+    bridge ─▶ portal ◀─ provider ◀─ platform ◀─ instance ◀─ account    (local SQLite directory)
+                                                        ◀─ filesystem (a sandbox folder)
+                                                        ◀─ scheduler  (a SQLite ledger)
+
+(an arrow points from the agent that dials to the one that listens).  The scenario sends each
+instruction the way portal software does, through the bridge as ``submit`` jobs, and prints
+what happened at each step.  ``--serve`` keeps the network up and describes it in
+``network.toml`` so other tools can attach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tomli_w
+from rich.console import Console
+from rich.table import Table
+
+from broadgauge.agents.assemble import Role, assemble
+from broadgauge.agents.scheduler.ledger import LedgerScheduler
+from broadgauge.grammar import ProjectUsageReport, UserMapping
+from broadgauge.jobs.agent import Agent, JobFailed
+from broadgauge.jobs.agent_config import AgentConfig
+from broadgauge.jobs.agent_type import AgentType
+from broadgauge.jobs.audit import verify
+from broadgauge.jobs.job import Job
+from broadgauge.wire import ServiceConfig, Timers
+
+PATH = "portal.provider.platform.instance"
+PROJECT = "physics.portal"
+USERS = ("alice.physics.portal", "bob.physics.portal")
+FAST_RECONNECT = Timers(reconnect_initial=0.05, reconnect_max=2.0)
+
+#: (name, type, the agents it dials)
+TOPOLOGY: tuple[tuple[str, AgentType, tuple[str, ...]], ...] = (
+    ("portal", AgentType.PORTAL, ()),
+    ("bridge", AgentType.BRIDGE, ("portal",)),
+    ("provider", AgentType.PROVIDER, ("portal",)),
+    ("platform", AgentType.PLATFORM, ("provider",)),
+    ("instance", AgentType.INSTANCE, ("platform",)),
+    ("account", AgentType.ACCOUNT, ("instance",)),
+    ("filesystem", AgentType.FILESYSTEM, ("instance",)),
+    ("scheduler", AgentType.SCHEDULER, ("instance",)),
+)
+
+
+@dataclass
+class Network:
+    """The running agents, their roles and where their data lives."""
+
+    root: Path
+    agents: dict[str, Agent] = field(default_factory=dict)
+    roles: dict[str, Role] = field(default_factory=dict)
+
+    async def stop(self) -> None:
+        """Stop every agent, lowest first."""
+        for name in reversed(list(self.agents)):
+            await self.agents[name].stop()
+            await self.roles[name].close()
+
+    async def submit(self, instruction: str, timeout: float = 30.0) -> Job:
+        """Send ``instruction`` to the instance the way portal software does: via the bridge."""
+        bridge = self.agents["bridge"]
+        return await bridge.run("bridge.portal", f"submit {PATH} {instruction}", timeout=timeout)
+
+    def describe(self) -> dict[str, object]:
+        """What other tools need to attach: each agent's type, URL and data directory."""
+        return {
+            "agents": {
+                name: {
+                    "type": agent.agent_type.value,
+                    "url": agent.service.url,
+                    "data_dir": str(self.root / name),
+                    "audit_log": str(self.root / name / "audit.jsonl"),
+                }
+                for name, agent in self.agents.items()
+            },
+            "path": PATH,
+        }
+
+
+async def start_network(root: Path, *, timers: Timers = FAST_RECONNECT) -> Network:
+    """Start every agent of :data:`TOPOLOGY` under ``root`` and wait until all are linked."""
+    network = Network(root)
+    directory = root / "account" / "directory.sqlite3"
+    try:
+        for name, kind, dials in TOPOLOGY:
+            service = ServiceConfig.create(name, port=0)
+            extras = {}
+            if kind is AgentType.FILESYSTEM:
+                # The sandbox has no NSS entries for our users: read ids from the directory.
+                extras = {"id-resolver": f"directory:{directory}"}
+            agent = Agent(AgentConfig(kind, service, extras), data_dir=root / name, timers=timers)
+            network.roles[name] = assemble(agent, root / name)
+            network.agents[name] = agent
+            for upper in dials:
+                invite = network.agents[upper].service.add_client(name, "127.0.0.1")
+                agent.service.add_server(invite)
+            await agent.start(listen=any(name in d for _, _, d in TOPOLOGY))
+        async with asyncio.timeout(20):
+            for name, kind, _ in TOPOLOGY:
+                for upper in dict((n, d) for n, _, d in TOPOLOGY)[name]:
+                    await network.agents[upper].peer_of_type(kind)
+    except BaseException:
+        await network.stop()
+        raise
+    return network
+
+
+class StepFailed(Exception):
+    """A scenario step that did not do what it should."""
+
+
+@dataclass
+class Step:
+    """One line of the scenario's report."""
+
+    title: str
+    outcome: str
+    ok: bool
+    millis: float
+
+
+class Scenario:
+    """The demo's story, step by step, printed as it goes."""
+
+    def __init__(self, network: Network, console: Console) -> None:
+        self.network = network
+        self.console = console
+        self.steps: list[Step] = []
+
+    async def step(self, title: str, action: Callable[[], Awaitable[str]]) -> None:
+        """Run one step with a spinner; record and print its outcome."""
+        started = time.perf_counter()
+        with self.console.status(title):
+            try:
+                outcome, ok = await action(), True
+            except (JobFailed, StepFailed) as exc:
+                outcome, ok = f"failed: {exc}", False
+        millis = (time.perf_counter() - started) * 1000
+        self.steps.append(Step(title, outcome, ok, millis))
+        mark = "[green]✓[/]" if ok else "[red]✗[/]"
+        self.console.print(f"{mark} {title}  [dim]({millis:.0f} ms)[/]\n    {outcome}")
+
+    def job(self, instruction: str) -> Callable[[], Awaitable[str]]:
+        """An action that submits ``instruction`` and describes its result."""
+
+        async def run() -> str:
+            job = await self.network.submit(instruction)
+            return f"{job.result_type}: {_show(job)}"
+
+        return run
+
+    async def run(self) -> bool:
+        """The whole story; True if every step went as expected."""
+        today = dt.date.today()
+        month = f"{today.replace(day=1)}:{today}"
+        await self.step(f"Create project {PROJECT}", self.job(f"add_project {PROJECT}"))
+        for user in USERS:
+            await self.step(f"Add user {user}", self.job(f"add_user {user}"))
+        await self.step(
+            "Set a 10 GB quota on the project volume",
+            self.job(f"set_project_quota {PROJECT} projects 10 GB"),
+        )
+        await self.step(
+            "Set a compute limit of 1000 hours", self.job(f"set_limit {PROJECT} 1000 hours")
+        )
+        await self.step(f"Block {USERS[1]}", self.job(f"block_user {USERS[1]}"))
+        await self.step("Check the block", self.job(f"is_blocked_user {USERS[1]}"))
+        await self.step(f"Unblock {USERS[1]}", self.job(f"unblock_user {USERS[1]}"))
+        await self.step("Record 2 h 30 min of jobs for alice", self._simulate_usage)
+        await self.step(
+            "Produce this month's usage report",
+            self.job(f"get_usage_report {PROJECT} {month}"),
+        )
+        await self.step(f"Remove user {USERS[1]}", self.job(f"remove_user {USERS[1]}"))
+        await self.step("List the project's users", self.job(f"get_users {PROJECT}"))
+        await self.step("Verify every agent's audit log", self._verify_audit)
+        return all(step.ok for step in self.steps)
+
+    async def _simulate_usage(self) -> str:
+        # The embedded scheduler runs no jobs; record what a finished job would have used.
+        scheduler = self.network.roles["scheduler"].scheduler
+        assert isinstance(scheduler, LedgerScheduler)
+        mapping = UserMapping.parse(f"{USERS[0]}:alice.physics:portal.physics")
+        await scheduler.record_usage(mapping, dt.date.today(), 9000, jobs=3)
+        return "ledger: 9000 s in 3 jobs for alice.physics (as if they had run)"
+
+    async def _verify_audit(self) -> str:
+        entries = 0
+        for name in self.network.agents:
+            result = verify(self.network.root / name / "audit.jsonl")
+            if not result.ok:
+                raise StepFailed(f"{name}: line {result.first_bad_line}: {result.reason}")
+            entries += result.entries
+        return (
+            f"{entries} hash-chained entries across {len(self.network.agents)} agents, all intact"
+        )
+
+    def summary(self) -> Table:
+        """A table of every step."""
+        table = Table(title="Broadgauge demo")
+        table.add_column("step")
+        table.add_column("result")
+        table.add_column("ms", justify="right")
+        for step in self.steps:
+            table.add_row(step.title, "ok" if step.ok else "failed", f"{step.millis:.0f}")
+        return table
+
+
+def _show(job: Job) -> str:
+    value = job.result_value()
+    if isinstance(value, ProjectUsageReport):
+        totals: dict[str, tuple[int, int]] = {}
+        for daily in value.reports.values():
+            for user, usage in daily.reports.items():
+                seconds, jobs = totals.get(user, (0, 0))
+                totals[user] = (seconds + usage.seconds, jobs + daily.user_job_counts.get(user, 0))
+        names = {local: str(identity) for identity, local in value.users.items()}
+        lines = [f"{names.get(u, u)}: {s} s in {j} jobs" for u, (s, j) in sorted(totals.items())]
+        return f"{len(value.reports)} days; " + ("; ".join(lines) or "no usage")
+    text = job.result or ""
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+async def run_demo(root: Path, console: Console) -> int:
+    """Start the network under ``root``, run the scenario, stop; the exit status."""
+    console.print(f"[bold]Starting {len(TOPOLOGY)} agents on loopback[/] (data in {root})")
+    network = await start_network(root)
+    try:
+        for name, agent in network.agents.items():
+            console.print(f"  {name:<10} {agent.agent_type.value:<10} {agent.service.url}")
+        scenario = Scenario(network, console)
+        ok = await scenario.run()
+        portal = network.roles["portal"].portal
+        if portal is not None and portal.notifications:
+            console.print("[bold]Notifications the portal received:[/]")
+            for notification in portal.notifications:
+                console.print(f"  {notification}")
+        console.print(scenario.summary())
+    finally:
+        await network.stop()
+    return 0 if ok else 1
+
+
+async def serve_demo(root: Path, console: Console, stop: asyncio.Event) -> int:
+    """Start the network, describe it in ``root/network.toml``, serve until ``stop``."""
+    network = await start_network(root)
+    try:
+        description = root / "network.toml"
+        description.write_text(tomli_w.dumps(network.describe()), encoding="utf-8")
+        console.print(f"Network up; described in {description}. Interrupt to stop.")
+        await stop.wait()
+    finally:
+        await network.stop()
+    return 0

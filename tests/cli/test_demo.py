@@ -1,0 +1,94 @@
+"""``broadgauge demo`` (the README's first command) and ``broadgauge audit verify``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+BROADGAUGE = [sys.executable, "-m", "broadgauge"]
+
+
+def test_demo_runs_the_whole_scenario_and_exits_0(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*BROADGAUGE, "demo", "--dir", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for expected in (
+        "✓ Create project physics.portal",
+        'UserMapping: "alice.physics.portal:alice.physics:portal.physics"',
+        'Quota: {"limit":"10.00 GB"',
+        'Usage: {"seconds":3600000}',
+        "bool: true",
+        "alice.physics.portal: 9000 s in 3 jobs",
+        'Vec<UserMapping>: ["alice.physics.portal:alice.physics:portal.physics"]',
+        "user_removed bob.physics.portal",
+    ):
+        assert expected in out, expected
+    assert "✗" not in out
+    # The sandbox really holds the directories, and alice's home survived bob's removal.
+    assert (tmp_path / "filesystem" / "sandbox" / "home" / "physics" / "alice.physics").is_dir()
+    assert not (tmp_path / "filesystem" / "sandbox" / "home" / "physics" / "bob.physics").exists()
+    # Every agent kept an audit log that verifies.
+    for name in ("portal", "instance", "account", "filesystem", "scheduler"):
+        log = tmp_path / name / "audit.jsonl"
+        check = subprocess.run(
+            [*BROADGAUGE, "audit", "verify", str(log)], capture_output=True, text=True
+        )
+        assert check.returncode == 0, check.stdout
+        assert "chain intact" in check.stdout
+
+
+def test_audit_verify_names_the_first_altered_entry(tmp_path: Path) -> None:
+    subprocess.run([*BROADGAUGE, "demo", "--dir", str(tmp_path)], capture_output=True, timeout=120)
+    log = tmp_path / "account" / "audit.jsonl"
+    lines = log.read_text().splitlines()
+    entry = json.loads(lines[4])
+    entry["outcome"] = "nothing happened here"
+    lines[4] = json.dumps(entry)
+    log.write_text("\n".join(lines) + "\n")
+    check = subprocess.run(
+        [*BROADGAUGE, "audit", "verify", str(log)], capture_output=True, text=True
+    )
+    assert check.returncode == 1
+    assert "line 5" in check.stdout and "altered" in check.stdout
+
+
+def test_demo_serve_describes_the_network_and_stops_on_sigint(tmp_path: Path) -> None:
+    server = subprocess.Popen(
+        [*BROADGAUGE, "demo", "--serve", "--dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        description = tmp_path / "network.toml"
+        deadline = time.monotonic() + 60
+        while not description.exists():
+            assert server.poll() is None, server.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        network = tomllib.loads(description.read_text())
+        agents = network["agents"]
+        assert set(agents) == {
+            "portal",
+            "bridge",
+            "provider",
+            "platform",
+            "instance",
+            "account",
+            "filesystem",
+            "scheduler",
+        }
+        assert agents["portal"]["type"] == "Portal"
+        assert agents["portal"]["url"].startswith("ws://127.0.0.1:")
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()

@@ -1,0 +1,164 @@
+"""Example 3, the running half: two agents configured with the CLI connect with ``run``.
+
+The agents are real processes in a temporary HOME; whether they are linked is read from
+the portal's log (``provider@default registered as Provider`` is logged once the provider's
+Register arrives over the authenticated link).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from broadgauge.cli import main
+from broadgauge.cli.run import serve
+from broadgauge.grammar import UserMapping
+from broadgauge.jobs import AgentType, BoardStore
+from broadgauge.jobs.agent import Agent, Envelope
+from broadgauge.jobs.agent_config import AgentConfig
+from broadgauge.wire import ServerEntry, ServiceConfig
+
+from .processes import Broadgauge, free_port
+
+REGISTERED = "portal: provider@default registered as Provider"
+REFUSED = "no-matching-key"
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A portal and a provider configured on free ports, the provider holding its invite."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["portal", "init", "-p", str(free_port())]) == 0
+    assert main(["provider", "init", "-p", str(free_port())]) == 0
+    assert main(["portal", "client", "--add", "provider", "--ip", "127.0.0.1"]) == 0
+    assert main(["provider", "server", "--add", "invite_provider_default.toml"]) == 0
+    yield tmp_path
+
+
+class Agents:
+    """Start ``broadgauge <role> run`` processes; kill leftovers when the test ends."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+        self.started: list[Broadgauge] = []
+
+    def run(self, role: str) -> Broadgauge:
+        process = Broadgauge(role, "run", env=os.environ, cwd=self.cwd)
+        self.started.append(process)
+        process.wait_for(f"{role} ({role.capitalize()}) listening on")
+        return process
+
+    def kill_all(self) -> None:
+        for process in self.started:
+            process.kill()
+
+
+@pytest.fixture
+def agents(site: Path) -> Iterator[Agents]:
+    started = Agents(site)
+    try:
+        yield started
+    finally:
+        started.kill_all()
+
+
+def test_portal_and_provider_connect_and_stop_cleanly(site: Path, agents: Agents) -> None:
+    portal = agents.run("portal")
+    provider = agents.run("provider")
+    portal.wait_for(REGISTERED)
+    provider.wait_for("provider: portal@default registered as Portal")
+    assert provider.terminate() == 0, provider.output
+    portal.wait_for("portal: provider@default disconnected")
+    assert portal.terminate() == 0, portal.output
+    assert "portal stopped" in portal.output and "provider stopped" in provider.output
+    for role in ("portal", "provider"):
+        data = site / "data" / "broadgauge" / role
+        assert data.stat().st_mode & 0o777 == 0o700
+        assert (data / "boards.sqlite3").exists()
+
+
+def test_a_rotated_client_needs_the_rotate_file(site: Path, agents: Agents) -> None:
+    assert main(["portal", "client", "--rotate", "provider"]) == 0
+    portal = agents.run("portal")
+    stale = agents.run("provider")  # still holds the keys of the first invite
+    portal.wait_for(REFUSED)
+    assert REGISTERED not in portal.output
+    assert stale.terminate() == 0, stale.output
+
+    assert main(["provider", "server", "--rotate", "rotate_provider_default.toml"]) == 0
+    provider = agents.run("provider")
+    portal.wait_for(REGISTERED)
+    assert provider.terminate() == 0, provider.output
+    assert portal.terminate() == 0, portal.output
+
+
+def test_run_on_a_port_in_use_fails_clearly(site: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        assert main(["portal", "init", "--force", "-p", str(port)]) == 0
+        portal = Broadgauge("portal", "run", env=os.environ, cwd=site)
+        try:
+            assert portal.finish() == 1
+        finally:
+            portal.kill()
+    assert "broadgauge: " in portal.output
+    assert "address already in use" in portal.output.lower()
+
+
+def test_two_agents_cannot_share_a_data_directory(site: Path, agents: Agents) -> None:
+    portal = agents.run("portal")
+    other = site / "second-portal.toml"
+    assert main(["portal", "init", "-c", str(other), "-p", str(free_port())]) == 0
+    data = str(site / "data" / "broadgauge" / "portal")
+    second = Broadgauge("portal", "run", "-c", str(other), "--data-dir", data, cwd=site)
+    try:
+        assert second.finish() == 1
+    finally:
+        second.kill()
+    assert f"broadgauge: another agent is already running with data in {data}" in second.output
+    assert portal.terminate() == 0, portal.output
+
+
+async def test_serve_runs_your_own_handlers_and_keeps_boards(tmp_path: Path) -> None:
+    """What docs/examples/cli.md shows: the standard run loop with handlers of your own."""
+    portal = Agent(AgentConfig(AgentType.PORTAL, ServiceConfig.create("portal", port=0)))
+    await portal.start()
+    try:
+        invite = portal.service.add_client("cluster", "127.0.0.1")
+        service = ServiceConfig.create("cluster", port=free_port())
+        config = AgentConfig(
+            AgentType.INSTANCE, service.with_server(ServerEntry.from_invite(invite))
+        )
+
+        def setup(agent: Agent) -> None:
+            @agent.handler("add_user")
+            async def add_user(envelope: Envelope) -> UserMapping:
+                user = envelope.job.instruction.user  # type: ignore[attr-defined]
+                return UserMapping(user, user.username, f"{user.portal}.{user.project}")
+
+        stop = asyncio.Event()
+        cluster = asyncio.create_task(serve(config, tmp_path, setup=setup, stop=stop))
+        async with asyncio.timeout(10):
+            await portal.service.wait_for_peer("cluster")
+        job = await portal.run("portal.cluster", "add_user fred.proj.org", timeout=10)
+        assert job.result == '"fred.proj.org:fred:org.proj"'
+        stop.set()
+        assert await asyncio.wait_for(cluster, 10) == 0
+    finally:
+        await portal.stop()
+    store = BoardStore(tmp_path)
+    try:
+        (kept,) = store.load_all()["portal@default"]
+    finally:
+        store.close()
+    assert (kept.id, kept.result_type) == (job.id, "UserMapping")

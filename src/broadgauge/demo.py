@@ -89,8 +89,17 @@ class Network:
         }
 
 
-async def start_network(root: Path, *, timers: Timers = FAST_RECONNECT) -> Network:
-    """Start every agent of :data:`TOPOLOGY` under ``root`` and wait until all are linked."""
+Configure = Callable[[str, AgentConfig], AgentConfig]
+
+
+async def start_network(
+    root: Path, *, timers: Timers = FAST_RECONNECT, configure: Configure | None = None
+) -> Network:
+    """Start every agent of :data:`TOPOLOGY` under ``root`` and wait until all are linked.
+
+    ``configure(name, config)`` may change each agent's config before it starts (to choose
+    other back ends, as the real-backend tests and benchmarks do).
+    """
     network = Network(root)
     directory = root / "account" / "directory.sqlite3"
     try:
@@ -100,7 +109,10 @@ async def start_network(root: Path, *, timers: Timers = FAST_RECONNECT) -> Netwo
             if kind is AgentType.FILESYSTEM:
                 # The sandbox has no NSS entries for our users: read ids from the directory.
                 extras = {"id-resolver": f"directory:{directory}"}
-            agent = Agent(AgentConfig(kind, service, extras), data_dir=root / name, timers=timers)
+            config = AgentConfig(kind, service, extras)
+            if configure is not None:
+                config = configure(name, config)
+            agent = Agent(config, data_dir=root / name, timers=timers)
             network.roles[name] = assemble(agent, root / name)
             network.agents[name] = agent
             for upper in dials:

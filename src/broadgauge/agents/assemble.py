@@ -13,6 +13,7 @@ filesystem agents
     are none, a sandbox folder at ``sandbox`` (default ``<data dir>/sandbox``).
     ``id-resolver`` = ``nss`` (default) or ``directory:<path to a local account directory>``.
     ``delete-on-remove`` = ``true`` to delete (not recycle) a removed user's files.
+    ``chown`` = ``auto`` (default: set owners when running as root), ``true`` or ``false``.
 scheduler agents
     ``scheduler-backend`` = ``ledger`` (default: ``<data dir>/scheduler.sqlite3``) or
     ``slurm`` (``slurm-default-node``, a JSON object such as ``{"cpus": 128, "mem": 256000}``
@@ -149,9 +150,18 @@ def _filesystem(agent: Agent, data: Path) -> FilesystemRole:
         build_engines(layout, data),
         delete_on_remove=_extra(agent, "delete-on-remove", "false").lower() == "true",
         audit=agent.audit_operation,
-        # Changing ownership needs root; a sandbox run by a user keeps its own.
-        chown=os.geteuid() == 0,
+        chown=_chown(agent),
     )
+
+
+def _chown(agent: Agent) -> bool:
+    setting = _extra(agent, "chown", "auto").lower()
+    if setting == "auto":
+        # Changing ownership needs root; a sandbox run by a user keeps its own.
+        return os.geteuid() == 0
+    if setting in ("true", "false"):
+        return setting == "true"
+    raise ConfigError(f"{agent.name}: chown must be auto, true or false")
 
 
 def _scheduler_backend(agent: Agent, data: Path) -> SchedulerBackend:

@@ -39,10 +39,7 @@ from broadgauge.grammar import (
     UserIdentifier,
     UserMapping,
 )
-from tests.backends import slurm as real_slurm
 from tests.backends.slurm import SlurmStack
-
-slurm_stack = real_slurm.slurm_stack  # the session fixture, by name
 
 TODAY = Date.from_python(dt.datetime.now(dt.UTC).date())
 

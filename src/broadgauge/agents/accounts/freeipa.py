@@ -27,12 +27,17 @@ Naming and rules (``freeipa/src/freeipa.rs``):
 * ``block_user`` = join ``openportal.blocked`` + ``user_disable``; ``unblock_user``
   reverses both (re-enabling only while the user is still in its project group).
 
-Two deliberate differences from the Rust agent, both documented in the report:
+Two deliberate differences from the Rust agent:
 ``user_add`` passes ``noprivate`` and ``gidnumber`` = the project group's gid, so the
 user's primary group is the one in its :class:`UserMapping` (files it creates belong to
 the project, and no per-user private group is left behind by accounts that are never
 deleted); and ``remove_user`` keeps ``openportal.blocked``, so a block survives a
 remove/re-add.  The marker groups are created ``nonposix`` (they hold no files).
+
+Known window (as in the Rust agent): FreeIPA can only list a member that exists, so
+``openportal`` is joined straight after ``user_add``; an add interrupted between the two
+leaves an account that counts as unmanaged, hence protected, until an admin adds it to
+``openportal``.  (The LDAP backend avoids this by writing the marker first.)
 """
 
 from __future__ import annotations

@@ -1,45 +1,39 @@
 """Accounts in an LDAP directory (RFC 2307 ``posixAccount``/``posixGroup``), through ldap3.
 
 OpenPortal 0.32.2 has no LDAP agent; this backend applies the FreeIPA agent's naming and
-rules (notes §5.4) to a plain directory such as OpenLDAP or 389-ds:
+rules (notes §5.4) to a plain directory (OpenLDAP, 389-ds):
 
-* **Users** ``uid=<username>.<project>,<people_ou>,<base_dn>`` with object classes
-  ``inetOrgPerson``, ``posixAccount`` and ``shadowAccount``; ``givenName`` = username,
-  ``sn`` = project, ``homeDirectory``, ``loginShell``, ``uidNumber``, ``gidNumber`` = the
-  project group's gid.
-* **Identity**: the OpenPortal identity ``username.project.portal`` is stored in ``cn``,
-  exactly where FreeIPA keeps it, so the same rule recovers it from either directory and
-  ``cn`` is indexed for equality in almost every deployment.  (``cn`` is mandatory for
-  ``posixAccount`` anyway; a human display name belongs in ``displayName``.)
-* **Groups** ``cn=<group>,<groups_ou>,<base_dn>``, ``posixGroup`` with ``memberUid``;
-  a project group's ``description`` is ``<project identifier> | OpenPortal project``
-  (the FreeIPA convention; the identifier is read back from the part before ``|``).
-* **Managed** users are ``memberUid`` of group ``openportal``; anything else, and names in
-  ``protected``, are never changed.  ``add_user`` writes that marker *before* creating the
-  entry, so an interrupted add leaves a harmless dangling ``memberUid`` rather than an
-  unmanaged, hence permanently protected, account.
-* **Disabled** (removed) and **blocked** accounts carry ``shadowExpire: 1`` (expired since
-  2 January 1970): the standard RFC 2307 attribute that pam_unix via nslcd and SSSD
-  (``ldap_account_expire_policy = shadow``) enforce, that needs no overlay (unlike
-  ``pwdAccountLockedTime``, which needs ppolicy) and that loses nothing (unlike replacing
-  ``loginShell``).  *Blocked* additionally means ``memberUid`` of ``openportal.blocked``;
-  that group is what :meth:`LdapDirectory.is_blocked_user` reads, and what tells a block
-  apart from a removal.  Removing a user keeps it in ``openportal`` and
-  ``openportal.blocked``, so a block survives a remove/re-add.
-* **Allocation** never scans: ``cn=uidNext,<base_dn>`` and ``cn=gidNext,<base_dn>``
-  (``applicationProcess`` + ``extensibleObject``, so NSS never sees them as accounts) hold
-  the next number.  Taking one is a single modify that deletes the old value and adds the
-  new one; LDAP applies a modify atomically, so a concurrent writer makes it fail with
-  ``noSuchAttribute`` and we re-read and retry.  An indexed equality search then skips a
-  number already used by an entry made outside Broadgauge.  The entries are created on
-  first use, at the start of the configured range; numbers are never reused.
+* **Users** ``uid=<username>.<project>,<people_ou>,<base_dn>``: ``inetOrgPerson`` +
+  ``posixAccount`` + ``shadowAccount``; ``givenName`` = username, ``sn`` = project,
+  ``gidNumber`` = the project group's gid.  **The identity** ``username.project.portal``
+  is stored in ``cn``, where FreeIPA keeps it: one rule recovers it from either directory,
+  ``cn`` is mandatory for ``posixAccount`` anyway and equality-indexed almost everywhere.
+* **Groups** ``cn=<group>,<groups_ou>,<base_dn>``: ``posixGroup`` with ``memberUid``; a
+  project group's ``description`` is ``<project identifier> | OpenPortal project`` (the
+  FreeIPA convention; the identifier is read back from the part before ``|``).
+* **Managed** = ``memberUid`` of ``openportal``; other accounts, and ``protected`` names,
+  are never changed.  ``add_user`` writes that marker *before* the entry, so an
+  interrupted add leaves a dangling ``memberUid``, not an unmanaged (forever protected)
+  account.
+* **Disabled** (removed) and **blocked** accounts carry ``shadowExpire: 1``: the standard
+  RFC 2307 expiry that pam_unix (via nslcd) and SSSD (``ldap_account_expire_policy =
+  shadow``) enforce, needing no overlay (``pwdAccountLockedTime`` needs ppolicy) and
+  losing nothing (as replacing ``loginShell`` would).  *Blocked* also means ``memberUid``
+  of ``openportal.blocked``, which :meth:`LdapDirectory.is_blocked_user` reads and which
+  tells a block from a removal; removal keeps both markers, so a block survives a
+  remove/re-add.
+* **Allocation** never scans: ``cn=uidNext,<base_dn>`` / ``cn=gidNext,<base_dn>``
+  (``applicationProcess`` + ``extensibleObject``, invisible to NSS) hold the next number,
+  taken by one modify that deletes the old value and adds the new.  A modify is atomic,
+  so a concurrent writer makes it fail with ``noSuchAttribute``; we re-read and retry.
+  An indexed equality search skips numbers used by entries made outside Broadgauge.  The
+  entries are created on first use at the start of the range; numbers are never reused.
 
-ldap3 is synchronous: each backend operation runs in a worker thread
-(:func:`asyncio.to_thread`) on a pooled connection that it owns for the duration, at most
-``pool_size`` at a time.  Every LDAP request is bounded by ``timeout`` (connect and
-receive).  Operations on one user are serialised in-process by a per-user lock (given up
-after 5 s, like OpenPortal's), and all of them are idempotent, so one that failed on a
-dropped connection is retried once on a fresh one.
+ldap3 is synchronous: each operation runs in a worker thread (:func:`asyncio.to_thread`)
+on a pooled connection it owns meanwhile, ``pool_size`` at most; every request is bounded
+by ``timeout``.  Operations on one user are serialised in-process by a per-user lock
+(given up after 5 s, as OpenPortal does); all are idempotent, so one that met a dropped
+connection is retried once on a fresh one.
 """
 
 from __future__ import annotations
@@ -100,10 +94,7 @@ USER_CLASSES = ["inetOrgPerson", "posixAccount", "shadowAccount"]
 USER_ATTRIBUTES = ["uid", "cn", "uidNumber", "gidNumber", "homeDirectory", "shadowExpire"]
 COUNTER_CLASSES = ["applicationProcess", "extensibleObject"]
 DEFAULT_SHELL = "/bin/bash"
-MARKER_DESCRIPTIONS = {
-    MANAGED_GROUP: "Users managed by OpenPortal",
-    BLOCKED_GROUP: "Users blocked by OpenPortal",
-}
+MARKER_DESCRIPTIONS = {MANAGED_GROUP: "Users managed by OpenPortal", BLOCKED_GROUP: "Users blocked"}
 LOCK_WAIT = 5.0
 CHUNK = 100  # uids per OR-filter when resolving a group's members
 
@@ -311,12 +302,20 @@ class LdapDirectory:
 
     async def _run(self, op: Op[T]) -> T:
         async with self._slots:
-            result, notes = await asyncio.to_thread(self._execute, op)
-        for note in notes:
+            work = asyncio.ensure_future(asyncio.to_thread(self._execute, op))
+            # Audit once the thread is done, even if our caller was cancelled meanwhile
+            # (the thread cannot be stopped, so its changes happen regardless).
+            work.add_done_callback(self._tell)
+            result, _ = await asyncio.shield(work)
+        return result
+
+    def _tell(self, work: asyncio.Future[tuple[T, list[str]]]) -> None:
+        if work.cancelled() or work.exception() is not None:
+            return
+        for note in work.result()[1]:
             logger.info("ldap accounts: %s", note)
             if self._audit is not None:
                 self._audit(note)
-        return result
 
     @asynccontextmanager
     async def _hold(self, name: str) -> AsyncIterator[None]:
@@ -412,11 +411,11 @@ class LdapDirectory:
             # taken by an entry made outside Broadgauge: loop on to the next number
         raise AccountError(f"could not allocate a {kind}: the counter {dn} kept moving")
 
-    def _ensure_group(self, s: _Session, name: str, description: str, notes: list[str]) -> int:
+    def _ensure_group(self, s: _Session, name: str, description: str, notes: list[str]) -> _Group:
         with self._group_lock:
             group = self._find_group(s, name)
             if group is not None:
-                return group.gid
+                return group
             gid = self._allocate(s, "gid")
             dn = f"cn={escape_rdn(name)},{self._groups}"
             attributes = {"cn": name, "gidNumber": str(gid), "description": description}
@@ -425,31 +424,26 @@ class LdapDirectory:
                 group = self._find_group(s, name)
                 if group is None:
                     raise AccountError(f"group {name} exists at {dn} but is not a posixGroup")
-                return group.gid
+                return group
             s.must(code, "add group", dn)
             notes.append(f"created group {name} (gid {gid})")
-            return gid
+            return _Group(dn, gid, ())
 
-    def _ensure_marker(self, s: _Session, name: str, notes: list[str]) -> str:
-        self._ensure_group(s, name, MARKER_DESCRIPTIONS[name], notes)
-        group = self._find_group(s, name)
-        if group is None:
-            raise AccountError(f"group {name} vanished")
-        return group.dn
+    def _marker(self, s: _Session, name: str, notes: list[str]) -> str:
+        return self._ensure_group(s, name, MARKER_DESCRIPTIONS[name], notes).dn
 
     @staticmethod
-    def _join(s: _Session, group: str, dn: str, name: str, notes: list[str]) -> None:
-        code = s.modify(dn, {"memberUid": [(ldap3.MODIFY_ADD, [name])]})
-        s.must(code, "add a member to", dn, VALUE_EXISTS)
+    def _member(
+        s: _Session, group: str, dn: str, name: str, notes: list[str], *, join: bool
+    ) -> None:
+        # Adding a present value / deleting an absent one is "already done", not an error.
+        change, done = (
+            (ldap3.MODIFY_ADD, VALUE_EXISTS) if join else (ldap3.MODIFY_DELETE, NO_SUCH_ATTRIBUTE)
+        )
+        code = s.modify(dn, {"memberUid": [(change, [name])]})
+        s.must(code, "change the members of", dn, done)
         if code == SUCCESS:
-            notes.append(f"added {name} to group {group}")
-
-    @staticmethod
-    def _leave(s: _Session, group: str, dn: str, name: str, notes: list[str]) -> None:
-        code = s.modify(dn, {"memberUid": [(ldap3.MODIFY_DELETE, [name])]})
-        s.must(code, "remove a member from", dn, NO_SUCH_ATTRIBUTE)
-        if code == SUCCESS:
-            notes.append(f"removed {name} from group {group}")
+            notes.append(f"{name} {'joined' if join else 'left'} group {group}")
 
     @staticmethod
     def _expire(s: _Session, user: _User, expired: bool, notes: list[str]) -> None:
@@ -464,7 +458,7 @@ class LdapDirectory:
     def _disable(self, s: _Session, user: _User, notes: list[str]) -> None:
         for group, dn in sorted(user.groups.items()):
             if group not in (MANAGED_GROUP, BLOCKED_GROUP):
-                self._leave(s, group, dn, user.name, notes)
+                self._member(s, group, dn, user.name, notes, join=False)
         self._expire(s, user, True, notes)
 
     def _add_user(self, s: _Session, identity: UserIdentifier, notes: list[str]) -> None:
@@ -477,11 +471,13 @@ class LdapDirectory:
             self._check_identity(user, identity)
             if BLOCKED_GROUP in user.groups:
                 return  # blocked: only unblock_user may change it
-        project = identity.project_identifier
-        gid = self._ensure_group(s, mapping.local_group, f"{project} | OpenPortal project", notes)
+        description = f"{identity.project_identifier} | OpenPortal project"
+        group = self._ensure_group(s, mapping.local_group, description, notes)
+        managed = self._marker(s, MANAGED_GROUP, notes)
         if user is None:
             uid = self._allocate(s, "uid")
-            self._join(s, MANAGED_GROUP, self._ensure_marker(s, MANAGED_GROUP, notes), name, notes)
+            # the marker goes first (see the module docstring)
+            self._member(s, MANAGED_GROUP, managed, name, notes, join=True)
             dn = f"uid={escape_rdn(name)},{self._people}"
             attributes = {
                 "uid": name,
@@ -489,29 +485,25 @@ class LdapDirectory:
                 "givenName": identity.username,
                 "sn": identity.project,
                 "uidNumber": str(uid),
-                "gidNumber": str(gid),
+                "gidNumber": str(group.gid),
                 "homeDirectory": f"/home/{name}",
                 "loginShell": DEFAULT_SHELL,
             }
             code = s.add(dn, USER_CLASSES, attributes)
-            if code == ALREADY_EXISTS:  # made concurrently by another process: adopt it
-                user = self._find_user(s, name)
-                if user is None or self._is_protected(user, name):
-                    return
-                self._check_identity(user, identity)
-            else:
+            if code not in (SUCCESS, ALREADY_EXISTS):  # nothing made: take the marker back
+                self._member(s, MANAGED_GROUP, managed, name, notes, join=False)
                 s.must(code, "add user", dn)
+            if code == SUCCESS:
                 notes.append(f"created user {name} (uid {uid}) for {identity}")
-                user = self._find_user(s, name)
-                if user is None:
-                    raise AccountError(f"user {name} vanished after it was added")
+            # re-read: the entry's DN and groups (or, on entryAlreadyExists, a racer's entry)
+            user = self._find_user(s, name)
+            if user is None or self._is_protected(user, name):
+                return
+            self._check_identity(user, identity)
         self._expire(s, user, False, notes)
-        for group in (MANAGED_GROUP, mapping.local_group):
-            if group not in user.groups:
-                found = self._find_group(s, group)
-                if found is None:
-                    raise AccountError(f"group {group} vanished")
-                self._join(s, group, found.dn, name, notes)
+        for group_name, dn in ((MANAGED_GROUP, managed), (mapping.local_group, group.dn)):
+            if group_name not in user.groups:
+                self._member(s, group_name, dn, name, notes, join=True)
 
     def _require(self, s: _Session, identity: UserIdentifier) -> _User:
         name = user_name(identity)
@@ -537,22 +529,22 @@ class LdapDirectory:
         group = await self._run(lambda s, n: self._find_group(s, mapping.local_group))
         if group is None:
             raise AccountError(f"project group {mapping.local_group} does not exist")
-        for member in sorted(group.members):
-            async with self._hold(member):
-                await self._run(
-                    functools.partial(self._remove_member, name=member, project=project)
-                )
+        for member in await self.get_users(project):  # members whose identity is in it
+            async with self._hold(member.local_user):
+                op = functools.partial(self._remove, name=member.local_user, identity=None)
+                await self._run(op)
         return mapping
 
-    def _remove_member(
-        self, s: _Session, notes: list[str], *, name: str, project: ProjectIdentifier
+    def _remove(
+        self, s: _Session, notes: list[str], *, name: str, identity: UserIdentifier | None
     ) -> None:
+        """Disable a managed, unprotected account: ``identity``'s, or any member's."""
         user = self._find_user(s, name)
         if user is None or self._is_protected(user, name):
             return
-        identity = _identity_in(user.cns)
-        if identity is not None and identity.project_identifier == project:
-            self._disable(s, user, notes)
+        if identity is not None:
+            self._check_identity(user, identity)
+        self._disable(s, user, notes)
 
     async def get_projects(self, portal: PortalIdentifier) -> list[ProjectMapping]:
         """Every project group of ``portal`` (read back from the group descriptions)."""
@@ -590,16 +582,8 @@ class LdapDirectory:
 
     async def remove_user(self, user: UserIdentifier) -> UserMapping:
         """Expire the account and drop its group memberships; keep the entry and uid."""
-
-        def op(s: _Session, notes: list[str]) -> None:
-            found = self._find_user(s, user_name(user))
-            if found is None or self._is_protected(found, found.name):
-                return
-            self._check_identity(found, user)
-            self._disable(s, found, notes)
-
         async with self._hold(user_name(user)):
-            await self._run(op)
+            await self._run(functools.partial(self._remove, name=user_name(user), identity=user))
         return user_mapping(user)
 
     async def get_users(self, project: ProjectIdentifier) -> list[UserMapping]:
@@ -648,9 +632,8 @@ class LdapDirectory:
             found = self._require(s, user)
             if self._is_protected(found, found.name):
                 return
-            self._join(
-                s, BLOCKED_GROUP, self._ensure_marker(s, BLOCKED_GROUP, notes), found.name, notes
-            )
+            blocked = self._marker(s, BLOCKED_GROUP, notes)
+            self._member(s, BLOCKED_GROUP, blocked, found.name, notes, join=True)
             self._expire(s, found, True, notes)
 
         await self._guarded(user, op)
@@ -665,7 +648,9 @@ class LdapDirectory:
             if self._is_protected(found, found.name):
                 return
             if BLOCKED_GROUP in found.groups:
-                self._leave(s, BLOCKED_GROUP, found.groups[BLOCKED_GROUP], found.name, notes)
+                self._member(
+                    s, BLOCKED_GROUP, found.groups[BLOCKED_GROUP], found.name, notes, join=False
+                )
             if mapping.local_group in found.groups:  # a removed user stays disabled
                 self._expire(s, found, False, notes)
 

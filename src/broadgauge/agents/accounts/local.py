@@ -159,6 +159,9 @@ class LocalDirectory:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         with self._transaction() as db:
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise AccountError(f"{self._path} was written by a newer Broadgauge ({version})")
             # Statement by statement: executescript() would COMMIT our transaction first.
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -175,10 +178,11 @@ class LocalDirectory:
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite may already have rolled back (e.g. disk full)
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
 
     def _execute(self, op: Callable[[sqlite3.Connection, list[str]], T]) -> tuple[T, list[str]]:
         notes: list[str] = []
@@ -191,13 +195,20 @@ class LocalDirectory:
         return result, notes
 
     async def _run(self, op: Callable[[sqlite3.Connection, list[str]], T]) -> T:
-        result, notes = await asyncio.to_thread(self._execute, op)
-        # Audit on the event loop, after the commit: only changes that happened are told.
-        for note in notes:
+        work = asyncio.ensure_future(asyncio.to_thread(self._execute, op))
+        # Audit on the event loop once the transaction has committed, even if our caller
+        # was cancelled meanwhile (the thread cannot be stopped, so the change happens).
+        work.add_done_callback(self._tell)
+        result, _ = await asyncio.shield(work)
+        return result
+
+    def _tell(self, work: asyncio.Future[tuple[T, list[str]]]) -> None:
+        if work.cancelled() or work.exception() is not None:
+            return
+        for note in work.result()[1]:
             logger.info("local accounts: %s", note)
             if self._audit is not None:
                 self._audit(note)
-        return result
 
     # -- row helpers (run inside a transaction) -------------------------------------------
 

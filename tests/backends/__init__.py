@@ -1,0 +1,1 @@
+"""Real (slapd) and stand-in (FreeIPA) directory servers for backend tests."""

@@ -1,0 +1,8 @@
+"""Fixtures shared by the whole suite.
+
+The real back ends (a slapd, a Slurm accounting stack) are session fixtures registered here,
+once, so that every test module that asks for one shares the same running service.  Each
+skips with its reason when its programs are missing, and fails instead when ``CI=true``.
+"""
+
+pytest_plugins = ["tests.backends.slapd", "tests.backends.slurm"]

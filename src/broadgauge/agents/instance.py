@@ -46,7 +46,7 @@ from broadgauge.grammar import (
     UserMapping,
 )
 from broadgauge.grammar import instructions as ins
-from broadgauge.jobs.agent import Agent, Envelope, JobFailed, JobRefused
+from broadgauge.jobs.agent import Agent, Envelope, JobFailed, JobRefused, Typed
 from broadgauge.jobs.agent_type import AgentType
 from broadgauge.jobs.notification import EventKind, Notification, NotificationEvent
 
@@ -182,19 +182,22 @@ class Instance:
     async def remove_user(self, envelope: Envelope) -> UserMapping:
         """Scheduler, then directories, then the account (which keeps its UID)."""
         user = instruction_of(envelope, ins.RemoveUser).user
-        mapping = await self._remove_user(user)
-        await self._notify(envelope, EventKind.USER_REMOVED, str(user))
+        existed = await self._account_bool(f"is_existing_user {user}")
+        mapping, changed = await self._remove_user(user)
+        if changed and existed:
+            await self._notify(envelope, EventKind.USER_REMOVED, str(user))
         return mapping
 
-    async def _remove_user(self, user: UserIdentifier) -> UserMapping:
+    async def _remove_user(self, user: UserIdentifier) -> tuple[UserMapping, bool]:
+        """Remove ``user``; the mapping, and whether anything changed (not if protected)."""
         mapping = await self.user_mapping(user)
         if await self._account_bool(f"is_protected_user {user}"):
-            return mapping
+            return mapping, False
         await self.ask(AgentType.SCHEDULER, f"remove_local_user {mapping}")
         await self.ask(AgentType.FILESYSTEM, f"remove_local_user {mapping}")
         removed = await self.ask(AgentType.ACCOUNT, f"remove_user {user}")
         assert isinstance(removed, UserMapping)
-        return removed
+        return removed, True
 
     async def block_user(self, envelope: Envelope) -> object:
         """Lock the account (protected users are returned untouched)."""
@@ -248,19 +251,19 @@ class Instance:
         assert isinstance(members, list)
         return [m for m in members if isinstance(m, UserMapping)]
 
-    async def block_project(self, envelope: Envelope) -> list[object]:
+    async def block_project(self, envelope: Envelope) -> Typed:
         """Block every member; a member that fails is logged and skipped."""
         project = instruction_of(envelope, ins.BlockProject).project
         return await self._set_project_blocked(envelope, project, block=True)
 
-    async def unblock_project(self, envelope: Envelope) -> list[object]:
+    async def unblock_project(self, envelope: Envelope) -> Typed:
         """Unblock every member."""
         project = instruction_of(envelope, ins.UnblockProject).project
         return await self._set_project_blocked(envelope, project, block=False)
 
     async def _set_project_blocked(
         self, envelope: Envelope, project: ProjectIdentifier, block: bool
-    ) -> list[object]:
+    ) -> Typed:
         results: list[object] = []
         for member in await self._members(project):
             try:
@@ -269,7 +272,7 @@ class Instance:
                 log.error("%s: could not (un)block %s: %s", self.agent.name, member.user, exc)
         kind = EventKind.PROJECT_BLOCKED if block else EventKind.PROJECT_UNBLOCKED
         await self._notify(envelope, kind, str(project))
-        return results
+        return Typed(results, "Vec<UserMapping>")
 
     async def is_blocked_project(self, envelope: Envelope) -> bool:
         """True when the project has members and every one is blocked."""

@@ -58,6 +58,7 @@ from broadgauge.jobs.envelope import (
     NotifyHandler,
     PeerInfo,
     TraceSink,
+    Typed,
 )
 from broadgauge.jobs.errors import ProtocolError
 from broadgauge.jobs.handling import Inbound, _outcome
@@ -86,6 +87,7 @@ __all__ = [
     "NotifyHandler",
     "PeerInfo",
     "TraceSink",
+    "Typed",
 ]
 
 log = logging.getLogger("broadgauge.jobs")

@@ -55,5 +55,17 @@ class Envelope:
 TraceSink = Callable[[TraceEvent], None]
 
 
+@dataclass(frozen=True)
+class Typed:
+    """A handler's result with its OpenPortal ``result_type`` named explicitly.
+
+    Needed where the type cannot be told from the value, such as an empty list
+    (``Vec<UserMapping>`` or ``Vec<ProjectMapping>``?).
+    """
+
+    value: object
+    result_type: str
+
+
 Handler = Callable[[Envelope], Awaitable[object]]
 NotifyHandler = Callable[[PeerInfo, Notification], Awaitable[None]]

@@ -41,7 +41,7 @@ from broadgauge.jobs.commands import (
 )
 from broadgauge.jobs.control import RESTARTING_MESSAGE
 from broadgauge.jobs.directions import Link, refusal
-from broadgauge.jobs.envelope import Envelope, JobFailed, JobRefused, PeerInfo
+from broadgauge.jobs.envelope import Envelope, JobFailed, JobRefused, PeerInfo, Typed
 from broadgauge.jobs.errors import ExpiredError, ProtocolError
 from broadgauge.jobs.job import Job
 from broadgauge.jobs.notification import Notification
@@ -280,6 +280,10 @@ class Inbound:
                 if isinstance(value, Job) and value.is_finished:
                     # A sub-job's outcome passed through unchanged (result and its type).
                     finished = job.copy_result_from(value, now=self.agent.clock())
+                elif isinstance(value, Typed):
+                    finished = job.complete_with(
+                        value.value, now=self.agent.clock(), result_type=value.result_type
+                    )
                 else:
                     finished = job.complete_with(value, now=self.agent.clock())
             except asyncio.CancelledError:

@@ -1,0 +1,1 @@
+"""End-to-end flows through the demo network: bridge → portal → … → account/filesystem/scheduler."""

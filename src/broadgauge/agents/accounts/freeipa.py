@@ -45,14 +45,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import weakref
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from broadgauge.agents.accounts._common import UserLocks, identity_in
 from broadgauge.agents.accounts.backend import AccountError, AuditHook
 from broadgauge.agents.naming import (
     BLOCKED_GROUP,
@@ -86,7 +85,6 @@ EMPTY_MODLIST = 4202
 DEFAULT_GROUP = "ipausers"  # FreeIPA puts every user in it; not ours to take away
 INSTANCE_PREFIX = "op_"
 DEFAULT_SHELL = "/bin/bash"
-LOCK_WAIT = 5.0
 MARKERS = {
     MANAGED_GROUP: "Users managed by OpenPortal",
     BLOCKED_GROUP: "Users blocked by OpenPortal",
@@ -121,15 +119,6 @@ def _flag(value: object) -> bool:
     if isinstance(value, str):
         return value.upper() == "TRUE"
     return bool(value)
-
-
-def _identity_in(values: Sequence[str]) -> UserIdentifier | None:
-    for value in values:
-        try:
-            return UserIdentifier.parse(value)
-        except GrammarError:
-            continue
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +179,7 @@ class FreeIpaDirectory:
         self._instance = instance_group.lower() if instance_group else None
         self._turn = itertools.count()
         self._ids = itertools.count(1)
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._users = UserLocks()
 
     # -- transport ------------------------------------------------------------------------
 
@@ -279,21 +268,6 @@ class FreeIpaDirectory:
         logger.info("freeipa accounts: %s", text)
         if self._audit is not None:
             self._audit(text)
-
-    @asynccontextmanager
-    async def _hold(self, name: str) -> AsyncIterator[None]:
-        lock = self._locks.get(name)
-        if lock is None:
-            lock = self._locks[name] = asyncio.Lock()
-        try:
-            async with asyncio.timeout(LOCK_WAIT):
-                await lock.acquire()
-        except TimeoutError:
-            raise AccountError(f"user {name} is locked by another operation") from None
-        try:
-            yield
-        finally:
-            lock.release()
 
     # -- reads and writes -----------------------------------------------------------------
 
@@ -437,7 +411,7 @@ class FreeIpaDirectory:
         name = mapping.local_user
         if name in self._protected:
             return mapping
-        async with self._hold(name):
+        async with self._users.hold(name):
             for _ in range(3):  # a concurrent user_add elsewhere sends us round again
                 found = await self._show_user(name)
                 if found is not None and not found.managed:
@@ -485,7 +459,7 @@ class FreeIpaDirectory:
         mapping = user_mapping(user)
         if mapping.local_user in self._protected:
             return mapping
-        async with self._hold(mapping.local_user):
+        async with self._users.hold(mapping.local_user):
             found = await self._show_user(mapping.local_user)
             if found is None or not found.managed:
                 return mapping
@@ -513,7 +487,7 @@ class FreeIpaDirectory:
             raise
         found = []
         for entry in result.get("result") or []:
-            identity = _identity_in(_strings(entry, "cn"))
+            identity = identity_in(_strings(entry, "cn"))
             if identity is not None and identity.project_identifier == project:
                 found.append(user_mapping(identity))
         return sorted(found, key=lambda m: m.local_user)
@@ -543,7 +517,7 @@ class FreeIpaDirectory:
         mapping = user_mapping(user)
         if mapping.local_user in self._protected:
             return mapping
-        async with self._hold(mapping.local_user):
+        async with self._users.hold(mapping.local_user):
             found = await self._require(user)
             if found.managed:
                 await self._join(BLOCKED_GROUP, found.name)
@@ -555,7 +529,7 @@ class FreeIpaDirectory:
         mapping = user_mapping(user)
         if mapping.local_user in self._protected:
             return mapping
-        async with self._hold(mapping.local_user):
+        async with self._users.hold(mapping.local_user):
             found = await self._require(user)
             if found.managed:
                 if BLOCKED_GROUP in found.groups:
@@ -576,7 +550,7 @@ class FreeIpaDirectory:
         if ":" in homedir or any(ord(ch) < 32 or ord(ch) == 127 for ch in homedir):
             raise AccountError(f"home directory contains ':' or a control character: {homedir!r}")
         name = user_name(user)
-        async with self._hold(name):
+        async with self._users.hold(name):
             found = await self._require(user)
             if name in self._protected or not found.managed or found.home == homedir:
                 return found.home

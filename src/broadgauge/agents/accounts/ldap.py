@@ -45,9 +45,8 @@ import math
 import random
 import threading
 import time
-import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -59,6 +58,7 @@ from ldap3.core.exceptions import (  # type: ignore[import-untyped, unused-ignor
 from ldap3.utils.conv import escape_filter_chars  # type: ignore[import-untyped, unused-ignore]
 from ldap3.utils.dn import escape_rdn  # type: ignore[import-untyped, unused-ignore]
 
+from broadgauge.agents.accounts._common import UserLocks, check_homedir, identity_in
 from broadgauge.agents.accounts.backend import AccountError, AuditHook
 from broadgauge.agents.naming import (
     BLOCKED_GROUP,
@@ -95,29 +95,11 @@ USER_ATTRIBUTES = ["uid", "cn", "uidNumber", "gidNumber", "homeDirectory", "shad
 COUNTER_CLASSES = ["applicationProcess", "extensibleObject"]
 DEFAULT_SHELL = "/bin/bash"
 MARKER_DESCRIPTIONS = {MANAGED_GROUP: "Users managed by OpenPortal", BLOCKED_GROUP: "Users blocked"}
-LOCK_WAIT = 5.0
 CHUNK = 100  # uids per OR-filter when resolving a group's members
 
 
 def _esc(value: str | int) -> str:
     return str(escape_filter_chars(str(value)))
-
-
-def _check_homedir(homedir: str) -> str:
-    if not homedir.startswith("/"):
-        raise AccountError(f"home directory must be an absolute path, not {homedir!r}")
-    if ":" in homedir or any(ord(ch) < 32 or ord(ch) == 127 for ch in homedir):
-        raise AccountError(f"home directory contains ':' or a control character: {homedir!r}")
-    return homedir
-
-
-def _identity_in(values: Iterable[str]) -> UserIdentifier | None:
-    for value in values:
-        try:
-            return UserIdentifier.parse(value)
-        except GrammarError:
-            continue
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,9 +228,7 @@ class LdapDirectory:
         # into one new project do not each burn a gid (other processes are handled by
         # entryAlreadyExists).
         self._group_lock = threading.Lock()
-        self._user_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
+        self._users = UserLocks()
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -316,21 +296,6 @@ class LdapDirectory:
             logger.info("ldap accounts: %s", note)
             if self._audit is not None:
                 self._audit(note)
-
-    @asynccontextmanager
-    async def _hold(self, name: str) -> AsyncIterator[None]:
-        lock = self._user_locks.get(name)
-        if lock is None:
-            lock = self._user_locks[name] = asyncio.Lock()
-        try:
-            async with asyncio.timeout(LOCK_WAIT):
-                await lock.acquire()
-        except TimeoutError:
-            raise AccountError(f"user {name} is locked by another operation") from None
-        try:
-            yield
-        finally:
-            lock.release()
 
     # -- reads (inside a session) ---------------------------------------------------------
 
@@ -530,7 +495,7 @@ class LdapDirectory:
         if group is None:
             raise AccountError(f"project group {mapping.local_group} does not exist")
         for member in await self.get_users(project):  # members whose identity is in it
-            async with self._hold(member.local_user):
+            async with self._users.hold(member.local_user):
                 op = functools.partial(self._remove, name=member.local_user, identity=None)
                 await self._run(op)
         return mapping
@@ -576,13 +541,13 @@ class LdapDirectory:
 
     async def add_user(self, user: UserIdentifier) -> UserMapping:
         """Create, or re-enable, the user in its project group (idempotent)."""
-        async with self._hold(user_name(user)):
+        async with self._users.hold(user_name(user)):
             await self._run(lambda s, n: self._add_user(s, user, n))
         return user_mapping(user)
 
     async def remove_user(self, user: UserIdentifier) -> UserMapping:
         """Expire the account and drop its group memberships; keep the entry and uid."""
-        async with self._hold(user_name(user)):
+        async with self._users.hold(user_name(user)):
             await self._run(functools.partial(self._remove, name=user_name(user), identity=user))
         return user_mapping(user)
 
@@ -599,7 +564,7 @@ class LdapDirectory:
                 uids = "".join(f"(uid={_esc(m)})" for m in members[start : start + CHUNK])
                 query = f"(&(objectClass=posixAccount)(|{uids}))"
                 for entry in s.search(self._base, query, ["uid", "cn"]):
-                    identity = _identity_in(entry.values("cn"))
+                    identity = identity_in(entry.values("cn"))
                     if identity is not None and identity.project_identifier == project:
                         found.append(user_mapping(identity))
             return sorted(found, key=lambda m: m.local_user)
@@ -661,7 +626,7 @@ class LdapDirectory:
         name = user_name(user)
         if name in self._protected:
             return
-        async with self._hold(name):
+        async with self._users.hold(name):
             await self._run(op)
 
     async def is_blocked_user(self, user: UserIdentifier) -> bool:
@@ -671,7 +636,7 @@ class LdapDirectory:
 
     async def update_homedir(self, user: UserIdentifier, homedir: str) -> str:
         """Set ``homeDirectory`` (a protected account keeps, and returns, its own)."""
-        _check_homedir(homedir)
+        check_homedir(homedir)
 
         def op(s: _Session, notes: list[str]) -> str:
             found = self._require(s, user)
@@ -682,7 +647,7 @@ class LdapDirectory:
             notes.append(f"set the home directory of {found.name} to {homedir}")
             return homedir
 
-        async with self._hold(user_name(user)):
+        async with self._users.hold(user_name(user)):
             return await self._run(op)
 
     async def close(self) -> None:

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from broadgauge.agents.accounts._common import check_homedir, identity_in
 from broadgauge.agents.accounts.backend import AccountError, AuditHook
 from broadgauge.agents.naming import (
     BLOCKED_GROUP,
@@ -96,25 +97,6 @@ CREATE TABLE IF NOT EXISTS members (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS members_by_user ON members(user_name);
 """
-
-
-def check_homedir(homedir: str) -> str:
-    """Validate a home directory: absolute, and nothing that would corrupt a passwd line."""
-    if not homedir.startswith("/"):
-        raise AccountError(f"home directory must be an absolute path, not {homedir!r}")
-    if ":" in homedir or any(ord(ch) < 32 or ord(ch) == 127 for ch in homedir):
-        raise AccountError(f"home directory contains ':' or a control character: {homedir!r}")
-    return homedir
-
-
-def parse_identity(text: str | None) -> UserIdentifier | None:
-    """The stored identity string as a UserIdentifier (None for unmanaged accounts)."""
-    if not text:
-        return None
-    try:
-        return UserIdentifier.parse(text)
-    except GrammarError:
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +307,7 @@ class LocalDirectory:
             ).fetchall()
             for (name,) in rows:
                 row = self._user(db, name)
-                identity = parse_identity(row.identity if row else None)
+                identity = identity_in([row.identity if row else None])
                 if row is None or identity is None or identity.project_identifier != project:
                     continue
                 if not self._is_protected(db, name):
@@ -422,7 +404,7 @@ class LocalDirectory:
             )
             found = []
             for (identity_text,) in rows:
-                identity = parse_identity(identity_text)
+                identity = identity_in([identity_text])
                 if identity is not None and identity.project_identifier == project:
                     found.append(user_mapping(identity))
             return found

@@ -29,13 +29,18 @@ def store(tmp_path: Path) -> Iterator[BoardStore]:
     s.close()
 
 
-def test_creates_the_database_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
+def test_creates_the_database_in_wal_mode_with_normal_sync(tmp_path: Path) -> None:
     with BoardStore(tmp_path / "nested" / "dir") as s:
         assert s.path == tmp_path / "nested" / "dir" / DB_FILENAME
         assert s.path.exists()
         db = sqlite3.connect(s.path)
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         db.close()
+        assert s._conn().execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+
+
+def test_an_fsync_on_every_commit_is_opt_in(tmp_path: Path) -> None:
+    with BoardStore(tmp_path, fsync_each_commit=True) as s:
         assert s._conn().execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
 
 

@@ -380,7 +380,8 @@ class Agent:
         if result.should_send or result.finished:
             self._save(peer, result.stored)
             for extra in result.finished:
-                self._save(peer, extra)
+                if extra.id != result.stored.id:
+                    self._save(peer, extra)
         self.wake(result.finished)
         for duplicate in result.finished:
             if duplicate.id != result.stored.id:

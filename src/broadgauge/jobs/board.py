@@ -158,7 +158,13 @@ class Board:
         rebuilt from Duplicate jobs whose original is on the board.
         """
         self.peer = peer
-        self._jobs: dict[uuid.UUID, Job] = {job.id: job for job in jobs}
+        self._jobs: dict[uuid.UUID, Job] = {}
+        # Pending jobs by (last hop, canonical instruction): the only possible originals
+        # of a duplicate, so finding one costs a lookup, not a scan of the whole board
+        # (which holds every finished job until it expires).  Dicts keep insertion order.
+        self._pending: dict[tuple[str, str], dict[uuid.UUID, None]] = {}
+        for job in jobs:
+            self._put_job(job)
         self._queued: list[JobCommand] = list(queued)
         self._duplicates: dict[uuid.UUID, list[uuid.UUID]] = {}
         restored = sorted(
@@ -271,7 +277,7 @@ class Board:
             )
         else:
             return AddResult(AddOutcome.UNCHANGED, job, stored)
-        self._jobs[current.id] = current
+        self._put_job(current)
 
         if outcome is AddOutcome.ADDED and current.is_pending:
             duplicated = self._detect_duplicate(current, now)
@@ -283,8 +289,35 @@ class Board:
             finished = (current, *self._resolve_duplicates(current, now))
         return AddResult(outcome, current, current, finished)
 
+    @staticmethod
+    def _pending_key(job: Job) -> tuple[str, str]:
+        return (job.destination.last, str(job.instruction))
+
+    def _put_job(self, job: Job) -> None:
+        key = self._pending_key(job)
+        self._jobs[job.id] = job
+        if job.is_pending:
+            self._pending.setdefault(key, {})[job.id] = None
+        else:
+            self._unindex(key, job.id)
+
+    def _pop_job(self, job_id: uuid.UUID) -> Job | None:
+        job = self._jobs.pop(job_id, None)
+        if job is not None:
+            self._unindex(self._pending_key(job), job_id)
+        return job
+
+    def _unindex(self, key: tuple[str, str], job_id: uuid.UUID) -> None:
+        same = self._pending.get(key)
+        if same is not None:
+            same.pop(job_id, None)
+            if not same:
+                del self._pending[key]
+
     def _detect_duplicate(self, job: Job, now: float) -> AddResult | None:
-        for original in list(self._jobs.values()):
+        candidates = list(self._pending.get(self._pending_key(job), ()))
+        for original_id in candidates:
+            original = self._jobs[original_id]
             if original.id == job.id or not job.is_duplicate_of(original, now):
                 continue
             # chrono's num_minutes() truncates towards zero.
@@ -305,14 +338,14 @@ class Board:
                     now,
                 )
             duplicate = job.duplicate(original, now=now)
-            self._jobs[duplicate.id] = duplicate
+            self._put_job(duplicate)
             self._duplicates.setdefault(original.id, []).append(duplicate.id)
             return AddResult(AddOutcome.DUPLICATE, duplicate, duplicate)
         return None
 
     def _refuse_duplicate(self, job: Job, message: str, now: float) -> AddResult:
         errored = job.errored(message, now=now)
-        self._jobs[errored.id] = errored
+        self._put_job(errored)
         # Rust reports the errored job as Added (so put() still sends it).
         return AddResult(AddOutcome.ADDED, errored, errored, (errored,))
 
@@ -327,7 +360,7 @@ class Board:
                     dup = dup.copy_result_from(original, now=now)
                 except InvalidStateError:
                     dup = _settle(dup, COPY_FAILED_MESSAGE, now)
-                self._jobs[dup_id] = dup
+                self._put_job(dup)
             woken.append(dup)
         return woken
 
@@ -341,10 +374,10 @@ class Board:
         """
         if job.is_expired(now):
             raise ExpiredError(f"Job {job.id} has expired")
-        removed = self._jobs.pop(job.id, None) is not None
+        removed = self._pop_job(job.id) is not None
         woken = [job if job.is_finished else _settle(job, REMOVED_MESSAGE, now)]
         for dup_id in self._duplicates.pop(job.id, []):
-            dup = self._jobs.pop(dup_id, None)
+            dup = self._pop_job(dup_id)
             if dup is None:
                 continue
             if not dup.is_finished:
@@ -361,7 +394,7 @@ class Board:
         Rust removes the job from the board when queueing, so the replay after
         reconnection re-adds it on the far side as new.
         """
-        self._jobs.pop(command.job.id, None)
+        self._pop_job(command.job.id)
         self._queued.append(command)
 
     def queued(self) -> tuple[JobCommand, ...]:
@@ -400,13 +433,13 @@ class Board:
             if job.id in seen:
                 continue
             seen.add(job.id)
-            self._jobs.pop(job.id, None)
+            self._pop_job(job.id)
             swept.append(job if job.is_finished else _settle(job, EXPIRED_MESSAGE, now))
             for dup_id in self._duplicates.pop(job.id, []):
                 dup = self._jobs.get(dup_id)
                 if dup is None or dup.is_expired(now):
                     continue  # gone already, or swept in its own right
-                del self._jobs[dup_id]
+                self._pop_job(dup_id)
                 seen.add(dup_id)
                 swept.append(
                     dup if dup.is_finished else _settle(dup, ORIGINAL_EXPIRED_MESSAGE, now)

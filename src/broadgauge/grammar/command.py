@@ -13,6 +13,7 @@ check of notes §4.4 (used by the bridge ``/run`` endpoint and the portal's
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from dataclasses import dataclass
 
 from ._text import rust_split_whitespace
@@ -88,5 +89,17 @@ class Command:
         """The instruction keyword."""
         return self.instruction.keyword
 
+    # Rendering an instruction is not free and a job's command is rendered on every hop
+    # (JSON, traces, audit entries); the value is immutable, so render each part once.
+    @functools.cached_property
+    def destination_text(self) -> str:
+        """The canonical destination, rendered once."""
+        return str(self.destination)
+
+    @functools.cached_property
+    def instruction_text(self) -> str:
+        """The canonical instruction, rendered once."""
+        return str(self.instruction)
+
     def __str__(self) -> str:
-        return f"{self.destination} {self.instruction}"
+        return f"{self.destination_text} {self.instruction_text}"

@@ -530,13 +530,12 @@ class Agent:
             agent=self.name,
             action=action,
             job_id=str(job.id),
-            instruction=str(job.instruction),
-            path=str(job.destination),
+            instruction=job.command.instruction_text,
+            path=job.command.destination_text,
             peer=str(peer),
             state=job.state.value,
             detail=detail,
         )
-        log.debug("%s", event)
         self.recent_events.append(event)
         for sink in self._trace_sinks:
             try:

@@ -301,15 +301,67 @@ class Inbound:
         await self.agent.update(peer, finished)
 
     def resume(self) -> None:
-        """After a restart, run again every job that was ours to run and is unfinished."""
-        for peer, board in self.agent.boards_by_peer():
+        """After a restart, finish what a crash interrupted, from the boards on disk.
+
+        * A job addressed to us and unfinished is run again (handlers are idempotent),
+          once its sender has re-registered: the direction rules need its type.
+        * A job we route that never left (killed between recording it on the sender's
+          board and the next one's) is passed on; a result that came back but never
+          went up is passed up.  Both are idempotent for the neighbours' boards.
+        """
+        agent = self.agent
+        now = agent.clock()
+        for peer, board in agent.boards_by_peer():
             for job in board.jobs():
-                if job.is_finished or job.is_duplicate or job.is_expired(self.agent.clock()):
+                if job.is_duplicate or job.is_expired(now):
                     continue
-                if job.destination.position(self.agent.name, peer.name) is not Position.DESTINATION:
-                    continue
-                self.agent.trace(Action.RESUMED, job, peer)
-                self.start_execution(self.agent.peer_info(peer), job)
+                position = job.destination.position(agent.name, peer.name)
+                if position is Position.DESTINATION and not job.is_finished:
+                    agent.trace(Action.RESUMED, job, peer)
+                    agent.spawn(self._resume_execution(peer, job))
+                elif position is Position.DOWNSTREAM and not job.is_finished:
+                    agent.spawn(self._resume_forward(peer, job))
+                elif position is Position.UPSTREAM and job.is_finished:
+                    agent.spawn(self._resume_return(peer, job))
+
+    async def _resume_execution(self, peer: PeerId, job: Job) -> None:
+        agent = self.agent
+        try:
+            async with (
+                asyncio.timeout(max(0.0, job.expires - agent.clock())),
+                agent.registrations,
+            ):
+                await agent.registrations.wait_for(lambda: peer in agent.peer_types)
+        except TimeoutError:
+            return  # expired before its sender came back; the cleaner reports it
+        self.start_execution(agent.peer_info(peer), job)
+
+    async def _resume_forward(self, peer: PeerId, job: Job) -> None:
+        next_name = job.destination.next(self.agent.name)
+        if next_name is None:
+            return
+        try:
+            onward = self.agent.peer_named(next_name, peer.zone)
+        except JobRefused as exc:
+            log.warning("%s: cannot resume %s: %s", self.agent.name, job, exc)
+            return
+        if self.agent.board(onward).get(job.id) is None:
+            self.agent.trace(Action.RESUMED, job, onward, "forwarding again after a restart")
+            await self.agent.put(onward, job)
+
+    async def _resume_return(self, peer: PeerId, job: Job) -> None:
+        previous = job.destination.previous(self.agent.name)
+        if previous is None:
+            return
+        try:
+            back = self.agent.peer_named(previous, peer.zone)
+        except JobRefused as exc:
+            log.warning("%s: cannot resume %s: %s", self.agent.name, job, exc)
+            return
+        held = self.agent.board(back).get(job.id)
+        if held is not None and not held.is_finished:
+            self.agent.trace(Action.RESUMED, job, back, "returning a result after a restart")
+            await self.agent.update(back, job)
 
 
 def _outcome(job: Job) -> str:

@@ -1,0 +1,1 @@
+"""Crash tests: a whole site as real ``broadgauge <role> run`` processes, one SIGKILLed."""

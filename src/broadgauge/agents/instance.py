@@ -29,6 +29,7 @@ silently), and clearing a quota succeeds with no result.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -139,13 +140,19 @@ class Instance:
     # --- users -------------------------------------------------------------------------
 
     async def add_user(self, envelope: Envelope) -> UserMapping:
-        """Account, directories, scheduler association; undone if a step fails."""
+        """Account, directories, scheduler association; undone if a step fails.
+
+        Steps that do not depend on each other run at once: the three account checks,
+        and, once the account exists, the filesystem and scheduler branches.
+        """
         user = instruction_of(envelope, ins.AddUser).user
-        if await self._account_bool(f"is_protected_user {user}"):
+        protected, blocked, existed = await asyncio.gather(
+            self._account_bool(f"is_protected_user {user}"),
+            self._account_bool(f"is_blocked_user {user}"),
+            self._account_bool(f"is_existing_user {user}"),
+        )
+        if protected or blocked:
             return await self.user_mapping(user)
-        if await self._account_bool(f"is_blocked_user {user}"):
-            return await self.user_mapping(user)
-        existed = await self._account_bool(f"is_existing_user {user}")
         done: list[str] = []
         try:
             project = await self.ask(AgentType.ACCOUNT, f"add_project {user.project_identifier}")
@@ -153,15 +160,25 @@ class Instance:
             mapping = await self.ask(AgentType.ACCOUNT, f"add_user {user}")
             assert isinstance(mapping, UserMapping)
             done.append("account")
-            await self.ask(AgentType.FILESYSTEM, f"add_local_user {mapping}")
-            done.append("filesystem")
-            home = await self.ask(AgentType.FILESYSTEM, f"get_local_home_dir {mapping}")
-            if isinstance(home, str) and home:
-                if any(c.isspace() for c in home):
-                    raise JobRefused(f"home directory {home!r} contains whitespace")
-                await self.ask(AgentType.ACCOUNT, f"update_homedir {user} {home}")
-            await self.ask(AgentType.SCHEDULER, f"add_local_project {project}")
-            await self.ask(AgentType.SCHEDULER, f"add_local_user {mapping}")
+
+            async def directories() -> None:
+                await self.ask(AgentType.FILESYSTEM, f"add_local_user {mapping}")
+                done.append("filesystem")
+                home = await self.ask(AgentType.FILESYSTEM, f"get_local_home_dir {mapping}")
+                if isinstance(home, str) and home:
+                    if any(c.isspace() for c in home):
+                        raise JobRefused(f"home directory {home!r} contains whitespace")
+                    await self.ask(AgentType.ACCOUNT, f"update_homedir {user} {home}")
+
+            async def association() -> None:
+                await self.ask(AgentType.SCHEDULER, f"add_local_project {project}")
+                await self.ask(AgentType.SCHEDULER, f"add_local_user {mapping}")
+                done.append("scheduler")
+
+            outcomes = await asyncio.gather(directories(), association(), return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
         except (JobFailed, JobRefused) as exc:
             if not existed and done:
                 await self._undo_user(user, done)
@@ -173,6 +190,8 @@ class Instance:
         log.warning("%s: undoing a partial add_user %s (%s)", self.agent.name, user, done)
         try:
             mapping = await self.user_mapping(user)
+            if "scheduler" in done:
+                await self.ask(AgentType.SCHEDULER, f"remove_local_user {mapping}")
             if "filesystem" in done:
                 await self.ask(AgentType.FILESYSTEM, f"remove_local_user {mapping}")
             await self.ask(AgentType.ACCOUNT, f"remove_user {user}")

@@ -18,6 +18,7 @@ import sys
 
 from broadgauge import __version__
 from broadgauge.cli.examples import add_example_commands, run_example
+from broadgauge.cli.planner import add_planner_commands, run_planner
 from broadgauge.cli.roles import ROLES_BY_NAME, add_role_commands, run_role
 from broadgauge.cli.tools import add_tool_commands, run_tool
 from broadgauge.wire import WireError
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_tool_commands(commands)
+    add_planner_commands(commands)
     add_example_commands(commands)
     add_role_commands(commands)
     return parser
@@ -60,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("demo", "audit"):
             return run_tool(args)
+        if args.command == "planner":
+            return run_planner(args)
         if args.command == "example":
             return run_example(args)
         if args.command in ROLES_BY_NAME:

@@ -1,0 +1,236 @@
+"""Execution Planner benchmark: prints numbers, asserts nothing.
+
+    python bench/planner.py [--seconds 2] [--repeat 5] [--concurrency 32] [--sizes 100 1000]
+
+1. ``/accepts`` requests/s for one service (``examples/planner/esap.toml``, the rule engine
+   deciding ``esap-notebook``) beside a bare endpoint returning a constant JSON, both on the
+   same stack (Starlette on one uvicorn process), driven by a minimal keep-alive HTTP/1.1
+   client (so the load generator costs less than the server); the ratio is the planner's
+   own cost.
+2. Aggregator latency p50/p99 over N loopback services beside one service's latency.  The
+   services are real planner apps: two uvicorn processes ("fleets") each serve every
+   service under its own path ``/s/<i>/accepts``.  The aggregator runs as
+   ``broadgauge planner aggregate`` in its own process and is asked sequentially with httpx;
+   one service is asked the same way.  Rows: cold (services send ``no-cache``, so every
+   request fans out to all N) and warm (services send ``max-age=60``, so the aggregator
+   answers from its cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+ESAP = ROOT / "examples" / "planner" / "esap.toml"
+PY = sys.executable
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_up(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server for {url} exited with {process.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise SystemExit(f"{url} did not come up")
+
+
+def fleet_server(port: int, config: Path) -> None:
+    """Child mode: one process serving many planner services under /s/<i>/ (and /bare)."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from broadgauge.planner.app import Planner
+    from broadgauge.planner.config import load
+
+    planner = Planner(load(config))
+    constant = {"reponseword": "YES", "servicetype": "x", "serviceinfo": {"endpoint": "e"}}
+
+    async def bare(request: Request) -> Response:
+        return JSONResponse(constant)
+
+    app = Starlette(
+        routes=[
+            Route("/accepts", planner.accepts, methods=["GET", "POST"]),
+            Route("/s/{i:int}/accepts", planner.accepts, methods=["GET"]),
+            Route("/bare", bare),
+        ]
+    )
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def start_fleet(config: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_port()
+    command = [PY, __file__, "--fleet-server", str(port), str(config)]
+    process = subprocess.Popen(command, env=ENV)
+    url = f"http://127.0.0.1:{port}/"
+    wait_up(f"{url}bare", process)
+    return url, process
+
+
+async def hammer(port: int, path: str, seconds: float, concurrency: int) -> float:
+    """Requests/s with ``concurrency`` keep-alive connections, each one request at a time."""
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    count = 0
+    stop = time.monotonic() + seconds
+
+    async def worker() -> None:
+        nonlocal count
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while time.monotonic() < stop:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            count += 1
+        writer.close()
+
+    started = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return count / (time.monotonic() - started)
+
+
+def latencies(url: str, params: dict[str, str], n: int) -> list[float]:
+    out = []
+    with httpx.Client(timeout=30) as http:
+        for _ in range(5):
+            http.get(url, params=params)  # warm-up (connections, caches)
+        for _ in range(n):
+            started = time.perf_counter()
+            response = http.get(url, params=params)
+            out.append(time.perf_counter() - started)
+            assert response.status_code == 200, response.text
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def throughput(seconds: float, concurrency: int, repeat: int) -> None:
+    url, process = start_fleet(ESAP)
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    try:
+        targets = (
+            ("bare endpoint", "/bare"),
+            ("/accepts (rules)", "/accepts?tasktype=esap-notebook"),
+            ("/accepts (no rule)", "/accepts?tasktype=unknown-task"),
+        )
+        for _, path in targets:
+            asyncio.run(hammer(port, path, 0.5, concurrency))  # warm-up
+        # Interleaved rounds, median per target: this shared 2-CPU machine drifts by 20-50%.
+        rates: dict[str, list[float]] = {name: [] for name, _ in targets}
+        for _ in range(repeat):
+            for name, path in targets:
+                rates[name].append(asyncio.run(hammer(port, path, seconds, concurrency)))
+        rows = [(name, statistics.median(values)) for name, values in rates.items()]
+    finally:
+        process.terminate()
+        process.wait()
+    bare = rows[0][1]
+    print(
+        f"\n1. one service, one uvicorn process, {concurrency} keep-alive connections, "
+        f"median of {repeat} interleaved {seconds}s runs"
+    )
+    print(f"   {'endpoint':<22}{'req/s':>10}{'vs bare':>10}")
+    for name, rate in rows:
+        print(f"   {name:<22}{rate:>10.0f}{rate / bare:>10.2f}")
+
+
+def aggregator_latency(sizes: list[int], samples: dict[int, int]) -> None:
+    print("\n2. aggregator latency (sequential requests, httpx client, ms)")
+    print(f"   {'target':<34}{'p50':>9}{'p99':>9}{'x one':>8}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for cache in ("cold", "warm"):
+            max_age = 0 if cache == "cold" else 60
+            config = Path(tmp) / f"service-{cache}.toml"
+            text = ESAP.read_text().replace('name = "example-escape-binderhub"', "")
+            config.write_text(text.replace("[service]", f"[service]\ncache_max_age = {max_age}", 1))
+            fleets = [start_fleet(config) for _ in range(2)]
+            try:
+                params = {"tasktype": "esap-notebook"}
+                one = latencies(f"{fleets[0][0]}s/0/accepts", params, 300)
+                one_p50 = pct(one, 0.5)
+                print(
+                    f"   {'one service (' + cache + ')':<34}{one_p50:>9.2f}{pct(one, 0.99):>9.2f}"
+                )
+                for size in sizes:
+                    agg = Path(tmp) / f"agg-{cache}-{size}.toml"
+                    lines = [
+                        "[aggregator]",
+                        "timeout = 10.0",
+                        "deadline = 20.0",
+                        f"negative_ttl = {0 if cache == 'cold' else 10}",
+                        "max_concurrency = 200",
+                    ]
+                    for i in range(size):
+                        base = fleets[i % 2][0]
+                        lines += ["[[services]]", f'name = "s{i}"', f'url = "{base}s/{i}/"']
+                    agg.write_text("\n".join(lines) + "\n")
+                    port = free_port()
+                    command = [PY, "-m", "broadgauge", "planner", "aggregate", "--config"]
+                    command += [str(agg), "--port", str(port)]
+                    process = subprocess.Popen(command, env=ENV)
+                    try:
+                        wait_up(f"http://127.0.0.1:{port}/openapi.json", process)
+                        got = latencies(f"http://127.0.0.1:{port}/accepts", params, samples[size])
+                        body = httpx.get(f"http://127.0.0.1:{port}/accepts", params=params).json()
+                        assert len(body["answers"]) == size and not body["failures"], body
+                    finally:
+                        process.terminate()
+                        process.wait()
+                    p50 = pct(got, 0.5)
+                    label = f"aggregator, {size} services ({cache})"
+                    print(f"   {label:<34}{p50:>9.2f}{pct(got, 0.99):>9.2f}{p50 / one_p50:>8.1f}")
+            finally:
+                for _, process in fleets:
+                    process.terminate()
+                    process.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--fleet-server", nargs=2, metavar=("PORT", "CONFIG"))
+    args = parser.parse_args()
+    if args.fleet_server:
+        fleet_server(int(args.fleet_server[0]), Path(args.fleet_server[1]))
+        return
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    throughput(args.seconds, args.concurrency, args.repeat)
+    aggregator_latency(args.sizes, {size: 100 if size <= 100 else 30 for size in args.sizes})
+
+
+if __name__ == "__main__":
+    main()

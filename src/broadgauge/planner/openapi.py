@@ -1,0 +1,174 @@
+"""The OpenAPI 3.0 document for the ``/accepts`` contract (one service or an aggregator).
+
+Written by hand rather than generated, because the contract is the seed's and must not drift
+with the framework: ``reponseword``/``reponseinfo`` are the seed's spellings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_TASK_PARAMS: list[dict[str, Any]] = [
+    {
+        "name": "tasktype",
+        "in": "query",
+        "required": True,
+        "description": "The task type, e.g. jupyter-notebook, binder-notebook, esap-notebook.",
+        "schema": {"type": "string", "minLength": 1},
+    },
+    {
+        "name": "taskinfo.repository",
+        "in": "query",
+        "required": False,
+        "description": "Example task detail; any taskinfo.<key> parameter is accepted.",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "taskinfo.dependencies",
+        "in": "query",
+        "required": False,
+        "description": "Example task detail: a dependency file such as requirements.txt.",
+        "schema": {"type": "string"},
+    },
+]
+
+_ANSWER = {
+    "oneOf": [
+        {
+            "type": "object",
+            "required": ["reponseword", "servicetype", "serviceinfo"],
+            "properties": {
+                "reponseword": {"type": "string", "enum": ["YES"]},
+                "servicetype": {"type": "string"},
+                "serviceinfo": {
+                    "type": "object",
+                    "required": ["endpoint"],
+                    "properties": {"endpoint": {"type": "string"}},
+                },
+                "answers": {"type": "array", "items": {"type": "object"}},
+                "failures": {"type": "array", "items": {"type": "object"}},
+            },
+        },
+        {
+            "type": "object",
+            "required": ["reponseword"],
+            "properties": {
+                "reponseword": {"type": "string", "enum": ["NO"]},
+                "reponseinfo": {
+                    "type": "object",
+                    "properties": {
+                        "httpcode": {"type": "integer"},
+                        "reason": {"type": "string"},
+                    },
+                },
+                "answers": {"type": "array", "items": {"type": "object"}},
+                "failures": {"type": "array", "items": {"type": "object"}},
+            },
+        },
+    ]
+}
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}, "reason": {"type": "string"}},
+}
+
+_TASK_BODY = {
+    "type": "object",
+    "required": ["tasktype"],
+    "properties": {
+        "tasktype": {"type": "string", "minLength": 1},
+        "taskinfo": {
+            "type": "object",
+            "additionalProperties": {"$ref": "#/components/schemas/TaskinfoValue"},
+        },
+    },
+}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _responses(answer_schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "200": _json(answer_schema, "The answer: YES with where to run it, or NO."),
+        "303": {"description": "A browser without a token is sent to the OIDC provider."},
+        "400": _json(_ERROR, "The request names no task type, or malformed taskinfo."),
+        "401": _json(_ERROR, "A token is required (WWW-Authenticate: Bearer), or is invalid."),
+        "403": _json(_ERROR, "The authenticated caller may not use this planner."),
+    }
+
+
+def document(title: str, *, with_explain: bool = True) -> dict[str, Any]:
+    """The OpenAPI document served at ``/openapi.json`` (the aggregator has no explain)."""
+    explain = {
+        "type": "object",
+        "required": ["answer", "explain"],
+        "properties": {"answer": _ANSWER, "explain": {"type": "object"}},
+    }
+    accepts = {
+        "get": {
+            "summary": "May this task run here? (the seed's GET form)",
+            "operationId": "acceptsGet",
+            "parameters": _TASK_PARAMS,
+            "responses": _responses(_ANSWER),
+        },
+        "post": {
+            "summary": "May this task run here? (form or JSON body)",
+            "operationId": "acceptsPost",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": _TASK_BODY},
+                    "application/x-www-form-urlencoded": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["tasktype"],
+                            "properties": {"tasktype": {"type": "string", "minLength": 1}},
+                        }
+                    },
+                },
+            },
+            "responses": _responses(_ANSWER),
+        },
+    }
+    paths: dict[str, Any] = {"/accepts": accepts}
+    if with_explain:
+        paths["/accepts/explain"] = {
+            "get": {
+                "summary": "Which rule decided, for operators",
+                "operationId": "acceptsExplain",
+                "parameters": _TASK_PARAMS,
+                "responses": _responses(explain),
+            }
+        }
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": title,
+            "version": "1",
+            "description": (
+                "Execution Planner /accepts. Field spellings reponseword and reponseinfo "
+                "are the seed's, kept on purpose."
+            ),
+        },
+        "paths": paths,
+        "components": {
+            "schemas": {
+                # Nested objects flatten to dotted taskinfo keys; arrays and null are refused.
+                "TaskinfoValue": {
+                    "anyOf": [
+                        {"type": "string"},
+                        {"type": "number"},
+                        {"type": "boolean"},
+                        {
+                            "type": "object",
+                            "additionalProperties": {"$ref": "#/components/schemas/TaskinfoValue"},
+                        },
+                    ]
+                }
+            }
+        },
+    }

@@ -129,7 +129,7 @@ class Agent:
         self.notify_handler: NotifyHandler | None = None
         self._trace_sinks: list[TraceSink] = []
         self._waiters: dict[uuid.UUID, list[asyncio.Future[Job]]] = {}
-        self.recent_events: deque[TraceEvent] = deque(maxlen=RECENT_EVENTS)
+        self._recent: deque[tuple[float, Action, Job, PeerId, str]] = deque(maxlen=RECENT_EVENTS)
         self._tasks: set[asyncio.Task[object]] = set()
         self.registrations = asyncio.Condition()
         self.started_at = datetime.now(UTC)
@@ -524,9 +524,24 @@ class Agent:
 
     # --- tracing -------------------------------------------------------------------------
 
-    def trace(self, action: Action, job: Job, peer: PeerId, detail: str = "") -> TraceEvent:
-        event = TraceEvent(
-            time=self.clock(),
+    def trace(self, action: Action, job: Job, peer: PeerId, detail: str = "") -> None:
+        """Record an action on ``job``: kept for diagnostics, and given to every sink."""
+        record = (self.clock(), action, job, peer, detail)
+        # Rendering an event costs more than routing a job; render only for a reader.
+        self._recent.append(record)
+        if self._trace_sinks:
+            event = self._event(*record)
+            for sink in self._trace_sinks:
+                try:
+                    sink(event)
+                except Exception:
+                    log.exception("%s: trace sink failed", self.name)
+
+    def _event(
+        self, time: float, action: Action, job: Job, peer: PeerId, detail: str
+    ) -> TraceEvent:
+        return TraceEvent(
+            time=time,
             agent=self.name,
             action=action,
             job_id=str(job.id),
@@ -536,10 +551,14 @@ class Agent:
             state=job.state.value,
             detail=detail,
         )
-        self.recent_events.append(event)
-        for sink in self._trace_sinks:
-            try:
-                sink(event)
-            except Exception:
-                log.exception("%s: trace sink failed", self.name)
-        return event
+
+    @property
+    def recent_events(self) -> list[TraceEvent]:
+        """The last few hundred actions, oldest first (for diagnostics reports)."""
+        return [self._event(*record) for record in self._recent]
+
+    def job_context(self, job: Job, peer: PeerId) -> TraceEvent | None:
+        """What backend operations run for ``job`` are attributed to (with an audit log)."""
+        if self.audit_log is None:
+            return None
+        return self._event(self.clock(), Action.STARTED, job, peer, "")

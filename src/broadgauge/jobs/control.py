@@ -163,7 +163,7 @@ class ControlPlane:
         peers = [PeerId(e.name, e.zone) for e in config.servers]
         peers += [PeerId(e.name, e.zone) for e in config.clients]
         warnings = [f"{peer} is not connected" for peer in peers if peer not in connected]
-        return build_report(agent.name, jobs, list(agent.recent_events), warnings, agent.clock())
+        return build_report(agent.name, jobs, agent.recent_events, warnings, agent.clock())
 
     async def diagnostics(self, path: str = "") -> DiagnosticsReport:
         """The report of the agent at ``path`` (relative to this one)."""

@@ -272,7 +272,8 @@ class Inbound:
         handler = self.agent.handlers.get(keyword)
         async with self._workers:
             self.running += 1
-            CURRENT_JOB.set(self.agent.trace(Action.STARTED, job, peer))
+            self.agent.trace(Action.STARTED, job, peer)
+            CURRENT_JOB.set(self.agent.job_context(job, peer))
             try:
                 if handler is None:
                     raise JobRefused(f"No default runner for job: {job}")

@@ -28,6 +28,7 @@ from rich.table import Table
 
 from broadgauge.agents.assemble import Role, assemble
 from broadgauge.agents.scheduler.ledger import LedgerScheduler
+from broadgauge.bridge import BridgeServer, BridgeSettings, attach_bridge
 from broadgauge.grammar import ProjectUsageReport, UserMapping
 from broadgauge.jobs.agent import Agent, JobFailed
 from broadgauge.jobs.agent_config import AgentConfig
@@ -62,9 +63,17 @@ class Network:
     agents: dict[str, Agent] = field(default_factory=dict)
     roles: dict[str, Role] = field(default_factory=dict)
 
+    @property
+    def bridge(self) -> BridgeServer:
+        """The bridge's HTTP API (started by :func:`serve_demo`, or by a test)."""
+        server = self.roles["bridge"].bridge
+        assert isinstance(server, BridgeServer)
+        return server
+
     async def stop(self) -> None:
         """Stop every agent, lowest first."""
         for name in reversed(list(self.agents)):
+            await self.roles[name].stop()
             await self.agents[name].stop()
             await self.roles[name].close()
 
@@ -110,10 +119,13 @@ async def start_network(
                 # The sandbox has no NSS entries for our users: read ids from the directory.
                 extras = {"id-resolver": f"directory:{directory}"}
             config = AgentConfig(kind, service, extras)
+            if kind is AgentType.BRIDGE:
+                # A fresh API key and any free loopback port for the HTTP API.
+                config = BridgeSettings.generate(port=0).store(config)
             if configure is not None:
                 config = configure(name, config)
             agent = Agent(config, data_dir=root / name, timers=timers)
-            network.roles[name] = assemble(agent, root / name)
+            network.roles[name] = assemble(agent, root / name, bridge=attach_bridge)
             network.agents[name] = agent
             for upper in dials:
                 invite = network.agents[upper].service.add_client(name, "127.0.0.1")
@@ -266,12 +278,23 @@ async def run_demo(root: Path, console: Console) -> int:
 
 
 async def serve_demo(root: Path, console: Console, stop: asyncio.Event) -> int:
-    """Start the network, describe it in ``root/network.toml``, serve until ``stop``."""
+    """Start the network, describe it in ``root/network.toml``, serve until ``stop``.
+
+    The bridge's HTTP API listens on a free loopback port; its client file (``url`` and
+    ``key``, as ``openportal.load_config`` reads) is written to ``root/bridge.toml``.
+    """
     network = await start_network(root)
     try:
+        await network.bridge.start()
+        client_file = root / "bridge.toml"
+        network.bridge.client_file().save(client_file)
         description = root / "network.toml"
         description.write_text(tomli_w.dumps(network.describe()), encoding="utf-8")
         console.print(f"Network up; described in {description}. Interrupt to stop.")
+        console.print(
+            f"Bridge API at {network.bridge.url} (docs at {network.bridge.url}docs); "
+            f"client file {client_file}"
+        )
         await stop.wait()
     finally:
         await network.stop()

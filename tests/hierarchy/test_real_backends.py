@@ -25,6 +25,9 @@ from broadgauge.wire import SimpleEncryption
 from tests.backends.slapd import Slapd
 from tests.backends.slurm import SlurmStack
 
+#: sacctmgr takes ~0.2-0.7 s a call and an add_user makes several; allow for a loaded host.
+SLOW = 180.0
+
 
 @pytest.fixture
 async def network(tmp_path: Path, slapd: Slapd, slurm_stack: SlurmStack) -> AsyncIterator[Network]:
@@ -100,9 +103,9 @@ async def test_add_and_remove_user_reach_slapd_and_slurm(
     group = f"portal.{project}"
     local = f"alice.{project}"
 
-    created = await network.submit(f"add_project {project}.portal")
+    created = await network.submit(f"add_project {project}.portal", timeout=SLOW)
     assert created.result == json.dumps(f"{project}.portal:{group}")
-    added = await network.submit(f"add_user {user}")
+    added = await network.submit(f"add_user {user}", timeout=SLOW)
     assert added.result_type == "UserMapping"
     assert added.result == json.dumps(f"{user}:{local}:{group}")
 
@@ -117,11 +120,11 @@ async def test_add_and_remove_user_reach_slapd_and_slurm(
 
     # Idempotent: the same instruction again changes nothing.
     uid = entry["uidNumber"]
-    again = await network.submit(f"add_user {user}")
+    again = await network.submit(f"add_user {user}", timeout=SLOW)
     assert again.result == added.result
     assert _ldap_user(network, local)["uidNumber"] == uid  # type: ignore[index]
 
-    limit = await network.submit(f"set_limit {project}.portal 10 hours")
+    limit = await network.submit(f"set_limit {project}.portal 10 hours", timeout=SLOW)
     assert json.loads(limit.result or "{}") == {"seconds": 36000}
     shown = slurm_stack.run(
         "sacctmgr", "-n", "-P", "list", "assoc", f"account={group}", "format=user,grptresmins"
@@ -129,7 +132,7 @@ async def test_add_and_remove_user_reach_slapd_and_slurm(
     # 10 hours of the default node, in CPU-minutes: 600 per CPU of the node.
     assert f"cpu={600 * slurm_stack.cpus}" in shown
 
-    removed = await network.submit(f"remove_user {user}")
+    removed = await network.submit(f"remove_user {user}", timeout=SLOW)
     assert removed.result == added.result
     assert (group, local) not in _associations(slurm_stack, group)
     after = _ldap_user(network, local)

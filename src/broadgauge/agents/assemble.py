@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from broadgauge.agents.accounts.agent import serve_accounts
 from broadgauge.agents.accounts.backend import AccountBackend
@@ -51,6 +53,18 @@ from broadgauge.jobs.agent_type import AgentType
 from broadgauge.wire import ConfigError
 
 
+class Attachment(Protocol):
+    """Something a layer above attaches to an agent and runs with it (the bridge's HTTP API)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+#: Builds the bridge role; passed in from above, because the bridge sits above agents.
+AttachBridge = Callable[[Agent], Attachment]
+
+
 @dataclass
 class Role:
     """What was attached to an agent, so callers (the demo, tests) can reach it."""
@@ -62,6 +76,17 @@ class Role:
     filesystem: FilesystemRole | None = None
     scheduler: SchedulerBackend | None = None
     closers: list[AccountBackend | SchedulerBackend] = field(default_factory=list)
+    bridge: Attachment | None = None
+
+    async def start(self) -> None:
+        """Start what runs beside the agent (call after the agent has started)."""
+        if self.bridge is not None:
+            await self.bridge.start()
+
+    async def stop(self) -> None:
+        """Stop what :meth:`start` started (idempotent)."""
+        if self.bridge is not None:
+            await self.bridge.stop()
 
     async def close(self) -> None:
         """Release the backends' connections."""
@@ -69,8 +94,11 @@ class Role:
             await backend.close()
 
 
-def assemble(agent: Agent, data_dir: str | Path) -> Role:
-    """Register the business rules for ``agent``'s type; return what was built."""
+def assemble(agent: Agent, data_dir: str | Path, *, bridge: AttachBridge | None = None) -> Role:
+    """Register the business rules for ``agent``'s type; return what was built.
+
+    ``bridge`` attaches the HTTP API to a ``Bridge`` agent (without it a bridge only routes).
+    """
     data = Path(data_dir)
     role = Role(agent)
     kind = agent.agent_type
@@ -88,7 +116,9 @@ def assemble(agent: Agent, data_dir: str | Path) -> Role:
         role.scheduler = _scheduler_backend(agent, data)
         role.closers.append(role.scheduler)
         serve_scheduler(agent, role.scheduler)
-    # Providers and platforms only route; bridges get their HTTP API elsewhere.
+    elif kind is AgentType.BRIDGE and bridge is not None:
+        role.bridge = bridge(agent)
+    # Providers and platforms only route.
     return role
 
 

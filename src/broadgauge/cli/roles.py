@@ -121,6 +121,8 @@ def _add_role(commands: argparse._SubParsersAction[argparse.ArgumentParser], rol
         "-p", "--port", type=int, default=role.port, help=f"port to listen on (default {role.port})"
     )
     init.add_argument("-f", "--force", action="store_true", help="overwrite an existing config")
+    if role.agent_type is AgentType.BRIDGE:
+        _add_bridge_options(init, actions, config)
 
     client = actions.add_parser(
         "client", parents=[config], help="manage the peers that connect to this agent"
@@ -191,6 +193,48 @@ def _add_role(commands: argparse._SubParsersAction[argparse.ArgumentParser], rol
     )
 
 
+def _add_bridge_options(
+    init: argparse.ArgumentParser,
+    actions: argparse._SubParsersAction[argparse.ArgumentParser],
+    config: argparse.ArgumentParser,
+) -> None:
+    """``init`` flags for the HTTP API, and ``bridge`` (short options as OpenPortal's)."""
+    init.add_argument(
+        "-r", "--bridge-url", default="http://localhost:3000", help="base URL clients call"
+    )
+    init.add_argument("-b", "--bridge-ip", default=DEFAULT_IP, help="HTTP API listen address")
+    init.add_argument("-q", "--bridge-port", type=int, default=3000, help="HTTP API port")
+    init.add_argument(
+        "-s", "--signal-url", default="http://localhost/signal", help="GET ?job_id=<uuid>"
+    )
+    init.add_argument(
+        "-N",
+        "--notification-url",
+        default="http://localhost/notification",
+        help="GET ?notification_id=<uuid>",
+    )
+    init.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="IP_OR_CIDR",
+        help="a proxy whose X-Forwarded-For names the client (repeatable)",
+    )
+    bridge = actions.add_parser(
+        "bridge", parents=[config], help="write the client file, or regenerate the API key"
+    )
+    what = bridge.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--client-file",
+        type=Path,
+        metavar="FILE",
+        help="write the file openportal.load_config reads (url and key)",
+    )
+    what.add_argument(
+        "-r", "--regenerate", action="store_true", help="new API key (rewrite client files)"
+    )
+
+
 def _display(path: Path) -> str:
     home = str(Path.home())
     text = str(path)
@@ -217,6 +261,8 @@ def run_role(args: argparse.Namespace) -> int:
     action: str = args.action
     if action == "init":
         return init(role, path, args)
+    if action == "bridge":
+        return bridge(load(role, path), path, args)
     if action == "run":
         from broadgauge.cli.run import run_agent
 
@@ -252,7 +298,24 @@ def init(role: Role, path: Path, args: argparse.Namespace) -> int:
     if path.exists() and not args.force:
         raise ConfigError(f"{path} already exists; use --force to overwrite it")
     service = ServiceConfig.create(args.name, url=args.url, ip=args.ip, port=args.port)
-    AgentConfig(role.agent_type, service).save(path)
+    config = AgentConfig(role.agent_type, service)
+    if role.agent_type is AgentType.BRIDGE:
+        from broadgauge.bridge import BridgeSettings
+        from broadgauge.bridge.config import http_url_or_none
+
+        for name in ("signal_url", "notification_url"):
+            given = getattr(args, name)
+            if given and http_url_or_none(given) is None:
+                _note(f"{name} {given} is not http(s); it is left unset")
+        config = BridgeSettings.generate(
+            url=args.bridge_url,
+            ip=args.bridge_ip,
+            port=args.bridge_port,
+            signal_url=http_url_or_none(args.signal_url),
+            notification_url=http_url_or_none(args.notification_url),
+            trusted_proxies=tuple(args.trusted_proxy),
+        ).store(config)
+    config.save(path)
     print(f"wrote {role.name} config to {path} (agent {service.name}, url {service.url})")
     if args.url is None and args.ip in ("0.0.0.0", "::"):
         _note(f"invites will name {service.url}, which clients cannot dial; set it with --url")
@@ -364,3 +427,17 @@ def setting(config: AgentConfig, args: argparse.Namespace, out: Out) -> AgentCon
         changed = config.with_extra(key, value)
         out(f"stored extra {key}")
     return changed
+
+
+def bridge(config: AgentConfig, path: Path, args: argparse.Namespace) -> int:
+    """``bridge``: write the client file, or give the HTTP API a new key."""
+    from broadgauge.bridge import BridgeSettings
+
+    settings = BridgeSettings.of(config)
+    if args.regenerate:
+        settings.with_new_key().store(config).save(path)
+        print(f"new API key in {path}; write new client files with --client-file")
+        return 0
+    settings.client_file().save(args.client_file)
+    print(f"wrote the client file for {settings.url} to {args.client_file} (it holds the key)")
+    return 0

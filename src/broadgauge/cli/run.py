@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from broadgauge.agents.assemble import assemble
+from broadgauge.bridge import attach_bridge
 from broadgauge.jobs.agent import Agent
 from broadgauge.jobs.agent_config import AgentConfig
 from broadgauge.jobs.control import HARD_RESTART_EXIT
@@ -67,12 +68,13 @@ async def serve(
         loop.add_signal_handler(signum, stop.set)
     try:
         agent = Agent(config, data_dir=data_dir)
-        role = assemble(agent, data_dir)
+        role = assemble(agent, data_dir, bridge=attach_bridge)
         status = 0
         try:
             if setup is not None:
                 setup(agent)
             await agent.start()
+            await role.start()
             service = agent.service.config
             log.info(
                 "%s (%s) listening on %s:%d, invites name %s; %d client(s), %d server(s); "
@@ -98,6 +100,7 @@ async def serve(
             stopped.cancel()
             log.info("%s stopping", agent.name)
         finally:
+            await role.stop()
             await agent.stop()
             await role.close()
     finally:

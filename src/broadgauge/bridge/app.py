@@ -1,0 +1,288 @@
+"""The bridge's HTTP API on Starlette (notes §6.2), served by :mod:`broadgauge.bridge.server`.
+
+Each signed endpoint runs, in order: rate limit (429), body-size limit (413), signature
+(401), then its handler.  Handlers answer with exactly the JSON the official ``openportal``
+client parses; failures are JSON ``{"message": …}`` bodies with 400, 404 or 500.
+The query string is ignored (the official client always adds ``?openportal-version=0.1``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from broadgauge.bridge.auth import AuthError, SignedRequest, Verifier
+from broadgauge.bridge.limits import RateLimiter, TrustedProxies
+from broadgauge.bridge.openapi import DOCS_HTML, openapi_document
+from broadgauge.bridge.runtime import BadRequest, BridgeRuntime, NotFound
+from broadgauge.jobs.agent import JobRefused
+from broadgauge.jobs.errors import ProtocolError
+from broadgauge.jobs.job import Job, parse_uuid
+
+__all__ = ["HttpError", "build_app"]
+
+log = logging.getLogger("broadgauge.bridge.http")
+
+JSON = "application/json"
+#: How many jobs' JSON renderings /status keeps.
+RENDERED_JOBS = 10_000
+
+Handler = Callable[[bytes], Awaitable[str]]
+
+
+class HttpError(Exception):
+    """A refusal with a status code and a message for the JSON body."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    body = json.dumps({"message": message})
+    return Response(body, status_code=status, media_type=JSON, headers=headers)
+
+
+def _json_body(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+
+
+def _field(body: bytes, name: str) -> str:
+    value = _json_body(body)
+    if not isinstance(value, dict) or not isinstance(value.get(name), str):
+        raise BadRequest(f'the request body must be {{"{name}": "<text>"}}')
+    text: str = value[name]
+    return text
+
+
+def _uuid(value: object) -> uuid.UUID:
+    if not isinstance(value, str):
+        raise BadRequest("expected a job or notification id (a UUID string)")
+    try:
+        return parse_uuid(value)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def _string_list(body: bytes) -> list[str]:
+    value = _json_body(body)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadRequest("the request body must be a JSON array of destination strings")
+    return value
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class BridgeApi:
+    """The endpoints, bound to one runtime and one set of security settings."""
+
+    def __init__(
+        self,
+        runtime: BridgeRuntime,
+        *,
+        rate_limit: int = 10_000,
+        rate_period: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        settings = runtime.settings
+        self.runtime = runtime
+        self.verifier = Verifier(settings.key)
+        self.limiter = RateLimiter(rate_limit, rate_period)
+        self.proxies = TrustedProxies(settings.trusted_proxies)
+        self.max_body = settings.max_body
+        self.clock = clock
+        self._rendered: OrderedDict[uuid.UUID, tuple[Job, str]] = OrderedDict()
+
+    # --- the request pipeline --------------------------------------------------------------
+
+    def route(self, method: str, function: str, handler: Handler) -> Route:
+        """A signed endpoint ``/<function>``."""
+
+        async def endpoint(request: Request) -> Response:
+            now = self.clock()
+            peer = request.client.host if request.client is not None else None
+            who = self.proxies.client_address(peer, request.headers.get("x-forwarded-for"))
+            if not self.limiter.allow(who, now):
+                return _error(429, "Too many requests - rate limit exceeded")
+            headers = request.headers
+            try:
+                body = await self._read_body(request)
+                self.verifier.verify(
+                    SignedRequest(
+                        method,
+                        function,
+                        headers.get("authorization"),
+                        headers.get("date"),
+                        headers.get("x-nonce"),
+                        body,
+                    ),
+                    now,
+                )
+                return Response(await handler(body), media_type=JSON)
+            except HttpError as exc:
+                return _error(exc.status, exc.message)
+            except AuthError as exc:
+                return _error(401, str(exc))
+            except BadRequest as exc:
+                return _error(400, str(exc))
+            except (NotFound, JobRefused) as exc:
+                # JobRefused: a path naming no such agent (restart, diagnostics).
+                return _error(404, str(exc))
+            except Exception as exc:
+                log.exception("bridge: /%s failed", function)
+                return _error(500, f"Something went wrong: {exc}")
+
+        return Route(f"/{function}", endpoint, methods=[method.upper()], name=function)
+
+    async def _read_body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                raise HttpError(400, "invalid Content-Length") from None
+            if size > self.max_body:
+                raise HttpError(413, f"request body exceeds {self.max_body} bytes")
+        chunks: list[bytes] = []
+        total = 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > self.max_body:
+                raise HttpError(413, f"request body exceeds {self.max_body} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # --- endpoints ---------------------------------------------------------------------------
+
+    async def health(self, _: bytes) -> str:
+        info = await self.runtime.agent.health()
+        return _dumps({"status": "ok", "health": info.to_json_value()})
+
+    async def restart(self, body: bytes) -> str:
+        value = _json_body(body)
+        if not isinstance(value, dict):
+            raise BadRequest('the body must be {"restart_type": …, "destination": …}')
+        kind, destination = value.get("restart_type"), value.get("destination")
+        if kind not in ("soft", "hard") or not isinstance(destination, str):
+            raise BadRequest("restart_type must be soft or hard; destination a string")
+        await self.runtime.agent.restart(kind, destination)
+        return _dumps({"status": "ok", "message": "Restart command sent successfully"})
+
+    async def diagnostics(self, body: bytes) -> str:
+        report = await self.runtime.agent.diagnostics(_field(body, "destination"))
+        return _dumps({"status": "ok", "report": report.to_json_value()})
+
+    def _job_json(self, job: Job) -> str:
+        # Pollers ask for the same version many times; Jobs are immutable, so the text of
+        # the very object last rendered can be reused.
+        cached = self._rendered.get(job.id)
+        if cached is not None and cached[0] is job:
+            return cached[1]
+        text = job.to_json()
+        self._rendered[job.id] = (job, text)
+        if len(self._rendered) > RENDERED_JOBS:
+            self._rendered.popitem(last=False)
+        return text
+
+    async def run(self, body: bytes) -> str:
+        return self._job_json(await self.runtime.run(_field(body, "command")))
+
+    async def status(self, body: bytes) -> str:
+        value = _json_body(body)
+        if not isinstance(value, dict):
+            raise BadRequest('the body must be {"job": "<uuid>"}')
+        return self._job_json(self.runtime.status(_uuid(value.get("job"))))
+
+    async def notify(self, body: bytes) -> str:
+        await self.runtime.notify(_field(body, "command"))
+        return _dumps({"status": "ok"})
+
+    async def fetch_jobs(self, _: bytes) -> str:
+        return "[" + ",".join(job.to_json() for job in self.runtime.fetch_jobs()) + "]"
+
+    async def fetch_job(self, body: bytes) -> str:
+        return self.runtime.fetch_job(_uuid(_json_body(body))).to_json()
+
+    async def fetch_notification(self, body: bytes) -> str:
+        return self.runtime.fetch_notification(_uuid(_json_body(body))).to_json()
+
+    async def send_result(self, body: bytes) -> str:
+        try:
+            job = Job.from_json(body)
+        except ProtocolError as exc:
+            raise BadRequest(str(exc)) from None
+        self.runtime.send_result(job)
+        return _dumps({"status": "ok"})
+
+    async def get_portal(self, _: bytes) -> str:
+        return _dumps((await self.runtime.portal()).name)
+
+    async def get_offerings(self, _: bytes) -> str:
+        return _dumps(self.runtime.get_offerings())
+
+    def offerings(self, how: str) -> Handler:
+        async def change(body: bytes) -> str:
+            return _dumps(self.runtime.change_offerings(how, _string_list(body)))
+
+        return change
+
+    def routes(self) -> list[Route]:
+        """Every route, the unsigned ones first."""
+
+        async def root(_: Request) -> Response:
+            return Response("null", media_type=JSON)
+
+        async def openapi(_: Request) -> Response:
+            return JSONResponse(openapi_document())
+
+        async def docs(_: Request) -> Response:
+            return HTMLResponse(DOCS_HTML)
+
+        return [
+            Route("/", root, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
+            Route("/docs", docs, methods=["GET"]),
+            self.route("get", "health", self.health),
+            self.route("post", "restart", self.restart),
+            self.route("post", "diagnostics", self.diagnostics),
+            self.route("post", "run", self.run),
+            self.route("post", "status", self.status),
+            self.route("post", "notify", self.notify),
+            self.route("get", "fetch_jobs", self.fetch_jobs),
+            self.route("post", "fetch_job", self.fetch_job),
+            self.route("post", "fetch_notification", self.fetch_notification),
+            self.route("post", "send_result", self.send_result),
+            self.route("get", "get_portal", self.get_portal),
+            self.route("get", "get_offerings", self.get_offerings),
+            self.route("post", "sync_offerings", self.offerings("sync")),
+            self.route("post", "add_offerings", self.offerings("add")),
+            self.route("post", "remove_offerings", self.offerings("remove")),
+        ]
+
+
+def build_app(api: BridgeApi) -> Starlette:
+    """The Starlette application for ``api``, with JSON bodies for 404 and 405 as well."""
+
+    async def http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        # Keep the framework's headers: a 405 must say what is Allowed (RFC 9110).
+        return _error(exc.status_code, exc.detail, exc.headers)
+
+    return Starlette(routes=api.routes(), exception_handlers={HTTPException: http_error})

@@ -1,0 +1,186 @@
+"""Bridge request signing and verification, byte-exact with OpenPortal 0.32.2 (notes §6.1).
+
+Sans-I/O: nothing here touches a socket or a clock of its own; the caller passes ``now``.
+
+The official client signs a *canonical string*::
+
+    protocol "\\n" "application/json" "\\n" date "\\n" function ["\\n" body] ["\\n" nonce]
+
+serialised as a JSON string literal (quotes and escapes included, non-ASCII kept as UTF-8),
+with keyed BLAKE2b-256 under the 32-byte bridge key (not the HMAC-SHA512 its docs claim).
+The reference bridge records a nonce *before* checking the signature, so a forged request
+burns a real client's nonce; :class:`Verifier` records it only after the signature verifies,
+and compares signatures in constant time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Final
+
+__all__ = [
+    "DATE_WINDOW",
+    "NONCE_TTL",
+    "AuthError",
+    "NonceCache",
+    "Verifier",
+    "canonical_string",
+    "format_date",
+    "parse_date",
+    "sign",
+]
+
+SCHEME: Final = "OpenPortal "
+#: A request's ``Date`` may differ from our clock by at most this many seconds.
+DATE_WINDOW: Final = 5.0
+#: A nonce may not be used twice within this many seconds.
+NONCE_TTL: Final = 30.0
+
+
+class AuthError(Exception):
+    """A request that must be refused with 401; the text is safe to show the caller."""
+
+
+def format_date(when: datetime | float) -> str:
+    """The ``Date`` form that is signed: ``Mon, 01 Jan 2024 12:00:00 GMT`` (UTC)."""
+    moment = when if isinstance(when, datetime) else datetime.fromtimestamp(when, UTC)
+    return moment.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
+
+
+def parse_date(text: str) -> datetime:
+    """Parse an RFC 2822 date into UTC; :class:`AuthError` if it is not one."""
+    try:
+        moment = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        raise AuthError("Invalid Date header") from None
+    if moment.tzinfo is None:  # "-0000" means UTC with no known offset (RFC 2822 §3.3)
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def canonical_string(
+    method: str, function: str, date: str, body: bytes = b"", nonce: str | None = None
+) -> str:
+    """The string the signature covers (lines joined by ``\\n``, no trailing newline)."""
+    parts = [method.lower(), "application/json", date, function]
+    if body:
+        # The reference includes the body only when it is valid UTF-8.
+        with contextlib.suppress(UnicodeDecodeError):
+            parts.append(body.decode("utf-8"))
+    if nonce is not None:
+        parts.append(nonce)
+    return "\n".join(parts)
+
+
+def sign(  # noqa: PLR0917 - arguments in the order of the signed string
+    key: bytes,
+    method: str,
+    function: str,
+    date: str,
+    body: bytes = b"",
+    nonce: str | None = None,
+) -> str:
+    """The ``Authorization`` header value for one request."""
+    message = json.dumps(canonical_string(method, function, date, body, nonce), ensure_ascii=False)
+    tag = hashlib.blake2b(message.encode("utf-8"), key=key, digest_size=32).hexdigest()
+    return SCHEME + tag
+
+
+class NonceCache:
+    """Nonces seen in the last :data:`NONCE_TTL` seconds.
+
+    Entries are kept in insertion order (a dict), which is also time order, so purging
+    stops at the first fresh entry: each request costs amortised O(1).
+    """
+
+    def __init__(self, ttl: float = NONCE_TTL, capacity: int = 1_000_000) -> None:
+        self.ttl = ttl
+        self.capacity = capacity
+        self._seen: dict[str, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def _purge(self, now: float) -> None:
+        seen = self._seen
+        while seen:
+            nonce, when = next(iter(seen.items()))
+            if now - when < self.ttl and len(seen) <= self.capacity:
+                break
+            del seen[nonce]
+
+    def seen(self, nonce: str, now: float) -> bool:
+        """Whether ``nonce`` was recorded less than ``ttl`` seconds before ``now``."""
+        self._purge(now)
+        when = self._seen.get(nonce)
+        return when is not None and now - when < self.ttl
+
+    def record(self, nonce: str, now: float) -> None:
+        """Remember ``nonce`` as used at ``now``."""
+        self._seen.pop(nonce, None)
+        self._seen[nonce] = now
+        self._purge(now)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    """What :class:`Verifier` needs from one HTTP request."""
+
+    method: str
+    function: str
+    authorization: str | None
+    date: str | None
+    nonce: str | None
+    body: bytes
+
+
+class Verifier:
+    """Checks requests in the reference's order, with the fixes described in the module doc."""
+
+    def __init__(
+        self, key: bytes, *, window: float = DATE_WINDOW, nonces: NonceCache | None = None
+    ) -> None:
+        self.key = key
+        self.window = window
+        self.nonces = nonces if nonces is not None else NonceCache()
+        self._dates: dict[str, tuple[float, str]] = {}
+
+    def _date(self, text: str) -> tuple[float, str]:
+        # Every client in the same second sends the same Date: parse each text once.
+        known = self._dates.get(text)
+        if known is None:
+            moment = parse_date(text)
+            known = (moment.timestamp(), format_date(moment))
+            if len(self._dates) >= 64:
+                self._dates.clear()
+            self._dates[text] = known
+        return known
+
+    def verify(self, request: SignedRequest, now: float) -> None:
+        """Accept the request or raise :class:`AuthError` saying why."""
+        if request.authorization is None:
+            raise AuthError("Missing Authorization header")
+        if request.date is None:
+            raise AuthError("Missing Date header")
+        stamp, canonical_date = self._date(request.date)
+        if abs(now - stamp) > self.window:
+            raise AuthError("Date is outside acceptable time window")
+        nonce = request.nonce
+        if nonce is not None and self.nonces.seen(nonce, now):
+            raise AuthError("Nonce has already been used (replay attack)")
+        expected = sign(
+            self.key, request.method, request.function, canonical_date, request.body, nonce
+        )
+        if not hmac.compare_digest(
+            expected.encode("utf-8"), request.authorization.encode("utf-8", "surrogateescape")
+        ):
+            raise AuthError("API key is invalid!")
+        # Only now: a forged request must not burn a genuine client's nonce.
+        if nonce is not None:
+            self.nonces.record(nonce, now)

@@ -30,13 +30,18 @@ from broadgauge.grammar import (
     UserIdentifier,
     UserMapping,
 )
+from broadgauge.jobs.envelope import JobRefused
 
 #: Called with a short description of each change a backend makes (for the audit log).
 AuditHook = Callable[[str], None]
 
 
-class AccountError(Exception):
-    """A backend operation failed; the message says what and why (no secrets)."""
+class AccountError(JobRefused):
+    """A backend operation failed; the message says what and why (no secrets).
+
+    It is a refusal: the runtime sends the message back as the job's error, with no
+    traceback, as it does for any job an agent declines.
+    """
 
 
 class AccountBackend(Protocol):

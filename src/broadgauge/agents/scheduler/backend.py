@@ -13,10 +13,14 @@ from __future__ import annotations
 from typing import Protocol
 
 from broadgauge.grammar import DateRange, ProjectMapping, ProjectUsageReport, Usage, UserMapping
+from broadgauge.jobs.envelope import JobRefused
 
 
-class SchedulerError(Exception):
-    """A scheduler operation failed; the message says which command and why."""
+class SchedulerError(JobRefused):
+    """A scheduler operation failed; the message says which command and why.
+
+    It is a refusal: the runtime sends the message back as the job's error.
+    """
 
 
 class SchedulerBackend(Protocol):

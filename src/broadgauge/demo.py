@@ -35,12 +35,37 @@ from broadgauge.jobs.agent_config import AgentConfig
 from broadgauge.jobs.agent_type import AgentType
 from broadgauge.jobs.audit import verify
 from broadgauge.jobs.job import Job
+from broadgauge.planner.answers import Task
+from broadgauge.planner.config import parse_config
+from broadgauge.planner.network import NetworkConfig, NetworkPlannerServer, NetworkSettings
+from broadgauge.planner.rules import Identity
 from broadgauge.wire import ServiceConfig, Timers
 
 PATH = "portal.provider.platform.instance"
 PROJECT = "physics.portal"
 USERS = ("alice.physics.portal", "bob.physics.portal")
 FAST_RECONNECT = Timers(reconnect_initial=0.05, reconnect_max=2.0)
+NEWCOMER = "carol.physics.portal"
+
+#: What the demo instance publishes to the network planner: notebooks for its account holders.
+INSTANCE_RULES: dict[str, object] = {
+    "service": {"name": "instance"},
+    "site": {"capabilities": []},
+    "rules": [
+        {
+            "name": "notebooks-for-account-holders",
+            "tasktypes": ["jupyter-notebook"],
+            "servicetype": "jupyter-hub",
+            "serviceinfo": {"endpoint": "https://jupyter.instance.example/"},
+            "requires_account": True,
+        }
+    ],
+}
+#: The network planner beside the demo's bridge: anonymous, any free loopback port.
+DEMO_PLANNER = NetworkConfig(
+    parse_config({"service": {"name": "demo network planner"}}),
+    NetworkSettings(port=0, refresh=0.0, missing_account_ttl=0.0),
+)
 
 #: (name, type, the agents it dials)
 TOPOLOGY: tuple[tuple[str, AgentType, tuple[str, ...]], ...] = (
@@ -62,6 +87,13 @@ class Network:
     root: Path
     agents: dict[str, Agent] = field(default_factory=dict)
     roles: dict[str, Role] = field(default_factory=dict)
+
+    @property
+    def planner(self) -> NetworkPlannerServer:
+        """The network planner beside the bridge (served by :func:`serve_demo`)."""
+        server = self.roles["bridge"].planner
+        assert isinstance(server, NetworkPlannerServer)
+        return server
 
     @property
     def bridge(self) -> BridgeServer:
@@ -125,7 +157,12 @@ async def start_network(
             if configure is not None:
                 config = configure(name, config)
             agent = Agent(config, data_dir=root / name, timers=timers)
-            network.roles[name] = assemble(agent, root / name, bridge=attach_bridge)
+            role = assemble(agent, root / name, bridge=attach_bridge)
+            if kind is AgentType.INSTANCE and agent.planner_rules.document is None:
+                agent.planner_rules.publish(INSTANCE_RULES)
+            if kind is AgentType.BRIDGE and role.planner is None:
+                role.planner = NetworkPlannerServer(agent, DEMO_PLANNER)
+            network.roles[name] = role
             network.agents[name] = agent
             for upper in dials:
                 invite = network.agents[upper].service.add_client(name, "127.0.0.1")
@@ -193,6 +230,16 @@ class Scenario:
         for user in USERS:
             await self.step(f"Add user {user}", self.job(f"add_user {user}"))
         await self.step(
+            f"Ask the network planner where {USERS[0]} can run a jupyter-notebook",
+            self._where_can(USERS[0], expect_yes=True),
+        )
+        await self.step(
+            f"Ask where {NEWCOMER} (no account yet) can run one",
+            self._where_can(NEWCOMER, expect_yes=False),
+        )
+        await self.step(f"Provision {NEWCOMER} as suggested", self.job(f"add_user {NEWCOMER}"))
+        await self.step(f"Ask again for {NEWCOMER}", self._where_can(NEWCOMER, expect_yes=True))
+        await self.step(
             "Set a 10 GB quota on the project volume",
             self.job(f"set_project_quota {PROJECT} projects 10 GB"),
         )
@@ -211,6 +258,23 @@ class Scenario:
         await self.step("List the project's users", self.job(f"get_users {PROJECT}"))
         await self.step("Verify every agent's audit log", self._verify_audit)
         return all(step.ok for step in self.steps)
+
+    def _where_can(self, user: str, *, expect_yes: bool) -> Callable[[], Awaitable[str]]:
+        async def ask() -> str:
+            identity = Identity(user, {"sub": user, "openportal_users": [user]})
+            planner = self.network.planner.planner
+            body = await planner.answer(Task("jupyter-notebook"), identity)
+            if expect_yes and body["answers"]:
+                where = body["answers"][0]
+                return f"YES at {where['destination']}: {where['serviceinfo']['endpoint']}"
+            if not expect_yes and body["provisionable"]:
+                provision = body["provisionable"][0]["reponseinfo"]["provision"]
+                return (
+                    f"NO for now; provision: {provision['destination']} {provision['instruction']}"
+                )
+            raise StepFailed(f"unexpected answer {body}")
+
+        return ask
 
     async def _simulate_usage(self) -> str:
         # The embedded scheduler runs no jobs; record what a finished job would have used.
@@ -285,15 +349,20 @@ async def serve_demo(root: Path, console: Console, stop: asyncio.Event) -> int:
     """
     network = await start_network(root)
     try:
-        await network.bridge.start()
+        await network.roles["bridge"].start()
         client_file = root / "bridge.toml"
         network.bridge.client_file().save(client_file)
         description = root / "network.toml"
-        description.write_text(tomli_w.dumps(network.describe()), encoding="utf-8")
+        described = {**network.describe(), "planner": network.planner.url}
+        description.write_text(tomli_w.dumps(described), encoding="utf-8")
         console.print(f"Network up; described in {description}. Interrupt to stop.")
         console.print(
             f"Bridge API at {network.bridge.url} (docs at {network.bridge.url}docs); "
             f"client file {client_file}"
+        )
+        console.print(
+            f"Network planner at {network.planner.url}accepts "
+            f"(try {network.planner.url}accepts?tasktype=jupyter-notebook)"
         )
         await stop.wait()
     finally:

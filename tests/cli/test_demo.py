@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 import tomllib
+import urllib.request
 from pathlib import Path
 
 BROADGAUGE = [sys.executable, "-m", "broadgauge"]
@@ -15,10 +17,15 @@ BROADGAUGE = [sys.executable, "-m", "broadgauge"]
 
 def test_demo_runs_the_whole_scenario_and_exits_0(tmp_path: Path) -> None:
     result = subprocess.run(
-        [*BROADGAUGE, "demo", "--dir", str(tmp_path)], capture_output=True, text=True, timeout=120
+        [*BROADGAUGE, "demo", "--dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "400"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
+    # Rich wraps long lines at the console width: compare with whitespace collapsed.
+    out = " ".join(result.stdout.split())
     for expected in (
         "✓ Create project physics.portal",
         'UserMapping: "alice.physics.portal:alice.physics:portal.physics"',
@@ -26,8 +33,12 @@ def test_demo_runs_the_whole_scenario_and_exits_0(tmp_path: Path) -> None:
         'Usage: {"seconds":3600000}',
         "bool: true",
         "alice.physics.portal: 9000 s in 3 jobs",
-        'Vec<UserMapping>: ["alice.physics.portal:alice.physics:portal.physics"]',
+        'Vec<UserMapping>: ["alice.physics.portal:alice.physics:portal.physics",'
+        '"carol.physics.portal:carol.physics:portal.physics"]',
         "user_removed bob.physics.portal",
+        # The network planner: YES for an account holder; for a newcomer, where to provision.
+        "YES at portal.provider.platform.instance: https://jupyter.instance.example/",
+        "NO for now; provision: portal.provider.platform.instance add_user carol.physics.portal",
     ):
         assert expected in out, expected
     assert "✗" not in out
@@ -87,6 +98,21 @@ def test_demo_serve_describes_the_network_and_stops_on_sigint(tmp_path: Path) ->
         }
         assert agents["portal"]["type"] == "Portal"
         assert agents["portal"]["url"].startswith("ws://127.0.0.1:")
+        # The network planner beside the bridge answers over HTTP from the published rules.
+        with urllib.request.urlopen(
+            network["planner"] + "accepts?tasktype=jupyter-notebook", timeout=30
+        ) as reply:
+            body = json.loads(reply.read())
+        # Anonymous callers cannot have an account, and the demo's rule requires one.
+        assert body["reponseword"] == "NO"
+        assert body["asked"] == 1 and body["failures"] == []
+        with urllib.request.urlopen(
+            network["planner"] + "accepts/explain?tasktype=jupyter-notebook", timeout=30
+        ) as reply:
+            explained = json.loads(reply.read())
+        (only,) = explained["destinations"]
+        assert only["destination"] == "portal.provider.platform.instance"
+        assert only["explain"]["steps"][0]["outcome"] == "identity-denied"
         server.send_signal(signal.SIGINT)
         assert server.wait(timeout=30) == 0
     finally:

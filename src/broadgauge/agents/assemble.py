@@ -19,12 +19,18 @@ scheduler agents
     ``slurm`` (``slurm-default-node``, a JSON object such as ``{"cpus": 128, "mem": 256000}``
     used to turn limits into GrpTRESMins; ``slurm-cluster``, ``parent-account``,
     ``slurm-conf``, ``command-prefix``).
+provider, platform and instance agents
+    ``planner-rules``: a planner TOML (``[site]`` and ``[[rules]]``) to publish to the
+    network planner (see ``docs/operators/planner.md``).
+bridge agents
+    ``planner-config``: a network planner TOML; the planner is served beside the bridge.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +56,8 @@ from broadgauge.agents.scheduler.ledger import LedgerScheduler
 from broadgauge.agents.scheduler.slurm import NodeFactors, SlurmScheduler
 from broadgauge.jobs.agent import Agent
 from broadgauge.jobs.agent_type import AgentType
+from broadgauge.jobs.errors import ProtocolError
+from broadgauge.jobs.published import DOCUMENT_TABLES, check_document
 from broadgauge.wire import ConfigError
 
 
@@ -63,6 +71,8 @@ class Attachment(Protocol):
 
 #: Builds the bridge role; passed in from above, because the bridge sits above agents.
 AttachBridge = Callable[[Agent], Attachment]
+#: Builds the network planner beside a bridge (when its ``planner-config`` extra is set).
+AttachPlanner = Callable[[Agent], Attachment]
 
 
 @dataclass
@@ -77,14 +87,19 @@ class Role:
     scheduler: SchedulerBackend | None = None
     closers: list[AccountBackend | SchedulerBackend] = field(default_factory=list)
     bridge: Attachment | None = None
+    planner: Attachment | None = None
 
     async def start(self) -> None:
         """Start what runs beside the agent (call after the agent has started)."""
         if self.bridge is not None:
             await self.bridge.start()
+        if self.planner is not None:
+            await self.planner.start()
 
     async def stop(self) -> None:
         """Stop what :meth:`start` started (idempotent)."""
+        if self.planner is not None:
+            await self.planner.stop()
         if self.bridge is not None:
             await self.bridge.stop()
 
@@ -94,14 +109,27 @@ class Role:
             await backend.close()
 
 
-def assemble(agent: Agent, data_dir: str | Path, *, bridge: AttachBridge | None = None) -> Role:
+def assemble(
+    agent: Agent,
+    data_dir: str | Path,
+    *,
+    bridge: AttachBridge | None = None,
+    planner: AttachPlanner | None = None,
+) -> Role:
     """Register the business rules for ``agent``'s type; return what was built.
 
-    ``bridge`` attaches the HTTP API to a ``Bridge`` agent (without it a bridge only routes).
+    ``bridge`` attaches the HTTP API to a ``Bridge`` agent (without it a bridge only routes);
+    ``planner`` attaches the network planner to a bridge whose ``planner-config`` is set.
+    Any routing agent publishes the planner rules its ``planner-rules`` extra names.
     """
     data = Path(data_dir)
     role = Role(agent)
     kind = agent.agent_type
+    rules_file = agent.config.extra("planner-rules")
+    if rules_file is not None:
+        if kind not in (AgentType.PROVIDER, AgentType.PLATFORM, AgentType.INSTANCE):
+            raise ConfigError(f"{agent.name}: {kind.display} agents cannot publish planner rules")
+        agent.planner_rules.publish(read_planner_rules(rules_file))
     if kind is AgentType.PORTAL:
         role.portal = Portal(agent)
     elif kind is AgentType.INSTANCE:
@@ -116,10 +144,31 @@ def assemble(agent: Agent, data_dir: str | Path, *, bridge: AttachBridge | None 
         role.scheduler = _scheduler_backend(agent, data)
         role.closers.append(role.scheduler)
         serve_scheduler(agent, role.scheduler)
-    elif kind is AgentType.BRIDGE and bridge is not None:
-        role.bridge = bridge(agent)
+    elif kind is AgentType.BRIDGE:
+        if bridge is not None:
+            role.bridge = bridge(agent)
+        if planner is not None and agent.config.extra("planner-config") is not None:
+            role.planner = planner(agent)
     # Providers and platforms only route.
     return role
+
+
+def read_planner_rules(path: str | Path) -> dict[str, object]:
+    """The document to publish from a planner TOML: its ``[service]``, ``[site]``, ``[[rules]]``.
+
+    A file a standalone ``broadgauge planner serve`` reads can be published unchanged; its
+    ``[auth]`` stays behind, because the network planner that evaluates the rules has its own.
+    """
+    try:
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"planner-rules {path}: {exc}") from exc
+    kept = {k: v for k, v in document.items() if k in DOCUMENT_TABLES}
+    try:
+        return check_document(kept, f"planner-rules {path}")
+    except ProtocolError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _extra(agent: Agent, key: str, default: str | None = None) -> str:

@@ -8,20 +8,16 @@ software are held even before HTTP is up) and returns a :class:`BridgeServer` wh
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import socket
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 import httpx
-import uvicorn
 
 from broadgauge.bridge.app import BridgeApi, build_app
 from broadgauge.bridge.config import BridgeSettings, ClientFile
 from broadgauge.bridge.runtime import BridgeRuntime, Retry
 from broadgauge.jobs.agent import Agent
+from broadgauge.serving import AppServer
 
 __all__ = ["BridgeServer", "HttpSignaller", "attach_bridge"]
 
@@ -43,14 +39,6 @@ class HttpSignaller:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-
-
-class _QuietServer(uvicorn.Server):
-    """A uvicorn server that leaves SIGINT/SIGTERM to the agent (which then stops us)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 class BridgeServer:
@@ -77,14 +65,13 @@ class BridgeServer:
         )
         self.api = BridgeApi(self.runtime, rate_limit=rate_limit, rate_period=rate_period)
         self.app = build_app(self.api)
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._server = AppServer(self.app, settings.ip, settings.port)
         self.port = settings.port
 
     @property
     def url(self) -> str:
         """Base URL the clients should use: the configured one, or the bound address."""
-        if self.settings.port == 0 and self._server is not None:
+        if self.settings.port == 0 and self._server.running:
             return f"http://{self.settings.ip}:{self.port}/"
         return self.settings.url
 
@@ -94,43 +81,12 @@ class BridgeServer:
 
     async def start(self) -> None:
         """Bind and serve (port 0 picks a free port, readable from :attr:`port`)."""
-        if self._server is not None:
-            return
-        family = socket.AF_INET6 if ":" in self.settings.ip else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.settings.ip, self.settings.port))
-        # Inherited by accepted connections.  Without it each reply (headers and body are
-        # written separately) waits ~40 ms for the client's delayed ACK (Nagle).
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.listen(1024)
-        sock.setblocking(False)
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            log_level="warning",
-            lifespan="off",
-            access_log=False,
-            # We resolve X-Forwarded-For ourselves, only from configured trusted proxies.
-            proxy_headers=False,
-            timeout_graceful_shutdown=2,
-        )
-        server = _QuietServer(config)
-        self._server = server
-        self._task = asyncio.ensure_future(server.serve(sockets=[sock]))
-        while not server.started:
-            if self._task.done():
-                self._task.result()  # raises what stopped it
-            await asyncio.sleep(0.01)
+        await self._server.start()
+        self.port = self._server.port
 
     async def stop(self) -> None:
         """Stop serving (idempotent)."""
-        server, task = self._server, self._task
-        self._server = self._task = None
-        if server is not None and task is not None:
-            server.should_exit = True
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._server.stop()
         await self.signaller.close()
 
 

@@ -20,6 +20,7 @@ from broadgauge.bridge import attach_bridge
 from broadgauge.jobs.agent import Agent
 from broadgauge.jobs.agent_config import AgentConfig
 from broadgauge.jobs.control import HARD_RESTART_EXIT
+from broadgauge.planner.network import attach_network_planner, check_published_rules
 from broadgauge.wire import ConfigError
 
 log = logging.getLogger("broadgauge.cli")
@@ -68,7 +69,8 @@ async def serve(
         loop.add_signal_handler(signum, stop.set)
     try:
         agent = Agent(config, data_dir=data_dir)
-        role = assemble(agent, data_dir, bridge=attach_bridge)
+        role = assemble(agent, data_dir, bridge=attach_bridge, planner=attach_network_planner)
+        check_published_rules(agent)
         status = 0
         try:
             if setup is not None:

@@ -65,6 +65,7 @@ from broadgauge.jobs.handling import Inbound, _outcome
 from broadgauge.jobs.health import DiagnosticsReport, HealthInfo
 from broadgauge.jobs.job import Job
 from broadgauge.jobs.notification import Notification
+from broadgauge.jobs.rules_sweep import RulesSweep
 from broadgauge.jobs.store import BoardStore
 from broadgauge.jobs.trace import Action, TraceEvent
 from broadgauge.wire import (
@@ -134,6 +135,7 @@ class Agent:
         self.registrations = asyncio.Condition()
         self.started_at = datetime.now(UTC)
         self.control = ControlPlane(self)
+        self.planner_rules = RulesSweep(self)
         if self.audit_log is not None:
             self._trace_sinks.append(self.audit_log.record_event)
         self.service.on_refused(self._on_refused)

@@ -25,6 +25,7 @@ from .errors import JobsError, ProtocolError
 from .health import ENGINE, DiagnosticsReport, HealthInfo
 from .job import Job
 from .notification import Notification
+from .published import PublishedRules
 
 __all__ = [
     "HARD_RESTART",
@@ -37,6 +38,8 @@ __all__ = [
     "HealthResponse",
     "JobCommand",
     "Notify",
+    "PlannerRulesRequest",
+    "PlannerRulesResponse",
     "Put",
     "Register",
     "Restart",
@@ -254,6 +257,61 @@ class Notify:
 
 
 @dataclass(frozen=True, slots=True)
+class PlannerRulesRequest:
+    """Broadgauge extension: ask the agents below for their published planner rules.
+
+    Not a templemeads variant: a Rust peer logs it as unreadable and ignores it, and the
+    sweep lists that peer as silent (see :mod:`broadgauge.jobs.rules_sweep`).
+    ``budget_ms`` is how long the asker will wait, so each level can give its own
+    children less.
+    """
+
+    TAG: ClassVar[str] = "PlannerRulesRequest"
+    visited: tuple[str, ...] = ()
+    budget_ms: int = 2000
+
+    def body(self) -> dict[str, Any]:
+        """The JSON value under the tag."""
+        return {"visited": list(self.visited), "budget_ms": self.budget_ms}
+
+    @classmethod
+    def from_body(cls, r: _json.Reader) -> PlannerRulesRequest:
+        """Decode the value under the tag."""
+        budget = r.integer("budget_ms", 0, 600_000, "u32") if r.has("budget_ms") else 2000
+        return cls(tuple(r.text_list("visited", default_empty=True)), budget)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannerRulesResponse:
+    """Broadgauge extension: the rules published at and below the answering agent.
+
+    Destinations are relative to the answerer and start with its name; ``silent`` lists
+    the paths below it that did not answer in time.
+    """
+
+    TAG: ClassVar[str] = "PlannerRulesResponse"
+    published: tuple[PublishedRules, ...] = ()
+    silent: tuple[str, ...] = ()
+
+    def body(self) -> dict[str, Any]:
+        """The JSON value under the tag."""
+        return {
+            "published": [p.to_json_value() for p in self.published],
+            "silent": list(self.silent),
+        }
+
+    @classmethod
+    def from_body(cls, r: _json.Reader) -> PlannerRulesResponse:
+        """Decode the value under the tag."""
+        items = r.array("published", default_empty=True)
+        published = tuple(
+            PublishedRules.from_json_value(item, f"{r.sub('published')}[{i}]")
+            for i, item in enumerate(items)
+        )
+        return cls(published, tuple(r.text_list("silent", default_empty=True)))
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorCommand:
     """The ``Error`` variant: Rust builds it locally for unparseable input.
 
@@ -286,6 +344,8 @@ WireCommand = (
     | DiagnosticsRequest
     | DiagnosticsResponse
     | Notify
+    | PlannerRulesRequest
+    | PlannerRulesResponse
     | ErrorCommand
 )
 
@@ -307,6 +367,8 @@ _VARIANTS: Final[dict[str, Any]] = {
         DiagnosticsRequest,
         DiagnosticsResponse,
         Notify,
+        PlannerRulesRequest,
+        PlannerRulesResponse,
     )
 }
 
@@ -324,6 +386,8 @@ _BODY_FIELDS: Final[dict[str, frozenset[str]]] = {
     "DiagnosticsRequest": frozenset({"destination"}),
     "DiagnosticsResponse": frozenset({"report"}),
     "Notify": frozenset({"notification"}),
+    "PlannerRulesRequest": frozenset({"visited", "budget_ms"}),
+    "PlannerRulesResponse": frozenset({"published", "silent"}),
 }
 
 

@@ -31,6 +31,8 @@ from broadgauge.jobs.commands import (
     HealthCheck,
     HealthResponse,
     Notify,
+    PlannerRulesRequest,
+    PlannerRulesResponse,
     Put,
     Register,
     Restart,
@@ -120,6 +122,10 @@ class Inbound:
             await self.agent.control.received_diagnostics_response(peer, command)
         elif isinstance(command, Restart):
             self.agent.spawn(self.agent.control.received_restart(peer, command))
+        elif isinstance(command, PlannerRulesRequest):
+            self.agent.spawn(self.agent.planner_rules.received_request(peer, command))
+        elif isinstance(command, PlannerRulesResponse):
+            self.agent.planner_rules.received_response(peer, command)
         elif isinstance(command, ErrorCommand):
             log.warning("%s: %s reported an error: %s", self.agent.name, peer, command.error)
 

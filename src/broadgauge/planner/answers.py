@@ -87,7 +87,9 @@ class Answer:
 
     ``accepted`` maps to ``reponseword`` YES/NO.  A YES carries ``servicetype`` and
     ``serviceinfo``; a NO may carry ``httpcode`` and ``reason``, which go out as the seed's
-    optional ``reponseinfo``.
+    optional ``reponseinfo``.  A NO given only for lack of an account may also carry
+    ``provision`` (a Broadgauge addition inside ``reponseinfo``): the OpenPortal
+    ``destination`` and ``instruction`` that would create the account.
     """
 
     accepted: bool
@@ -95,6 +97,7 @@ class Answer:
     serviceinfo: Mapping[str, Any] | None = None
     httpcode: int | None = None
     reason: str | None = None
+    provision: Mapping[str, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The wire form, with the seed's field spellings."""
@@ -105,12 +108,14 @@ class Answer:
                 "serviceinfo": dict(self.serviceinfo or {}),
             }
         body: dict[str, Any] = {WORD: "NO"}
-        if self.httpcode is not None or self.reason is not None:
+        if self.httpcode is not None or self.reason is not None or self.provision is not None:
             info: dict[str, Any] = {}
             if self.httpcode is not None:
                 info["httpcode"] = self.httpcode
             if self.reason is not None:
                 info["reason"] = self.reason
+            if self.provision is not None:
+                info["provision"] = dict(self.provision)
             body[INFO] = info
         return body
 
@@ -140,10 +145,15 @@ def answer_from_json(body: Any) -> Answer:
         if isinstance(info, Mapping):
             code = info.get("httpcode")
             reason = info.get("reason")
+            provision = info.get("provision")
+            well_formed = isinstance(provision, Mapping) and all(
+                isinstance(provision.get(k), str) for k in ("destination", "instruction")
+            )
             return Answer(
                 False,
                 httpcode=code if isinstance(code, int) else None,
                 reason=reason if isinstance(reason, str) else None,
+                provision=dict(provision) if well_formed and provision else None,
             )
         return NO
     raise AnswerError(f"{WORD} is {word!r}, not YES or NO")

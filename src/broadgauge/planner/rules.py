@@ -5,13 +5,18 @@ to give, and conditions that must all hold:
 
 * ``requires_capabilities`` - site capabilities (``[site] capabilities``), e.g. ``rucio``;
 * ``[[rules.taskinfo]]`` - conditions on the task's ``taskinfo.*`` details;
-* ``[rules.identity]`` - conditions on the caller's verified claims (groups, claims).
+* ``[rules.identity]`` - conditions on the caller's verified claims (groups, claims);
+* ``requires_account = true`` - the caller must already have an account at this site.  Only
+  the network planner (:mod:`broadgauge.planner.network`) can tell: it asks the site's
+  OpenPortal instance.  A standalone service does not know, so it skips such rules.
 
 Rules are tried in file order; the first whose task type, capabilities and taskinfo
 conditions hold *and* whose identity conditions hold decides.  A rule that matched the task
 but not the caller is remembered: if no later rule decides, the answer is the seed's
 "allowed to ask, but not to run it here" NO, with ``reponseinfo {httpcode: 403, reason}``.
 With no matching rule at all the answer is a plain NO, as the seed's examples show.
+A rule that would have answered but for a missing account is remembered too, ahead of an
+identity refusal: its NO says so, and the network planner adds where to provision the account.
 
 Nothing here does I/O, so every edge case is tested without sockets; :func:`evaluate`
 returns the answer together with an :class:`Explanation` saying which rule decided and why
@@ -39,6 +44,7 @@ _RULE_KEYS = {
     "taskinfo",
     "identity",
     "deny_reason",
+    "requires_account",
 }
 _IDENTITY_KEYS = {"authenticated", "groups_any", "groups_all", "claims"}
 
@@ -134,6 +140,7 @@ class Rule:
     taskinfo: tuple[TaskinfoCondition, ...] = ()
     identity: IdentityCondition = IdentityCondition()
     deny_reason: str = "Not authorised"
+    requires_account: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,7 +148,7 @@ class Step:
     """What happened to one rule during an evaluation."""
 
     rule: str
-    outcome: str  # "skipped", "identity-denied" or "decided"
+    outcome: str  # "skipped", "identity-denied", "account-missing" or "decided"
     detail: str
 
 
@@ -152,12 +159,15 @@ class Explanation:
     decided_by: str | None
     steps: tuple[Step, ...]
     summary: str
+    #: The answer is NO only because the caller has no account at this site.
+    account_missing: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The JSON shown by ``GET /accepts/explain`` and ``broadgauge planner check``."""
         return {
             "decided_by": self.decided_by,
             "summary": self.summary,
+            "account_missing": self.account_missing,
             "steps": [
                 {"rule": s.rule, "outcome": s.outcome, "detail": s.detail} for s in self.steps
             ],
@@ -271,6 +281,9 @@ def parse_rule(raw: Any, index: int) -> Rule:
     deny_reason = raw.get("deny_reason", "Not authorised")
     if not isinstance(deny_reason, str):
         raise RuleError(f"{where}.deny_reason must be a string")
+    requires_account = raw.get("requires_account", False)
+    if not isinstance(requires_account, bool):
+        raise RuleError(f"{where}.requires_account must be true or false")
     return Rule(
         name=name,
         tasktypes=frozenset(tasktypes),
@@ -281,6 +294,7 @@ def parse_rule(raw: Any, index: int) -> Rule:
         taskinfo=_parse_taskinfo(raw.get("taskinfo", []), where),
         identity=_parse_identity(raw.get("identity", {}), where),
         deny_reason=deny_reason,
+        requires_account=requires_account,
     )
 
 
@@ -307,10 +321,20 @@ def parse_ruleset(config: Mapping[str, Any]) -> RuleSet:
     )
 
 
-def evaluate(ruleset: RuleSet, task: Task, identity: Identity | None) -> tuple[Answer, Explanation]:
-    """Decide ``task`` for ``identity`` (None: anonymous); the answer and why."""
+def evaluate(
+    ruleset: RuleSet,
+    task: Task,
+    identity: Identity | None,
+    has_account: bool | None = None,
+) -> tuple[Answer, Explanation]:
+    """Decide ``task`` for ``identity`` (None: anonymous); the answer and why.
+
+    ``has_account`` is whether the caller has an account at this site: None when it is not
+    known (a standalone service), which skips rules with ``requires_account``.
+    """
     steps: list[Step] = []
     denied: Rule | None = None
+    no_account: Rule | None = None
     for rule in ruleset.rules:
         if task.tasktype not in rule.tasktypes:
             steps.append(Step(rule.name, "skipped", f"does not cover {task.tasktype!r}"))
@@ -324,20 +348,41 @@ def evaluate(ruleset: RuleSet, task: Task, identity: Identity | None) -> tuple[A
             steps.append(Step(rule.name, "skipped", failed))
             continue
         refused = rule.identity.check(identity, ruleset.groups_claim)
+        if refused is None and rule.requires_account and identity is None:
+            refused = "an account is required, so the caller must sign in"
         if refused:
             steps.append(Step(rule.name, "identity-denied", refused))
             denied = denied or rule
+            continue
+        if rule.requires_account and has_account is None:
+            steps.append(Step(rule.name, "skipped", "account status is not known here"))
+            continue
+        if rule.requires_account and not has_account:
+            steps.append(Step(rule.name, "account-missing", "the caller has no account here"))
+            no_account = no_account or rule
             continue
         word = "YES" if rule.answer.accepted else "NO"
         steps.append(Step(rule.name, "decided", f"answers {word}"))
         return rule.answer, Explanation(
             rule.name, tuple(steps), f"rule {rule.name!r} answered {word}"
         )
+    if no_account is not None:
+        answer = Answer(False, httpcode=403, reason="You have no account at this site yet")
+        summary = f"rule {no_account.name!r} would accept the task, but the caller has no account"
+        return answer, Explanation(no_account.name, tuple(steps), summary, account_missing=True)
     if denied is not None:
         answer = Answer(False, httpcode=403, reason=denied.deny_reason)
         summary = f"rule {denied.name!r} covers the task but not this caller: NO (403)"
         return answer, Explanation(denied.name, tuple(steps), summary)
     return NO, Explanation(None, tuple(steps), f"no rule accepts {task.tasktype!r}: NO")
+
+
+def needs_account(ruleset: RuleSet, task: Task, identity: Identity | None) -> bool:
+    """Whether the answer for this caller turns on an account: the rule that would decide,
+    were the account there, requires one."""
+    _, why = evaluate(ruleset, task, identity, has_account=True)
+    rule = next((r for r in ruleset.rules if r.name == why.decided_by), None)
+    return rule is not None and rule.requires_account and why.steps[-1].outcome == "decided"
 
 
 def check_may_ask(
@@ -360,6 +405,7 @@ __all__: Sequence[str] = (
     "TaskinfoCondition",
     "check_may_ask",
     "evaluate",
+    "needs_account",
     "parse_identity_condition",
     "parse_rule",
     "parse_ruleset",

@@ -341,6 +341,8 @@ def test_malformed_payloads_raise_protocol_error_naming_the_problem(
 
 
 TAGS = [
+    "PlannerRulesRequest",
+    "PlannerRulesResponse",
     "Put",
     "Update",
     "Delete",

@@ -263,22 +263,29 @@ class PlannerRulesRequest:
     Not a templemeads variant: a Rust peer logs it as unreadable and ignores it, and the
     sweep lists that peer as silent (see :mod:`broadgauge.jobs.rules_sweep`).
     ``budget_ms`` is how long the asker will wait, so each level can give its own
-    children less.
+    children less; ``request_id`` comes back in the response, so a late answer is never
+    taken for the answer to a newer request.
     """
 
     TAG: ClassVar[str] = "PlannerRulesRequest"
     visited: tuple[str, ...] = ()
     budget_ms: int = 2000
+    request_id: str = ""
 
     def body(self) -> dict[str, Any]:
         """The JSON value under the tag."""
-        return {"visited": list(self.visited), "budget_ms": self.budget_ms}
+        return {
+            "visited": list(self.visited),
+            "budget_ms": self.budget_ms,
+            "request_id": self.request_id,
+        }
 
     @classmethod
     def from_body(cls, r: _json.Reader) -> PlannerRulesRequest:
         """Decode the value under the tag."""
         budget = r.integer("budget_ms", 0, 600_000, "u32") if r.has("budget_ms") else 2000
-        return cls(tuple(r.text_list("visited", default_empty=True)), budget)
+        visited = tuple(r.text_list("visited", default_empty=True))
+        return cls(visited, budget, r.text("request_id", default=""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,12 +299,14 @@ class PlannerRulesResponse:
     TAG: ClassVar[str] = "PlannerRulesResponse"
     published: tuple[PublishedRules, ...] = ()
     silent: tuple[str, ...] = ()
+    request_id: str = ""
 
     def body(self) -> dict[str, Any]:
         """The JSON value under the tag."""
         return {
             "published": [p.to_json_value() for p in self.published],
             "silent": list(self.silent),
+            "request_id": self.request_id,
         }
 
     @classmethod
@@ -308,7 +317,8 @@ class PlannerRulesResponse:
             PublishedRules.from_json_value(item, f"{r.sub('published')}[{i}]")
             for i, item in enumerate(items)
         )
-        return cls(published, tuple(r.text_list("silent", default_empty=True)))
+        silent = tuple(r.text_list("silent", default_empty=True))
+        return cls(published, silent, r.text("request_id", default=""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,8 +396,8 @@ _BODY_FIELDS: Final[dict[str, frozenset[str]]] = {
     "DiagnosticsRequest": frozenset({"destination"}),
     "DiagnosticsResponse": frozenset({"report"}),
     "Notify": frozenset({"notification"}),
-    "PlannerRulesRequest": frozenset({"visited", "budget_ms"}),
-    "PlannerRulesResponse": frozenset({"published", "silent"}),
+    "PlannerRulesRequest": frozenset({"visited", "budget_ms", "request_id"}),
+    "PlannerRulesResponse": frozenset({"published", "silent", "request_id"}),
 }
 
 

@@ -14,7 +14,6 @@ module only checks its shape and size.  Nothing here does I/O.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -46,7 +45,12 @@ def check_document(document: object, where: str = "document") -> dict[str, Any]:
     unknown = set(document) - DOCUMENT_TABLES
     if unknown:
         raise ProtocolError(f"{where}: unknown tables {sorted(unknown)[:5]}")
-    size = len(json.dumps(document, separators=(",", ":"), default=str))
+    try:
+        # Measured as it will travel: the wire encoder refuses what JSON cannot carry
+        # (TOML dates and times, NaN), so such a document fails here, not in every answer.
+        size = len(_json.dumps(document).encode("utf-8", "surrogatepass"))
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"{where}: not JSON-encodable: {exc}") from None
     if size > MAX_DOCUMENT_BYTES:
         raise ProtocolError(f"{where}: {size} bytes is over the {MAX_DOCUMENT_BYTES} limit")
     return document

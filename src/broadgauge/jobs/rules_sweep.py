@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +69,7 @@ class RulesSweep:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self.document: dict[str, Any] | None = None
-        self._waiters: dict[PeerId, deque[asyncio.Future[PlannerRulesResponse]]] = {}
+        self._waiters: dict[tuple[PeerId, str], asyncio.Future[PlannerRulesResponse]] = {}
 
     def publish(self, document: Mapping[str, Any] | None) -> None:
         """Publish ``document`` (``[site]`` and ``[[rules]]``) from now on; None withdraws it.
@@ -105,11 +105,18 @@ class RulesSweep:
             info = agent.peer_info(peer)
             if peer == exclude or peer.name in visited:
                 continue
-            if not is_below(agent.agent_type, info.link, info.agent_type):
-                continue
-            if peer in connected:
-                asks.append(peer)
-            else:
+            if is_below(agent.agent_type, info.link, info.agent_type):
+                if peer in connected:
+                    asks.append(peer)
+                else:
+                    silent.append(peer.name)
+            elif (
+                info.agent_type is None
+                and info.link is Link.DOWN
+                and peer not in connected
+                and self._may_have_below()
+            ):
+                # Not seen since we started, so its type is unknown: it could be a child.
                 silent.append(peer.name)
         child_budget = max(_MIN_CHILD_BUDGET, budget * _CHILD_SHARE - 0.02)
         answers = await asyncio.gather(
@@ -137,14 +144,18 @@ class RulesSweep:
             silent = [f"{me}.{s}" for s in silent]
         return SweepResult(tuple(published), tuple(silent), tuple(refused))
 
+    def _may_have_below(self) -> bool:
+        kind = self.agent.agent_type
+        return not kind.is_leaf and kind is not AgentType.INSTANCE
+
     async def _ask(
         self, peer: PeerId, visited: tuple[str, ...], child_budget: float, budget: float
     ) -> PlannerRulesResponse | None:
         future: asyncio.Future[PlannerRulesResponse] = asyncio.get_running_loop().create_future()
-        waiting = self._waiters.setdefault(peer, deque())
-        waiting.append(future)
+        request_id = uuid.uuid4().hex
+        self._waiters[(peer, request_id)] = future
         try:
-            request = PlannerRulesRequest(visited, int(child_budget * 1000))
+            request = PlannerRulesRequest(visited, int(child_budget * 1000), request_id)
             await self.agent.send_control(peer, request)
             async with asyncio.timeout(budget * _CHILD_SHARE):
                 return await future
@@ -152,8 +163,7 @@ class RulesSweep:
             log.info("%s: %s did not publish planner rules in time", self.agent.name, peer)
             return None
         finally:
-            if future in waiting:
-                waiting.remove(future)
+            self._waiters.pop((peer, request_id), None)
 
     async def received_request(self, peer: PeerId, request: PlannerRulesRequest) -> None:
         """Answer a neighbour above us with what is published here and below."""
@@ -168,7 +178,7 @@ class RulesSweep:
             agent.audit_operation(f"planner rules request from {peer}", "refused: not above")
             return
         result = await self.collect(request.budget_ms / 1000, request.visited, exclude=peer)
-        response = PlannerRulesResponse(result.published, result.silent)
+        response = PlannerRulesResponse(result.published, result.silent, request.request_id)
         await agent.send_control(peer, response)
         agent.audit_operation(
             f"planner rules for {peer}: {len(result.published)} published, "
@@ -176,11 +186,9 @@ class RulesSweep:
         )
 
     def received_response(self, peer: PeerId, response: PlannerRulesResponse) -> None:
-        """Hand an answer to the sweep waiting for it; drop one nobody asked for."""
-        waiting = self._waiters.get(peer)
-        while waiting:
-            waiter = waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(response)
-                return
-        log.info("%s: unsolicited planner rules from %s dropped", self.agent.name, peer)
+        """Hand an answer to the sweep waiting for it; drop a late or unsolicited one."""
+        waiter = self._waiters.pop((peer, response.request_id), None)
+        if waiter is None or waiter.done():
+            log.info("%s: late or unsolicited planner rules from %s dropped", self.agent.name, peer)
+            return
+        waiter.set_result(response)

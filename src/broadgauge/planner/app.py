@@ -22,6 +22,8 @@ from urllib.parse import parse_qsl, urlencode
 
 import httpx
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -33,6 +35,7 @@ from broadgauge.planner.openapi import document
 from broadgauge.planner.rules import Identity, check_may_ask, evaluate
 
 STATE_COOKIE = "bg_planner_login"
+MAX_FORM_FIELDS = 200
 TOKEN_COOKIE = "bg_planner_token"
 
 
@@ -63,12 +66,21 @@ async def read_task(request: Request) -> Task:
                 raise TaskError("the JSON body must be an object")
             return task_from_pairs(body.items())
         if ctype == "application/x-www-form-urlencoded":
-            # Parsed here rather than by Starlette, which would need python-multipart.
+            # Parsed directly: the fast path for the seed's form posts.
             try:
                 text = (await request.body()).decode()
             except UnicodeDecodeError as exc:
                 raise TaskError("the form body is not UTF-8") from exc
             return task_from_pairs(parse_qsl(text, keep_blank_values=True))
+        if ctype == "multipart/form-data":
+            # Browsers' file-upload forms; python-multipart parses them for Starlette.  Only
+            # text fields describe a task, and the limits bound what a caller can make us hold.
+            try:
+                async with request.form(max_files=0, max_fields=MAX_FORM_FIELDS) as form:
+                    fields = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+            except (HTTPException, MultiPartException, ValueError) as exc:
+                raise TaskError(f"the multipart body cannot be read: {exc}") from exc
+            return task_from_pairs(fields)
         # Clients like curl -d without a content type still send query parameters.
         return task_from_pairs(request.query_params.multi_items())
     except TaskError as exc:

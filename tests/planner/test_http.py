@@ -77,6 +77,33 @@ async def test_taskinfo_by_query_form_and_nested_json(
     assert (await binder.post("/accepts", json=nested)).json() == {"reponseword": "NO"}
 
 
+async def test_multipart_form_bodies_are_read_like_urlencoded_ones(
+    services: dict[str, httpx.AsyncClient],
+) -> None:
+    binder = services["binderhub"]
+    boundary = "bgboundary"
+    fields = {"tasktype": "binder-notebook", "taskinfo.dependencies": "environment.yml"}
+    body = (
+        "".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+            for k, v in fields.items()
+        )
+        + f"--{boundary}--\r\n"
+    )
+    headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    response = await binder.post("/accepts", content=body.encode(), headers=headers)
+    assert response.status_code == 200
+    assert response.json()["servicetype"] == "binder-hub"
+    # A file part is refused with a clear 400 (tasks are described by text fields only),
+    # and so is a body that is not multipart at all; the service keeps serving.
+    with_file = await binder.post("/accepts", data=fields, files={"f": ("a.txt", b"x")})
+    assert with_file.status_code == 400
+    assert "files" in with_file.json()["reason"].lower()
+    garbage = await binder.post("/accepts", content=b"garbage", headers=headers)
+    assert garbage.status_code == 400 and garbage.json()["error"] == "bad_request"
+    assert (await binder.get("/accepts", params=fields)).json()["reponseword"] == "YES"
+
+
 async def test_explain_names_the_deciding_rule(services: dict[str, httpx.AsyncClient]) -> None:
     response = await services["esap"].get("/accepts/explain", params={"tasktype": "esap-notebook"})
     body = response.json()
@@ -173,6 +200,26 @@ def test_cli_check_explains_and_sets_the_exit_status(capsys: pytest.CaptureFixtu
     assert main(["planner", "check", "--config", config, "binder-notebook", "dependencies=x"]) == 3
     assert '"decided_by": null' in capsys.readouterr().out
     assert main(["planner", "check", "--config", config, "t", "novalue"]) == 2
+
+
+def test_cli_check_takes_the_account_status_for_rules_that_require_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "site.toml"
+    config.write_text(
+        '[[rules]]\nname = "members"\ntasktypes = ["jupyter-notebook"]\n'
+        'servicetype = "jupyter-hub"\nserviceinfo = { endpoint = "https://hub.test/" }\n'
+        "requires_account = true\n"
+    )
+    base = ["planner", "check", "--config", str(config), "jupyter-notebook"]
+    claims = ["--claims", '{"sub": "alice"}']
+    assert main([*base, *claims, "--account", "yes"]) == 0
+    capsys.readouterr()
+    assert main([*base, *claims, "--account", "no"]) == 3
+    assert '"account_missing": true' in capsys.readouterr().out
+    # Unknown, as for a standalone service: the rule is skipped, not guessed.
+    assert main([*base, *claims]) == 3
+    assert "account status is not known here" in capsys.readouterr().out
 
 
 def test_cli_reports_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,8 +1,8 @@
 """``broadgauge planner serve|check|aggregate``: run and inspect Execution Planner services.
 
 * ``serve --config FILE [--host H] [--port P]`` - one service's ``/accepts`` over HTTP;
-* ``check --config FILE TASKTYPE [KEY=VALUE ...] [--claims JSON]`` - evaluate the rules
-  offline and print which rule decided (exit 0 for YES, 3 for NO);
+* ``check --config FILE TASKTYPE [KEY=VALUE ...] [--claims JSON] [--account yes|no]`` -
+  evaluate the rules offline and print which rule decided (exit 0 for YES, 3 for NO);
 * ``aggregate --config FILE [--host H] [--port P]`` - ``/accepts`` over many services.
 """
 
@@ -33,6 +33,12 @@ def add_planner_commands(commands: Any) -> None:
     check.add_argument("taskinfo", nargs="*", metavar="KEY=VALUE", help="taskinfo details")
     check.add_argument(
         "--claims", help='the caller\'s claims as JSON, e.g. \'{"sub": "a", "groups": ["x"]}\''
+    )
+    check.add_argument(
+        "--account",
+        choices=("yes", "no"),
+        help="whether the caller has an account here (for rules with requires_account; "
+        "unset, such rules are skipped as a standalone service does)",
     )
 
 
@@ -88,6 +94,7 @@ def _check(args: argparse.Namespace) -> int:
             print("broadgauge: --claims must be a JSON object", file=sys.stderr)
             return 2
         identity = Identity(subject=str(claims.get("sub", "")), claims=claims)
-    answer, why = evaluate(config.ruleset, task, identity)
+    has_account = None if args.account is None else args.account == "yes"
+    answer, why = evaluate(config.ruleset, task, identity, has_account)
     print(json.dumps({"answer": answer.to_json(), "explain": why.to_json()}, indent=2))
     return 0 if answer.accepted else 3

@@ -14,12 +14,18 @@
    one service is asked the same way.  Rows: cold (services send ``no-cache``, so every
    request fans out to all N) and warm (services send ``max-age=60``, so the aggregator
    answers from its cache).
+3. Network planner over the demo network (8 agents in this process, the instance publishing
+   a rule that needs an account): latency of one answer through the planner's Python API,
+   (a) sweeping the hierarchy every time, (b) with the sweep cached, (c) cached sweep plus
+   an ``is_existing_user`` job to the instance (account facts not cached).  Everything runs
+   on one event loop, as the agents share this process.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import socket
 import statistics
@@ -216,12 +222,55 @@ def aggregator_latency(sizes: list[int], samples: dict[int, int]) -> None:
                     process.wait()
 
 
+def network_latency(samples: int) -> None:
+    from broadgauge.demo import start_network
+    from broadgauge.planner.answers import Task
+    from broadgauge.planner.rules import Identity
+
+    async def run() -> list[tuple[str, list[float]]]:
+        with tempfile.TemporaryDirectory() as tmp:
+            network = await start_network(Path(tmp))
+            try:
+                await network.submit("add_project physics.portal")
+                await network.submit("add_user alice.physics.portal")
+                planner = network.planner.planner
+                alice = Identity("alice", {"openportal_users": ["alice.physics.portal"]})
+                task = Task("jupyter-notebook")
+                rows = []
+                for label, refresh, account_ttl, who in (
+                    ("sweep every time, anonymous", 0.0, 60.0, None),
+                    ("cached sweep, anonymous", 3600.0, 60.0, None),
+                    ("cached sweep + account job", 3600.0, 0.0, alice),
+                ):
+                    planner.settings = dataclasses.replace(
+                        planner.settings, refresh=refresh, account_ttl=account_ttl
+                    )
+                    planner.forget()
+                    await planner.answer(task, who)  # warm up
+                    times = []
+                    for _ in range(samples):
+                        started = time.perf_counter()
+                        body = await planner.answer(task, who)
+                        times.append(time.perf_counter() - started)
+                        assert not body["failures"], body
+                    rows.append((label, times))
+                return rows
+            finally:
+                await network.stop()
+
+    print(f"\n3. network planner over the demo network (in process, {samples} answers, ms)")
+    print(f"   {'case':<34}{'p50':>9}{'p99':>9}")
+    for label, times in asyncio.run(run()):
+        print(f"   {label:<34}{pct(times, 0.5):>9.2f}{pct(times, 0.99):>9.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--network-samples", type=int, default=200)
     parser.add_argument("--fleet-server", nargs=2, metavar=("PORT", "CONFIG"))
     args = parser.parse_args()
     if args.fleet_server:
@@ -230,6 +279,7 @@ def main() -> None:
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     throughput(args.seconds, args.concurrency, args.repeat)
     aggregator_latency(args.sizes, {size: 100 if size <= 100 else 30 for size in args.sizes})
+    network_latency(args.network_samples)
 
 
 if __name__ == "__main__":

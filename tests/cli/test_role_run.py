@@ -13,6 +13,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from broadgauge.cli import main
@@ -25,6 +26,7 @@ from broadgauge.wire import ServerEntry, ServiceConfig
 
 from .processes import Broadgauge, free_port
 
+ROOT = Path(__file__).resolve().parents[2]
 REGISTERED = "portal: provider@default registered as Provider"
 REFUSED = "no-matching-key"
 
@@ -162,3 +164,54 @@ async def test_serve_runs_your_own_handlers_and_keeps_boards(tmp_path: Path) -> 
     finally:
         store.close()
     assert (kept.id, kept.result_type) == (job.id, "UserMapping")
+
+
+def test_bridge_serves_the_network_planner_over_what_the_provider_publishes(
+    site: Path, agents: Agents
+) -> None:
+    # The provider publishes the JupyterHub sample's rules; the bridge serves the network
+    # planner from its planner-config; both are set with `extra` and started with `run`.
+    rules = ROOT / "examples" / "planner" / "jupyterhub.toml"
+    assert main(["provider", "extra", "-k", "planner-rules", "-v", str(rules)]) == 0
+    planner_port = free_port()
+    planner_config = site / "network-planner.toml"
+    planner_config.write_text(f"[network]\nport = {planner_port}\nrefresh = 0\n")
+    assert main(["bridge", "init", "-p", str(free_port())]) == 0
+    assert main(["bridge", "extra", "-k", "planner-config", "-v", str(planner_config)]) == 0
+    assert main(["portal", "client", "--add", "bridge", "--ip", "127.0.0.1"]) == 0
+    assert main(["bridge", "server", "--add", "invite_bridge_default.toml"]) == 0
+    portal = agents.run("portal")
+    bridge = agents.run("bridge")
+    bridge.wait_for(f"network planner 'planner' at http://127.0.0.1:{planner_port}/accepts")
+    bridge.wait_for("bridge: portal@default registered as Portal")
+    url = f"http://127.0.0.1:{planner_port}/accepts"
+    # Before the provider runs, its branch is silent and the answer is a plain NO.
+    before = httpx.get(url, params={"tasktype": "jupyter-notebook"}, timeout=30).json()
+    assert before["reponseword"] == "NO"
+    assert before["failures"] == [
+        {"destination": "portal.provider", "status": "silent", "detail": "did not answer the sweep"}
+    ]
+    provider = agents.run("provider")
+    portal.wait_for(REGISTERED)
+    body = httpx.get(url, params={"tasktype": "jupyter-notebook"}, timeout=30).json()
+    assert body["reponseword"] == "YES"
+    assert body["answers"] == [
+        {
+            "destination": "portal.provider",
+            "reponseword": "YES",
+            "servicetype": "jupyter-hub",
+            "serviceinfo": {"endpoint": "http://jupyter.example.org/"},
+        }
+    ]
+    assert body["failures"] == []
+    for process in (provider, bridge, portal):
+        assert process.terminate() == 0, process.output
+
+
+def test_an_agent_with_unparseable_planner_rules_does_not_start(site: Path) -> None:
+    bad = site / "bad-rules.toml"
+    bad.write_text('[[rules]]\nname = "no task types"\n')
+    assert main(["provider", "extra", "-k", "planner-rules", "-v", str(bad)]) == 0
+    provider = Broadgauge("provider", "run", env=os.environ, cwd=site)
+    assert provider.finish() != 0
+    assert "planner-rules" in provider.output and "no task types" in provider.output

@@ -112,11 +112,12 @@ class RulesSweep:
                     silent.append(peer.name)
             elif (
                 info.agent_type is None
-                and info.link is Link.DOWN
+                and (info.link is Link.DOWN or agent.agent_type is AgentType.BRIDGE)
                 and peer not in connected
                 and self._may_have_below()
             ):
-                # Not seen since we started, so its type is unknown: it could be a child.
+                # Not seen since we started, so its type is unknown: it could be a child
+                # (for a bridge, its portal, which it dials).
                 silent.append(peer.name)
         child_budget = max(_MIN_CHILD_BUDGET, budget * _CHILD_SHARE - 0.02)
         answers = await asyncio.gather(

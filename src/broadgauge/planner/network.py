@@ -464,6 +464,7 @@ class NetworkPlannerServer:
     async def start(self) -> None:
         """Bind and serve (``port = 0`` picks a free port)."""
         await self._server.start()
+        log.info("network planner %r at %saccepts", self.config.service.name, self.url)
 
     async def stop(self) -> None:
         """Stop serving (idempotent)."""

@@ -69,8 +69,13 @@ async def serve(
         loop.add_signal_handler(signum, stop.set)
     try:
         agent = Agent(config, data_dir=data_dir)
-        role = assemble(agent, data_dir, bridge=attach_bridge, planner=attach_network_planner)
-        check_published_rules(agent)
+        try:
+            role = assemble(agent, data_dir, bridge=attach_bridge, planner=attach_network_planner)
+            check_published_rules(agent)
+        except BaseException:
+            # Refused before starting: still close what the agent opened (store, audit log).
+            await agent.stop()
+            raise
         status = 0
         try:
             if setup is not None:

@@ -220,9 +220,11 @@ class Planner:
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
 
-def openapi_route(title: str, *, with_explain: bool) -> Callable[[Request], Any]:
+def openapi_route(
+    title: str, *, with_explain: bool, network: bool = False
+) -> Callable[[Request], Any]:
     """A handler serving the OpenAPI document."""
-    doc = document(title, with_explain=with_explain)
+    doc = document(title, with_explain=with_explain, network=network)
 
     async def handler(request: Request) -> Response:
         return JSONResponse(doc)

@@ -60,6 +60,9 @@ from broadgauge.wire import ConfigError
 
 log = logging.getLogger("broadgauge.planner.network")
 
+#: Account facts kept at most (oldest dropped first), so many callers cannot grow it forever.
+MAX_ACCOUNT_ENTRIES = 100_000
+
 
 class AccountCheckError(Exception):
     """The site could not say whether the account exists (the message says why)."""
@@ -257,6 +260,9 @@ class NetworkPlanner:
                 f"no answer within {self.settings.account_timeout}s to is_existing_user {user}"
             ) from None
         ttl = self.settings.account_ttl if exists else self.settings.missing_account_ttl
+        if len(self._accounts) >= MAX_ACCOUNT_ENTRIES:
+            # Oldest insertion first: a dict keeps insertion order.
+            self._accounts.pop(next(iter(self._accounts)))
         self._accounts[key] = (self.clock() + ttl, exists)
         return exists
 
@@ -271,7 +277,9 @@ class NetworkPlanner:
         users = user_identities(identity, self.settings.user_claim, offering.portal)
         wanted = task.taskinfo.get("project")
         if wanted:
-            users = [u for u in users if u.project == wanted] or users
+            # The short name (physics) or OpenPortal's full one (physics.portal).
+            chosen = [u for u in users if wanted in (u.project, str(u.project_identifier))]
+            users = chosen or users
         if not users:
             answer, why = evaluate(ruleset, task, identity, has_account=False)
             reason = (
@@ -433,7 +441,9 @@ def create_network_app(
             Route(
                 "/openapi.json",
                 openapi_route(
-                    f"Broadgauge network planner: {config.service.name}", with_explain=True
+                    f"Broadgauge network planner: {config.service.name}",
+                    with_explain=True,
+                    network=True,
                 ),
                 methods=["GET"],
             ),

@@ -59,9 +59,20 @@ _ANSWER = {
                     "properties": {
                         "httpcode": {"type": "integer"},
                         "reason": {"type": "string"},
+                        "provision": {
+                            "type": "object",
+                            "description": "Broadgauge: the OpenPortal destination and "
+                            "instruction that would create the caller's missing account.",
+                            "required": ["destination", "instruction"],
+                            "properties": {
+                                "destination": {"type": "string"},
+                                "instruction": {"type": "string"},
+                            },
+                        },
                     },
                 },
                 "answers": {"type": "array", "items": {"type": "object"}},
+                "provisionable": {"type": "array", "items": {"type": "object"}},
                 "failures": {"type": "array", "items": {"type": "object"}},
             },
         },
@@ -87,6 +98,13 @@ _TASK_BODY = {
 }
 
 
+_FORM = {
+    "type": "object",
+    "required": ["tasktype"],
+    "properties": {"tasktype": {"type": "string", "minLength": 1}},
+}
+
+
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -101,13 +119,28 @@ def _responses(answer_schema: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def document(title: str, *, with_explain: bool = True) -> dict[str, Any]:
-    """The OpenAPI document served at ``/openapi.json`` (the aggregator has no explain)."""
-    explain = {
+def document(title: str, *, with_explain: bool = True, network: bool = False) -> dict[str, Any]:
+    """The OpenAPI document served at ``/openapi.json`` (the aggregator has no explain).
+
+    ``network``: the network planner's explain, which gives a verdict per destination.
+    """
+    explain: dict[str, Any] = {
         "type": "object",
         "required": ["answer", "explain"],
         "properties": {"answer": _ANSWER, "explain": {"type": "object"}},
     }
+    if network:
+        explain = {
+            "type": "object",
+            "required": ["answer", "destinations"],
+            "properties": {
+                "answer": _ANSWER,
+                # Untyped: OpenAPI 3.0 spells "string or null" with nullable, which plain JSON
+                # Schema validators do not read.
+                "identity": {"description": "The caller's subject, or null when anonymous."},
+                "destinations": {"type": "array", "items": {"type": "object"}},
+            },
+        }
     accepts = {
         "get": {
             "summary": "May this task run here? (the seed's GET form)",
@@ -122,13 +155,8 @@ def document(title: str, *, with_explain: bool = True) -> dict[str, Any]:
                 "required": True,
                 "content": {
                     "application/json": {"schema": _TASK_BODY},
-                    "application/x-www-form-urlencoded": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["tasktype"],
-                            "properties": {"tasktype": {"type": "string", "minLength": 1}},
-                        }
-                    },
+                    "application/x-www-form-urlencoded": {"schema": _FORM},
+                    "multipart/form-data": {"schema": _FORM},
                 },
             },
             "responses": _responses(_ANSWER),

@@ -732,6 +732,23 @@ async def test_freeipa_requests_follow_openportal(ipa: FreeIpaHarness) -> None:
     await directory.close()
 
 
+async def test_freeipa_retries_a_dropped_read_once_but_never_a_write(
+    ipa: FreeIpaHarness,
+) -> None:
+    directory = ipa.make()
+    await directory.add_user(ALICE)
+    ipa.standin.drop_next.add("user_show")
+    assert await directory.is_existing_user(ALICE)  # the read is asked again, and answered
+    assert "user_show" not in ipa.standin.drop_next
+    ipa.standin.drop_next.add("user_mod")
+    with pytest.raises(AccountError, match="no server could be reached"):
+        await directory.update_homedir(ALICE, "/data/alice.proj")
+    # The write was not repeated behind the caller's back: it reached the server once.
+    assert [c["method"] for c in ipa.standin.calls].count("user_mod") == 0
+    await directory.update_homedir(ALICE, "/data/alice.proj")  # and works when asked again
+    await directory.close()
+
+
 async def test_freeipa_logs_in_again_once_after_a_401(ipa: FreeIpaHarness) -> None:
     directory = ipa.make()
     await directory.add_user(ALICE)

@@ -31,11 +31,19 @@ from __future__ import annotations
 
 import json
 import secrets
+import socket
 import threading
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
+
+
+class _Server(ThreadingHTTPServer):
+    # The stdlib's listen backlog is 5; the concurrency tests open 20 connections at once,
+    # and httpd's backlog is 511.
+    request_queue_size = 128
+
 
 PRINCIPAL = "admin@EXAMPLE.TEST"
 SERVER_VERSION = "4.11.1"
@@ -66,6 +74,9 @@ class FreeIpaStandIn:
         self.calls: list[dict[str, Any]] = []
         self.logins = 0
         self.unauthorised = 0
+        #: Methods whose next call is answered by closing the connection, unanswered and
+        #: not carried out (a keep-alive connection the server dropped as it was reused).
+        self.drop_next: set[str] = set()
         self.lock = threading.Lock()
         self._next_id = first_id
         self.groups[DEFAULT_GROUP] = {
@@ -87,7 +98,7 @@ class FreeIpaStandIn:
             pass
 
         Handler.standin = standin
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -444,6 +455,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         request = json.loads(body)
         method, (args, options) = request["method"], request["params"]
+        with standin.lock:
+            dropped = method in standin.drop_next
+            standin.drop_next.discard(method)
+        if dropped:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         with standin.lock:
             standin.calls.append({"method": method, "args": args, "options": options})
         result, error = None, None

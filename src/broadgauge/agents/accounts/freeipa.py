@@ -224,7 +224,11 @@ class FreeIpaDirectory:
         payload = {"method": method, "params": [list(args), options], "id": request_id}
         start = next(self._turn)
         failure: Exception | None = None
-        for offset in range(len(self._servers)):
+        # A read may be tried once more than there are servers: a pooled keep-alive
+        # connection the server closed as we reused it fails without the call being seen.
+        # Writes are not repeated blindly; they fail over to the next server only.
+        read_only = method.endswith(("_show", "_find"))
+        for offset in range(len(self._servers) + (1 if read_only else 0)):
             server = self._servers[(start + offset) % len(self._servers)]
             try:
                 response = await self._post(server, method, payload)

@@ -89,6 +89,43 @@ def fleet_server(port: int, config: Path) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
+def stub_server(port: int) -> None:
+    """Child mode: a canned YES for every request, on raw asyncio (keep-alive, no framework).
+
+    Services this cheap leave the aggregator's own cost to be measured: with real planner
+    apps, 1,000 answers cost the two fleet processes more CPU than the machine has.
+    """
+    body = b'{"reponseword":"YES","servicetype":"x","serviceinfo":{"endpoint":"e"}}'
+    reply = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: no-cache\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(reply)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(serve, "127.0.0.1", port, backlog=4096)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def start_stub() -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_port()
+    process = subprocess.Popen([PY, __file__, "--stub-server", str(port)], env=ENV)
+    url = f"http://127.0.0.1:{port}/"
+    wait_up(f"{url}bare", process)
+    return url, process
+
+
 def start_fleet(config: Path) -> tuple[str, subprocess.Popen[bytes]]:
     port = free_port()
     command = [PY, __file__, "--fleet-server", str(port), str(config)]
@@ -171,6 +208,36 @@ def throughput(seconds: float, concurrency: int, repeat: int) -> None:
         print(f"   {name:<22}{rate:>10.0f}{rate / bare:>10.2f}")
 
 
+def run_aggregator(tmp: Path, bases: list[str], cache: str, samples: int) -> tuple[float, float]:
+    """p50 and p99 (ms) of ``broadgauge planner aggregate`` over services at ``bases``."""
+    params = {"tasktype": "esap-notebook"}
+    size = len(bases)
+    agg = tmp / f"agg-{cache}-{size}-{bases[0].split(':')[-1].strip('/')}.toml"
+    lines = [
+        "[aggregator]",
+        "timeout = 10.0",
+        "deadline = 20.0",
+        f"negative_ttl = {0 if cache == 'cold' else 10}",
+        "max_concurrency = 200",
+    ]
+    for i, base in enumerate(bases):
+        lines += ["[[services]]", f'name = "s{i}"', f'url = "{base}s/{i}/"']
+    agg.write_text("\n".join(lines) + "\n")
+    port = free_port()
+    command = [PY, "-m", "broadgauge", "planner", "aggregate", "--config"]
+    command += [str(agg), "--port", str(port)]
+    process = subprocess.Popen(command, env=ENV)
+    try:
+        wait_up(f"http://127.0.0.1:{port}/openapi.json", process)
+        got = latencies(f"http://127.0.0.1:{port}/accepts", params, samples)
+        body = httpx.get(f"http://127.0.0.1:{port}/accepts", params=params).json()
+        assert len(body["answers"]) == size and not body["failures"], body
+    finally:
+        process.terminate()
+        process.wait()
+    return pct(got, 0.5), pct(got, 0.99)
+
+
 def aggregator_latency(sizes: list[int], samples: dict[int, int]) -> None:
     print("\n2. aggregator latency (sequential requests, httpx client, ms)")
     print(f"   {'target':<34}{'p50':>9}{'p99':>9}{'x one':>8}")
@@ -189,37 +256,27 @@ def aggregator_latency(sizes: list[int], samples: dict[int, int]) -> None:
                     f"   {'one service (' + cache + ')':<34}{one_p50:>9.2f}{pct(one, 0.99):>9.2f}"
                 )
                 for size in sizes:
-                    agg = Path(tmp) / f"agg-{cache}-{size}.toml"
-                    lines = [
-                        "[aggregator]",
-                        "timeout = 10.0",
-                        "deadline = 20.0",
-                        f"negative_ttl = {0 if cache == 'cold' else 10}",
-                        "max_concurrency = 200",
-                    ]
-                    for i in range(size):
-                        base = fleets[i % 2][0]
-                        lines += ["[[services]]", f'name = "s{i}"', f'url = "{base}s/{i}/"']
-                    agg.write_text("\n".join(lines) + "\n")
-                    port = free_port()
-                    command = [PY, "-m", "broadgauge", "planner", "aggregate", "--config"]
-                    command += [str(agg), "--port", str(port)]
-                    process = subprocess.Popen(command, env=ENV)
-                    try:
-                        wait_up(f"http://127.0.0.1:{port}/openapi.json", process)
-                        got = latencies(f"http://127.0.0.1:{port}/accepts", params, samples[size])
-                        body = httpx.get(f"http://127.0.0.1:{port}/accepts", params=params).json()
-                        assert len(body["answers"]) == size and not body["failures"], body
-                    finally:
-                        process.terminate()
-                        process.wait()
-                    p50 = pct(got, 0.5)
+                    bases = [fleets[i % 2][0] for i in range(size)]
+                    p50, p99 = run_aggregator(Path(tmp), bases, cache, samples[size])
                     label = f"aggregator, {size} services ({cache})"
-                    print(f"   {label:<34}{p50:>9.2f}{pct(got, 0.99):>9.2f}{p50 / one_p50:>8.1f}")
+                    print(f"   {label:<34}{p50:>9.2f}{p99:>9.2f}{p50 / one_p50:>8.1f}")
             finally:
                 for _, process in fleets:
                     process.terminate()
                     process.wait()
+        # The same fan-out over services that cost (almost) nothing: the aggregator's share.
+        stub, process = start_stub()
+        try:
+            one = latencies(f"{stub}s/0/accepts", {"tasktype": "esap-notebook"}, 300)
+            one_p50 = pct(one, 0.5)
+            print(f"   {'one stub service (cold)':<34}{one_p50:>9.2f}{pct(one, 0.99):>9.2f}")
+            for size in sizes:
+                p50, p99 = run_aggregator(Path(tmp), [stub] * size, "cold", samples[size])
+                label = f"aggregator, {size} stubs (cold)"
+                print(f"   {label:<34}{p50:>9.2f}{p99:>9.2f}{p50 / one_p50:>8.1f}")
+        finally:
+            process.terminate()
+            process.wait()
 
 
 def network_latency(samples: int) -> None:
@@ -272,7 +329,11 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--network-samples", type=int, default=200)
     parser.add_argument("--fleet-server", nargs=2, metavar=("PORT", "CONFIG"))
+    parser.add_argument("--stub-server", type=int, metavar="PORT")
     args = parser.parse_args()
+    if args.stub_server:
+        stub_server(args.stub_server)
+        return
     if args.fleet_server:
         fleet_server(int(args.fleet_server[0]), Path(args.fleet_server[1]))
         return

@@ -186,13 +186,16 @@ async def test_bad_tokens_get_401_invalid_token(oidc_provider: OidcProvider) -> 
 async def test_expired_token_is_refused() -> None:
     if missing():
         skip_or_fail(str(missing()))
-    with run_provider(max_age=timedelta(seconds=1)) as provider:
+    # Long enough that the first use (with JWKS discovery) is in time on a loaded machine.
+    lifetime = 3.0
+    with run_provider(max_age=timedelta(seconds=lifetime)) as provider:
         token = provider.token("alice", AUDIENCE, {"groups": ["escape"]})
+        minted = time.monotonic()
         cfg = config(provider.issuer, "required", leeway_seconds=0)
         async with client(cfg) as http:
             fresh = await http.get("/accepts", params=ESAP, headers=bearer(token))
             assert fresh.json()["reponseword"] == "YES"
-            await asyncio.sleep(2.1)
+            await asyncio.sleep(max(0.0, minted + lifetime + 1.1 - time.monotonic()))
             stale = await http.get("/accepts", params=ESAP, headers=bearer(token))
     assert stale.status_code == 401
     assert "expired" in stale.json()["reason"]

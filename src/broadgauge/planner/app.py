@@ -197,11 +197,15 @@ class Planner:
             control = "no-cache"
         return {"Cache-Control": control, "Vary": "Authorization"}
 
+    async def question(self, request: Request) -> tuple[Identity | None, Task]:
+        """Who asks, and for what task (:class:`Refusal` for the auth cases and bad input)."""
+        identity = await self.identify(request)
+        return identity, await read_task(request)
+
     async def accepts(self, request: Request) -> Response:
         """``GET|POST /accepts``."""
         try:
-            identity = await self.identify(request)
-            task = await read_task(request)
+            identity, task = await self.question(request)
         except Refusal as refusal:
             return refusal.response
         answer, _ = evaluate(self.config.ruleset, task, identity)
@@ -210,8 +214,7 @@ class Planner:
     async def explain(self, request: Request) -> Response:
         """``GET /accepts/explain``: the answer and which rule decided it."""
         try:
-            identity = await self.identify(request)
-            task = await read_task(request)
+            identity, task = await self.question(request)
         except Refusal as refusal:
             return refusal.response
         answer, why = evaluate(self.config.ruleset, task, identity)

@@ -43,7 +43,7 @@ from broadgauge.grammar import GrammarError, UserIdentifier
 from broadgauge.jobs.agent import Agent, JobExpired, JobFailed, JobRefused
 from broadgauge.jobs.rules_sweep import SweepResult
 from broadgauge.planner.answers import WORD, Answer, Task
-from broadgauge.planner.app import Planner, Refusal, openapi_route, read_task
+from broadgauge.planner.app import Planner, Refusal, openapi_route
 from broadgauge.planner.auth import TokenValidator
 from broadgauge.planner.config import ServiceConfig, parse_config
 from broadgauge.planner.rules import (
@@ -395,8 +395,7 @@ def create_network_app(
 
     async def accepts(request: Request) -> Response:
         try:
-            identity = await planner.identify(request)
-            task = await read_task(request)
+            identity, task = await planner.question(request)
         except Refusal as refusal:
             return refusal.response
         body = await network.answer(task, identity)
@@ -404,8 +403,7 @@ def create_network_app(
 
     async def explain(request: Request) -> Response:
         try:
-            identity = await planner.identify(request)
-            task = await read_task(request)
+            identity, task = await planner.question(request)
         except Refusal as refusal:
             return refusal.response
         verdicts, catalogue = await network.verdicts(task, identity)

@@ -215,3 +215,29 @@ def test_an_agent_with_unparseable_planner_rules_does_not_start(site: Path) -> N
     provider = Broadgauge("provider", "run", env=os.environ, cwd=site)
     assert provider.finish() != 0
     assert "planner-rules" in provider.output and "no task types" in provider.output
+
+
+def test_healthcheck_port_answers_get_health_while_the_agent_runs(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+    }
+    health_port = free_port()
+    init = Broadgauge("platform", "init", "-p", str(free_port()), "-k", str(health_port), env=env)
+    assert init.finish() == 0, init.output
+    config = tmp_path / "config" / "broadgauge" / "platform.toml"
+    assert f"heathcheck_port = {health_port}" in config.read_text()  # sic: the reference's key
+    platform = Broadgauge("platform", "run", env=env, cwd=tmp_path)
+    try:
+        platform.wait_for(f"health check at http://127.0.0.1:{health_port}/health")
+        reply = httpx.get(f"http://127.0.0.1:{health_port}/health", timeout=10)
+        assert reply.status_code == 200
+        assert reply.json() == {"status": "ok", "workers": 64}
+        assert httpx.get(f"http://127.0.0.1:{health_port}/", timeout=10).status_code == 404
+        assert platform.terminate() == 0, platform.output
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{health_port}/health", timeout=10)
+    finally:
+        platform.kill()

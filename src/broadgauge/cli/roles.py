@@ -13,6 +13,7 @@ then saved with :meth:`~broadgauge.jobs.agent_config.AgentConfig.save` (mode 060
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -119,6 +120,12 @@ def _add_role(commands: argparse._SubParsersAction[argparse.ArgumentParser], rol
     )
     init.add_argument(
         "-p", "--port", type=int, default=role.port, help=f"port to listen on (default {role.port})"
+    )
+    init.add_argument(
+        "-k",
+        "--healthcheck-port",
+        type=int,
+        help="also answer GET /health on this port (no auth; for load balancers)",
     )
     init.add_argument("-f", "--force", action="store_true", help="overwrite an existing config")
     if role.agent_type is AgentType.BRIDGE:
@@ -298,6 +305,8 @@ def init(role: Role, path: Path, args: argparse.Namespace) -> int:
     if path.exists() and not args.force:
         raise ConfigError(f"{path} already exists; use --force to overwrite it")
     service = ServiceConfig.create(args.name, url=args.url, ip=args.ip, port=args.port)
+    if args.healthcheck_port is not None:
+        service = dataclasses.replace(service, healthcheck_port=args.healthcheck_port)
     config = AgentConfig(role.agent_type, service)
     if role.agent_type is AgentType.BRIDGE:
         from broadgauge.bridge import BridgeSettings

@@ -15,12 +15,18 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
 from broadgauge.agents.assemble import assemble
 from broadgauge.bridge import attach_bridge
 from broadgauge.jobs.agent import Agent
 from broadgauge.jobs.agent_config import AgentConfig
 from broadgauge.jobs.control import HARD_RESTART_EXIT
 from broadgauge.planner.network import attach_network_planner, check_published_rules
+from broadgauge.serving import AppServer
 from broadgauge.wire import ConfigError
 
 log = logging.getLogger("broadgauge.cli")
@@ -51,6 +57,19 @@ def run_agent(config: AgentConfig, data_dir: Path, *, setup: Setup | None = None
         os.close(fd)  # releases the lock
 
 
+def health_app(agent: Agent) -> Starlette:
+    """OpenPortal's health-check side listener: ``GET /health`` → status and worker count.
+
+    It runs on the agent's own event loop, so an agent whose loop is stuck stops answering
+    it, which is what a load balancer or liveness probe needs to see.
+    """
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "workers": agent.inbound.max_workers})
+
+    return Starlette(routes=[Route("/health", health, methods=["GET"])])
+
+
 async def serve(
     config: AgentConfig,
     data_dir: Path,
@@ -77,11 +96,16 @@ async def serve(
             await agent.stop()
             raise
         status = 0
+        port = config.service.healthcheck_port
+        health = AppServer(health_app(agent), config.service.ip, port) if port else None
         try:
             if setup is not None:
                 setup(agent)
             await agent.start()
             await role.start()
+            if health is not None:
+                await health.start()
+                log.info("%s: health check at %shealth", agent.name, health.url)
             service = agent.service.config
             log.info(
                 "%s (%s) listening on %s:%d, invites name %s; %d client(s), %d server(s); "
@@ -107,6 +131,8 @@ async def serve(
             stopped.cancel()
             log.info("%s stopping", agent.name)
         finally:
+            if health is not None:
+                await health.stop()
             await role.stop()
             await agent.stop()
             await role.close()

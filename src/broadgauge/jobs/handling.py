@@ -67,6 +67,8 @@ class Inbound:
         #: Handlers running now, by job id (a soft restart cancels them).
         self.executions: dict[uuid.UUID, asyncio.Task[None]] = {}
         self.running = 0
+        #: How many handlers may run at once (the health-check port reports it).
+        self.max_workers = max_workers
         self._workers = asyncio.Semaphore(max_workers)
 
     # --- incoming traffic --------------------------------------------------------------

@@ -188,7 +188,7 @@ class Aggregator:
     async def _ask_one(
         self,
         service: RemoteService,
-        params: httpx.QueryParams,
+        params: str,
         authorization: str | None,
         key: tuple[Any, ...],
     ) -> Outcome:
@@ -227,7 +227,7 @@ class Aggregator:
         """Every service's outcome, in registration order, within the deadline."""
         started = self._clock()
         token_hash = hashlib.sha256(authorization.encode()).hexdigest() if authorization else None
-        params = httpx.QueryParams(tuple(task.as_params()))
+        params = str(httpx.QueryParams(tuple(task.as_params())))  # encoded once
         task_key = task.cache_key()  # once, not once per service
         outcomes: dict[int, Outcome] = {}
         pending: dict[asyncio.Task[Outcome], int] = {}

@@ -35,6 +35,17 @@ class Reply:
 
 
 _Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+#: Parsed URLs remembered at most (oldest dropped first).
+MAX_TARGETS = 100_000
+
+
+@dataclass(frozen=True)
+class Target:
+    """A parsed URL: where to connect, the Host header, and the path with any query."""
+
+    origin: tuple[str, str, int]
+    host_header: str
+    path: str
 
 
 class Http1Client:
@@ -42,6 +53,7 @@ class Http1Client:
 
     def __init__(self, max_idle_per_origin: int = 256) -> None:
         self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
+        self._targets: dict[str, Target] = {}
         self._max_idle = max_idle_per_origin
         self._ssl: ssl.SSLContext | None = None
 
@@ -59,17 +71,37 @@ class Http1Client:
             return await asyncio.open_connection(host, port, ssl=self._ssl, limit=MAX_HEAD)
         return await asyncio.open_connection(host, port, limit=MAX_HEAD)
 
-    async def get(self, url: str, params: httpx.QueryParams, headers: dict[str, str]) -> Reply:
-        """GET ``url`` with ``params``; raises OSError, ProtocolError or IncompleteReadError."""
-        parsed = httpx.URL(url).copy_merge_params(params)
-        if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise ProtocolError(f"unsupported URL {url!r}")
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        origin = (parsed.scheme, parsed.host, port)
-        host = parsed.host if parsed.port is None else f"{parsed.host}:{parsed.port}"
-        lines = [f"GET {parsed.raw_path.decode('ascii')} HTTP/1.1", f"Host: {host}"]
+    def target(self, url: str) -> Target:
+        """``url`` parsed once and remembered (a fan-out asks the same URLs every time)."""
+        target = self._targets.get(url)
+        if target is None:
+            parsed = httpx.URL(url)
+            if parsed.scheme not in ("http", "https") or not parsed.host:
+                raise ProtocolError(f"unsupported URL {url!r}")
+            port = parsed.port or (443 if parsed.scheme == "https" else 80)
+            host = parsed.host if parsed.port is None else f"{parsed.host}:{parsed.port}"
+            target = Target((parsed.scheme, parsed.host, port), host, parsed.raw_path.decode())
+            if len(self._targets) >= MAX_TARGETS:
+                self._targets.pop(next(iter(self._targets)))
+            self._targets[url] = target
+        return target
+
+    async def get(
+        self, url: str, params: httpx.QueryParams | str, headers: dict[str, str]
+    ) -> Reply:
+        """GET ``url`` with ``params`` (or a query string already encoded).
+
+        Raises OSError, ProtocolError or IncompleteReadError.
+        """
+        target = self.target(url)
+        query = params if isinstance(params, str) else str(params)
+        path = target.path
+        if query:
+            path += ("&" if "?" in path else "?") + query
+        lines = [f"GET {path} HTTP/1.1", f"Host: {target.host_header}"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
         request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        origin = target.origin
         idle = self._idle.get(origin)
         if idle:
             conn = idle.pop()

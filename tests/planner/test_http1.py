@@ -63,6 +63,20 @@ async def test_content_length_keep_alive_and_request_shape() -> None:
     assert b"Authorization: Bearer t" in seen[0]
 
 
+async def test_a_url_with_its_own_query_keeps_it_and_an_encoded_query_is_sent_as_is() -> None:
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    handler, seen = replying(ok, ok)
+    client = Http1Client()
+    async with raw_server(handler) as url:
+        await client.get(url + "?site=north", "tasktype=x", {})
+        await client.get(url, "", {})
+    await client.aclose()
+    assert seen[0].startswith(b"GET /accepts?site=north&tasktype=x HTTP/1.1\r\n")
+    assert seen[1].startswith(b"GET /accepts HTTP/1.1\r\n")
+    with pytest.raises(ProtocolError, match="unsupported URL"):
+        client.target("ftp://example.org/accepts")
+
+
 async def test_chunked_and_close_delimited_bodies() -> None:
     chunked = (
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n"

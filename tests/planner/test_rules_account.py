@@ -830,3 +830,28 @@ async def test_judge_reports_invalid_rules_and_silent_destinations() -> None:
     verdicts, catalogue = await network.verdicts(NOTEBOOK, None)
     assert [v.status for v in verdicts] == ["invalid-rules", "answered"]
     assert catalogue.silent == (OTHER,)
+
+
+async def test_concurrent_questions_about_one_account_share_one_check() -> None:
+    alice = "alice.physics.portal"
+    source = FakeSource({INSTANCE: SITE}, accounts={(INSTANCE, alice)})
+    network = planner(source, refresh=1e9, account_ttl=0.0)
+    await ask(network, None)  # take the sweep first, so only the account check is shared
+    bodies = await asyncio.gather(*(ask(network, caller(alice)) for _ in range(5)))
+    assert [b["reponseword"] for b in bodies] == ["YES"] * 5
+    assert source.account_calls == [(INSTANCE, alice)]
+    # Once it has answered (and with no caching), the next question asks again.
+    await ask(network, caller(alice))
+    assert len(source.account_calls) == 2
+
+
+async def test_a_failed_shared_check_fails_every_question_waiting_on_it() -> None:
+    source = FakeSource({INSTANCE: SITE})
+    source.account_error = AccountCheckError("site unreachable")
+    network = planner(source, refresh=1e9)
+    bodies = await asyncio.gather(*(ask(network, caller("a.p.portal")) for _ in range(3)))
+    for body in bodies:
+        assert body["failures"] == [
+            {"destination": INSTANCE, "status": "account-check", "detail": "site unreachable"}
+        ]
+    assert len(source.account_calls) == 1

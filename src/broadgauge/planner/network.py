@@ -225,6 +225,7 @@ class NetworkPlanner:
         self._catalogue: Catalogue | None = None
         self._sweeping: asyncio.Task[Catalogue] | None = None
         self._accounts: dict[tuple[str, str], tuple[float, bool]] = {}
+        self._asking: dict[tuple[str, str], asyncio.Future[bool]] = {}
 
     async def catalogue(self) -> Catalogue:
         """The offerings, from a sweep at most ``refresh`` seconds old."""
@@ -252,6 +253,21 @@ class NetworkPlanner:
         hit = self._accounts.get(key)
         if hit is not None and hit[0] > self.clock():
             return hit[1]
+        # Questions asked at once about the same account share one job to the site.
+        asking = self._asking.get(key)
+        if asking is None or asking.done():
+            asking = asyncio.ensure_future(self._ask_site(key, destination, user))
+            self._asking[key] = asking
+            asking.add_done_callback(lambda done: self._forget_asking(key, done))
+        return await asyncio.shield(asking)
+
+    def _forget_asking(self, key: tuple[str, str], done: asyncio.Future[bool]) -> None:
+        if self._asking.get(key) is done:
+            del self._asking[key]
+        if not done.cancelled():
+            done.exception()  # retrieved here, so a failure nobody awaits is not logged
+
+    async def _ask_site(self, key: tuple[str, str], destination: str, user: UserIdentifier) -> bool:
         try:
             async with asyncio.timeout(self.settings.account_timeout):
                 exists = await self.source.has_account(destination, user)

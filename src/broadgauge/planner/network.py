@@ -333,7 +333,17 @@ class NetworkPlanner:
     async def answer(self, task: Task, identity: Identity | None) -> dict[str, Any]:
         """The combined answer: a plain seed answer plus the per-destination lists."""
         verdicts, catalogue = await self.verdicts(task, identity)
-        return combine(verdicts, catalogue.silent)
+        body = combine(verdicts, catalogue.silent)
+        log.info(
+            "%s asked where %r can run: %s (%d yes, %d provisionable, %d failed)",
+            identity.subject if identity else "anonymous",
+            task.tasktype,
+            body[WORD],
+            len(body["answers"]),
+            len(body["provisionable"]),
+            len(body["failures"]),
+        )
+        return body
 
 
 def combine(verdicts: Sequence[Verdict], silent: Sequence[str]) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from broadgauge.planner.network import (
     Verdict,
     catalogue_from,
     combine,
+    load_network_config,
     parse_network_config,
     user_identities,
 )
@@ -38,6 +39,7 @@ from broadgauge.planner.rules import (
     needs_account,
     parse_ruleset,
 )
+from tests.planner.test_rules import EXAMPLES
 
 #: A hang guard only: nothing here should take more than a moment.
 GUARD = 10.0
@@ -855,3 +857,28 @@ async def test_a_failed_shared_check_fails_every_question_waiting_on_it() -> Non
             {"destination": INSTANCE, "status": "account-check", "detail": "site unreachable"}
         ]
     assert len(source.account_calls) == 1
+
+
+async def test_the_cluster_and_network_samples_work_together() -> None:
+    settings = load_network_config(str(EXAMPLES / "network.toml")).network
+    assert (settings.port, settings.user_claim) == (8401, "openportal_users")
+    sample = tomllib.loads((EXAMPLES / "cluster.toml").read_text())
+    alice, bob = "alice.physics.portal", "bob.physics.portal"
+    source = FakeSource({INSTANCE: sample}, accounts={(INSTANCE, alice)})
+    network = planner(source, refresh=1e9)
+
+    def member(user: str, group: str) -> Identity:
+        return Identity(user, {"openportal_users": [user], "groups": [group]})
+
+    async def gpu(identity: Identity) -> dict[str, Any]:
+        async with asyncio.timeout(GUARD):
+            return await network.answer(Task("gpu-batch"), identity)
+
+    assert (await gpu(member(alice, "physics")))["serviceinfo"] == {
+        "endpoint": "ssh://login.cluster.example.org/"
+    }
+    hint = (await gpu(member(bob, "astro")))["reponseinfo"]["provision"]
+    assert hint == {"destination": INSTANCE, "instruction": f"add_user {bob}"}
+    refused = await gpu(member(alice, "chemistry"))
+    assert refused["reponseword"] == "NO" and refused["provisionable"] == []
+    assert refused["noes"] == 1

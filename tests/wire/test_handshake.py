@@ -29,6 +29,7 @@ from broadgauge.wire.envelope import LayerKey, decode_frame, dump_json, encode_f
 from broadgauge.wire.handshake import (
     INNER_SALT_HEADER,
     OUTER_SALT_HEADER,
+    StandbyStatus,
     check_salt_headers,
     unmask_salts,
 )
@@ -380,6 +381,60 @@ def test_malformed_peer_details(body: Any) -> None:
     client, server, _ = _client_at_step_3(link)
     forged = encode_frame(dump_json(body), *client._session_layers())
     assert reason_of(lambda: server.receive(forged)) == "bad-peer-details"
+
+
+def test_a_server_that_already_holds_the_client_makes_it_a_standby() -> None:
+    link = make_link()
+    client = ClientHandshake(link.client_name, link.server_entry)
+    asked: list[tuple[str, str]] = []
+
+    def claim(name: str, zone: str) -> bool:
+        asked.append((name, zone))
+        return False  # the name is taken: hold this connection as a standby
+
+    server = ServerHandshake(
+        link.server_name, [link.client_entry], dict(client.headers), claim=claim
+    )
+    run(client, server)
+    assert asked == [("bridge", "default")]
+    assert server.client_is_secondary
+    assert client.peer is not None
+    assert client.peer.standby == StandbyStatus(client_is_secondary=True)
+    assert not client.peer.standby.is_primary
+    # The standby's poll and the server's answer, over the established channel.
+    assert client.channel is not None and server.channel is not None
+    assert server.channel.open(client.channel.seal_value({})) is None
+    answer = server.channel.seal_value(StandbyStatus(client_is_secondary=True).to_json())
+    assert client.channel.open_status(answer) == StandbyStatus(client_is_secondary=True)
+
+
+def test_a_server_with_the_slot_free_keeps_the_client_primary() -> None:
+    link = make_link()
+    client = ClientHandshake(link.client_name, link.server_entry)
+    server = ServerHandshake(
+        link.server_name, [link.client_entry], dict(client.headers), claim=lambda n, z: True
+    )
+    run(client, server)
+    assert not server.client_is_secondary
+    assert client.peer is not None and client.peer.standby.is_primary
+
+
+@pytest.mark.parametrize(
+    "status", [None, [], "primary", {"server_is_secondary": 0, "client_is_secondary": False}]
+)
+def test_malformed_standby_status(status: Any) -> None:
+    body = {"name": "a", "zone": "b", "version": 2, "standby_status": status}
+    assert reason_of(lambda: PeerDetails.from_json(body)) == "bad-peer-details"
+
+
+def test_a_standby_answer_that_is_not_a_status_is_a_frame_error() -> None:
+    link = make_link()
+    client, server = pair(link)
+    run(client, server)
+    assert client.channel is not None and server.channel is not None
+    for value in ("KEEPALIVE", {}, {"server_is_secondary": "no"}):
+        with pytest.raises(FrameError):
+            client.channel.open_status(server.channel.seal_value(value))
 
 
 def test_peer_details_json_round_trip() -> None:

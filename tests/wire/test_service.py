@@ -8,19 +8,28 @@ import logging
 from dataclasses import replace
 
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from broadgauge.wire import (
+    Invite,
     Key,
     Limits,
     MessageTooLarge,
+    PeerId,
     PeerNotConnected,
+    ServerEntry,
     Service,
     ServiceConfig,
     Timers,
 )
-from broadgauge.wire.handshake import INNER_SALT_HEADER, OUTER_SALT_HEADER
+from broadgauge.wire.handshake import (
+    INNER_SALT_HEADER,
+    OUTER_SALT_HEADER,
+    Channel,
+    ClientHandshake,
+    StandbyStatus,
+)
 
 from .conftest import FAST, Inbox, eventually, make_client, make_server, raw_link, running
 
@@ -326,18 +335,116 @@ async def test_polite_disconnect_and_unknown_peers(server: Service) -> None:
                 await client.wait_for_peer("server")
 
 
-async def test_replacing_a_connection_keeps_the_newest(server: Service) -> None:
+async def _standby_link(invite: Invite) -> tuple[ClientConnection, Channel, StandbyStatus]:
+    """A second handshake by hand for a name the server already holds."""
+    handshake = ClientHandshake("client", ServerEntry.from_invite(invite))
+    ws = await connect(invite.url, additional_headers=handshake.headers)
+    await ws.send(handshake.start())
+    reply = handshake.receive(str(await ws.recv()))
+    assert reply is not None
+    await ws.send(reply)
+    assert handshake.receive(str(await ws.recv())) is None
+    assert handshake.channel is not None and handshake.peer is not None
+    return ws, handshake.channel, handshake.peer.standby
+
+
+async def test_a_second_connection_waits_as_a_standby_until_the_primary_goes(
+    server: Service,
+) -> None:
     async with running(server):
         invite = server.add_client("client", "127.0.0.1")
         inbox = Inbox(server)
-        async with raw_link(invite) as (first_ws, _first):
+        async with raw_link(invite) as (first_ws, first):
             await eventually(lambda: len(server.connected_peers()) == 1)
-            async with raw_link(invite) as (second_ws, second):
-                with pytest.raises(ConnectionClosed):
-                    async with asyncio.timeout(3):
-                        await first_ws.recv()
-                await second_ws.send(second.seal("from the newer link"))
-                assert (await inbox.next()).payload == "from the newer link"
+            second_ws, second, standby = await _standby_link(invite)
+            try:
+                assert standby == StandbyStatus(client_is_secondary=True)
+                # The primary keeps the link; the standby is told to keep waiting.
+                await first_ws.send(first.seal("from the primary"))
+                assert (await inbox.next()).payload == "from the primary"
+                await second_ws.send(second.seal_value({}))
+                assert second.open_status(str(await second_ws.recv())) == standby
+                await first_ws.close()
+                await eventually(lambda: not server.connected_peers())
+                await second_ws.send(second.seal_value({}))
+                assert second.open_status(str(await second_ws.recv())).is_primary
+                await second_ws.send(second.seal("from the promoted standby"))
+                assert (await inbox.next()).payload == "from the promoted standby"
+                assert server.connected_peers() == [PeerId("client", "default")]
+            finally:
+                await second_ws.close()
+
+
+async def test_a_standby_may_only_poll(server: Service) -> None:
+    async with running(server):
+        invite = server.add_client("client", "127.0.0.1")
+        inbox = Inbox(server)
+        async with raw_link(invite) as (first_ws, first):
+            await eventually(lambda: len(server.connected_peers()) == 1)
+            second_ws, second, _ = await _standby_link(invite)
+            await second_ws.send(second.seal("a message from a standby"))
+            with pytest.raises(ConnectionClosed):
+                async with asyncio.timeout(3):
+                    await second_ws.recv()
+            # The primary is untouched, and the standby's message was never delivered.
+            await first_ws.send(first.seal("still here"))
+            assert (await inbox.next()).payload == "still here"
+    assert server.stats.connections_rejected["standby-message"] == 1
+
+
+async def test_a_primary_that_does_not_answer_a_ping_is_cut_for_its_standby(
+    server: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("broadgauge.wire.service.PRIMARY_PING_TIMEOUT", 0.2)
+    async with running(server):
+        invite = server.add_client("client", "127.0.0.1")
+        async with raw_link(invite):
+            await eventually(lambda: len(server.connected_peers()) == 1)
+            # A half-open primary: quiet for a while, and its pongs never come.
+            link = server._links[PeerId("client", "default")]
+            link.last_activity -= 60
+
+            async def never_answered() -> asyncio.Future[float]:
+                return asyncio.get_running_loop().create_future()
+
+            monkeypatch.setattr(link.connection, "ping", never_answered)
+            second_ws, second, _ = await _standby_link(invite)
+            try:
+                promoted = False
+                async with asyncio.timeout(5):
+                    while not promoted:
+                        await second_ws.send(second.seal_value({}))
+                        promoted = second.open_status(str(await second_ws.recv())).is_primary
+                assert server._links[PeerId("client", "default")] is not link
+            finally:
+                await second_ws.close()
+
+
+async def test_a_hot_spare_agent_takes_over_when_the_primary_stops(server: Service) -> None:
+    async with running(server):
+        invite = server.add_client("client", "127.0.0.1")
+        inbox = Inbox(server)
+        primary, spare = make_client(invite), make_client(invite)
+        spare_inbox = Inbox(spare)
+        await primary.start(listen=False)
+        try:
+            await primary.wait_for_peer("server")
+            await spare.start(listen=False)
+            peer = PeerId("client", "default")
+            await eventually(lambda: server._standby.standbys(peer) == 1, timeout=5)
+            assert spare.connected_peers() == []
+            await primary.send("server", "from the primary")
+            assert (await inbox.next()).payload == "from the primary"
+            await primary.stop()
+            async with asyncio.timeout(10):
+                await spare.wait_for_peer("server")
+            await spare.send("server", "from the spare")
+            assert (await inbox.next()).payload == "from the spare"
+            await server.send("client", "to whoever is primary")
+            assert (await spare_inbox.next()).payload == "to whoever is primary"
+        finally:
+            await primary.stop()
+            await spare.stop()
 
 
 async def test_reconnect_backoff_is_capped() -> None:

@@ -44,7 +44,44 @@ PROTOCOL_VERSION = 2
 ENGINE = "paddington"
 KEEPALIVE = "KEEPALIVE"
 
-_NOT_SECONDARY = {"server_is_secondary": False, "client_is_secondary": False}
+
+@dataclass(frozen=True)
+class StandbyStatus:
+    """Which end of a connection is held as a standby (high availability, notes §1.6).
+
+    A server holds a second connection for a ``name@zone`` it already has as a standby
+    (``client_is_secondary``); the client then polls with ``{}`` until the server promotes
+    it.  ``server_is_secondary`` is never set by the reference and is refused by clients.
+    """
+
+    server_is_secondary: bool = False
+    client_is_secondary: bool = False
+
+    @property
+    def is_primary(self) -> bool:
+        """Neither end is a standby."""
+        return not (self.server_is_secondary or self.client_is_secondary)
+
+    def to_json(self) -> dict[str, bool]:
+        """The wire object."""
+        return {
+            "server_is_secondary": self.server_is_secondary,
+            "client_is_secondary": self.client_is_secondary,
+        }
+
+    @classmethod
+    def from_json(cls, value: Any) -> StandbyStatus:
+        """Validate a received status; :class:`FrameError` if it is not one."""
+        if not isinstance(value, dict):
+            raise FrameError("bad-standby", "standby status is not an object")
+        flags = [value.get(k) for k in ("server_is_secondary", "client_is_secondary")]
+        if not all(isinstance(flag, bool) for flag in flags):
+            raise FrameError("bad-standby", "standby status flags must be booleans")
+        return cls(bool(flags[0]), bool(flags[1]))
+
+
+PRIMARY = StandbyStatus()
+SECONDARY_CLIENT = StandbyStatus(client_is_secondary=True)
 
 
 @dataclass(frozen=True)
@@ -54,19 +91,20 @@ class PeerDetails:
     name: str
     zone: str
     version: int
+    standby: StandbyStatus = PRIMARY
 
     def to_json(self) -> dict[str, Any]:
-        """The wire object; we never run as a standby, so both standby flags are false."""
+        """The wire object."""
         return {
             "name": self.name,
             "zone": self.zone,
             "version": self.version,
-            "standby_status": dict(_NOT_SECONDARY),
+            "standby_status": self.standby.to_json(),
         }
 
     @classmethod
     def from_json(cls, value: Any) -> PeerDetails:
-        """Validate a received PeerDetails object."""
+        """Validate a received PeerDetails object (no ``standby_status``: primary)."""
         if not isinstance(value, dict):
             raise HandshakeError("bad-peer-details", "peer details are not an object")
         name, zone, version = value.get("name"), value.get("zone"), value.get("version")
@@ -74,7 +112,13 @@ class PeerDetails:
             raise HandshakeError("bad-peer-details", "peer details lack a name or zone")
         if not isinstance(version, int) or isinstance(version, bool):
             raise HandshakeError("bad-peer-details", "peer details lack a protocol version")
-        return cls(name, zone, version)
+        standby = PRIMARY
+        if "standby_status" in value:
+            try:
+                standby = StandbyStatus.from_json(value["standby_status"])
+            except FrameError as exc:
+                raise HandshakeError("bad-peer-details", str(exc)) from None
+        return cls(name, zone, version, standby)
 
 
 class Channel:
@@ -102,6 +146,12 @@ class Channel:
         self._replay.sent(frame)
         return frame
 
+    def open_status(self, frame: str) -> StandbyStatus:
+        """Open the answer to a standby poll; :class:`FrameError` if it is anything else."""
+        value = parse_json(decode_frame(frame, self._inner, self._outer))
+        self._replay.check(frame)
+        return StandbyStatus.from_json(value)
+
     def open(self, frame: str) -> str | None:
         """Return the payload string, or ``None`` for a standby poll.
 
@@ -116,9 +166,9 @@ class Channel:
         raise FrameError("bad-payload", "payload is neither a string nor a standby poll")
 
     @staticmethod
-    def standby_answer() -> dict[str, bool]:
-        """The answer to a standby poll: this service never holds peers as standbys."""
-        return dict(_NOT_SECONDARY)
+    def standby_answer(status: StandbyStatus = PRIMARY) -> dict[str, bool]:
+        """The answer to a standby poll (a primary connection is told it is primary)."""
+        return status.to_json()
 
 
 class _State(enum.Enum):
@@ -279,8 +329,13 @@ class ServerHandshake:
         headers: dict[str, str | None],
         *,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        claim: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.name = name
+        #: ``claim(name, zone)`` is asked once the client is known: True makes this the
+        #: primary connection for it, False holds it as a standby (without it: primary).
+        self._claim = claim
+        self.client_is_secondary = False
         self._candidates = list(candidates)
         self._headers = check_salt_headers(headers)
         self._random_bytes = random_bytes
@@ -315,7 +370,10 @@ class ServerHandshake:
             self.peer = details
             self.channel = Channel(*self._layers)
             self._state = _State.DONE
-            mine = PeerDetails(self.name, self.client.zone, PROTOCOL_VERSION)
+            if self._claim is not None:
+                self.client_is_secondary = not self._claim(self.client.name, self.client.zone)
+            status = SECONDARY_CLIENT if self.client_is_secondary else PRIMARY
+            mine = PeerDetails(self.name, self.client.zone, PROTOCOL_VERSION, status)
             return encode_frame(dump_json(mine.to_json()), *self._layers)
         raise HandshakeError("out-of-order", f"unexpected frame in state {self._state.value}")
 

@@ -52,11 +52,15 @@ from broadgauge.wire.handshake import (
 )
 from broadgauge.wire.invite import Invite
 from broadgauge.wire.keys import Key
+from broadgauge.wire.standby import StandbyDesk, wait_for_promotion
 from broadgauge.wire.stats import WireStats
 
 log = logging.getLogger("broadgauge.wire")
 
 _Connection = ServerConnection | ClientConnection
+#: A primary heard from this recently is alive; a quieter one is pinged when a standby asks.
+PRIMARY_QUIET = 5.0
+PRIMARY_PING_TIMEOUT = 5.0
 
 
 class PeerId(NamedTuple):
@@ -179,6 +183,7 @@ class Service:
         self._on_disconnected: PeerHandler | None = None
         self._on_refused: RefusalHandler | None = None
         self._link_changed = asyncio.Condition()
+        self._standby = StandbyDesk(lambda peer: peer in self._links, self._primary_alive)
 
     # --- configuration -----------------------------------------------------------------
 
@@ -460,6 +465,7 @@ class Service:
     async def _serve_connection(self, connection: ServerConnection) -> None:
         remote = connection.remote_address
         where = f"{remote[0]}:{remote[1]}" if remote else "?"
+        handshake: ServerHandshake | None = None
         try:
             headers = connection.request.headers if connection.request else Headers()
             address = self._caller_address(connection, headers)
@@ -467,24 +473,41 @@ class Service:
                 self.name,
                 self._candidates(address),
                 {h: headers.get(h) for h in (INNER_SALT_HEADER, OUTER_SALT_HEADER)},
+                claim=lambda name, zone: self._standby.claim(PeerId(name, zone)),
             )
             async with asyncio.timeout(self.timers.handshake):
                 await connection.send(handshake.receive(await _recv_text(connection)))
                 await connection.send(handshake.receive(await _recv_text(connection)))
-        except HandshakeError as exc:
+        except (HandshakeError, TimeoutError, ConnectionClosed) as exc:
+            if handshake is not None and handshake.done and not handshake.client_is_secondary:
+                # It claimed the primary slot, then failed to send its last frame.
+                assert handshake.client is not None
+                self._standby.registered(PeerId(handshake.client.name, handshake.client.zone))
+            if isinstance(exc, ConnectionClosed):
+                self._refuse(where, HandshakeError("closed", "closed during the handshake"))
+                return
+            if isinstance(exc, TimeoutError):
+                exc = HandshakeError("timeout", "handshake took too long")
             self._refuse(where, exc)
             await connection.close(CloseCode.POLICY_VIOLATION)
             return
-        except TimeoutError:
-            self._refuse(where, HandshakeError("timeout", "handshake took too long"))
-            await connection.close(CloseCode.POLICY_VIOLATION)
-            return
-        except ConnectionClosed:
-            self._refuse(where, HandshakeError("closed", "closed during the handshake"))
-            return
         assert handshake.client is not None and handshake.channel is not None
         peer = PeerId(handshake.client.name, handshake.client.zone)
-        await self._serve_link(connection, handshake.channel, peer, where, dialled=False)
+        if handshake.client_is_secondary:
+            try:
+                await self._standby.hold(
+                    connection, handshake.channel, peer, timeout=self.timers.handshake
+                )
+            except (HandshakeError, TimeoutError, ConnectionClosed) as exc:
+                if isinstance(exc, HandshakeError):
+                    self._refuse(where, exc)
+                await connection.close(CloseCode.POLICY_VIOLATION)
+                return
+        # From here this connection owns the primary slot (claimed, or promoted into it).
+        try:
+            await self._serve_link(connection, handshake.channel, peer, where, dialled=False)
+        finally:
+            self._standby.registered(peer)
 
     # --- client side -------------------------------------------------------------------
 
@@ -533,7 +556,14 @@ class Service:
                 assert reply is not None
                 await connection.send(reply)
                 handshake.receive(await _recv_text(connection))
-            assert handshake.channel is not None
+            assert handshake.channel is not None and handshake.peer is not None
+            standby = handshake.peer.standby
+            if standby.server_is_secondary:
+                raise HandshakeError("server-secondary", f"{entry.url} is a standby server")
+            if standby.client_is_secondary:
+                await wait_for_promotion(
+                    connection, handshake.channel, entry.url, timeout=self.timers.handshake
+                )
             await self._serve_link(
                 connection, handshake.channel, PeerId(entry.name, entry.zone), entry.url, True
             )
@@ -548,8 +578,8 @@ class Service:
         link = _Link(connection, channel, peer, where, loop.time())
         previous = self._links.get(peer)
         if previous is not None:
-            # The newest connection proved it holds the keys; an older one may be a dead
-            # half-open socket.  The reference would hold the newcomer as a standby instead.
+            # Only possible for a peer we both dial and serve (a server's second connection
+            # is held as a standby instead): keep the newest, which proved it holds the keys.
             log.warning("%s connected again from %s; closing its older connection", peer, where)
             self._spawn(previous.connection.close(CloseCode.NORMAL_CLOSURE, "replaced"))
         self._links[peer] = link
@@ -659,6 +689,27 @@ class Service:
             self._spawn(link.connection.close(CloseCode.GOING_AWAY, "watchdog: peer silent"))
             return
         self._arm_watchdog(link)
+
+    async def _primary_alive(self, peer: object) -> bool:
+        """Whether ``peer``'s link still answers; one that does not is cut, for its standby."""
+        link = self._links.get(peer) if isinstance(peer, PeerId) else None
+        if link is None:
+            return False
+        loop = asyncio.get_running_loop()
+        if loop.time() - link.last_activity < PRIMARY_QUIET:
+            return True
+        try:
+            pong = await link.connection.ping()
+            async with asyncio.timeout(PRIMARY_PING_TIMEOUT):
+                await pong
+        except (TimeoutError, ConnectionClosed):
+            log.warning(
+                "%s (%s) did not answer a ping; cutting it for its standby", peer, link.address
+            )
+            link.connection.transport.abort()
+            return False
+        link.last_activity = loop.time()
+        return True
 
     def _drop_link(self, peer: PeerId, why: str) -> None:
         link = self._links.get(peer)

@@ -473,7 +473,7 @@ class Service:
                 self.name,
                 self._candidates(address),
                 {h: headers.get(h) for h in (INNER_SALT_HEADER, OUTER_SALT_HEADER)},
-                claim=lambda name, zone: self._standby.claim(PeerId(name, zone)),
+                claim=lambda name, zone: self._standby.claim(PeerId(name, zone), connection),
             )
             async with asyncio.timeout(self.timers.handshake):
                 await connection.send(handshake.receive(await _recv_text(connection)))
@@ -482,7 +482,8 @@ class Service:
             if handshake is not None and handshake.done and not handshake.client_is_secondary:
                 # It claimed the primary slot, then failed to send its last frame.
                 assert handshake.client is not None
-                self._standby.registered(PeerId(handshake.client.name, handshake.client.zone))
+                peer = PeerId(handshake.client.name, handshake.client.zone)
+                self._standby.release(peer, connection)
             if isinstance(exc, ConnectionClosed):
                 self._refuse(where, HandshakeError("closed", "closed during the handshake"))
                 return
@@ -507,7 +508,7 @@ class Service:
         try:
             await self._serve_link(connection, handshake.channel, peer, where, dialled=False)
         finally:
-            self._standby.registered(peer)
+            self._standby.release(peer, connection)
 
     # --- client side -------------------------------------------------------------------
 

@@ -87,22 +87,23 @@ class StandbyDesk:
     ) -> None:
         self._is_held = is_held
         self._primary_alive = primary_alive
-        self._claimed: set[object] = set()
+        self._claimed: dict[object, object] = {}
         self._waiting: Counter[object] = Counter()
 
-    def claim(self, peer: object) -> bool:
-        """Reserve ``peer``'s primary slot if it is free; False means: hold as standby.
+    def claim(self, peer: object, owner: object) -> bool:
+        """Reserve ``peer``'s primary slot for ``owner`` if it is free; False: hold as standby.
 
-        Called synchronously from the handshake, so two connections cannot both win.
+        Called synchronously (from the handshake), so two connections cannot both win.
         """
         if self._is_held(peer) or peer in self._claimed:
             return False
-        self._claimed.add(peer)
+        self._claimed[peer] = owner
         return True
 
-    def registered(self, peer: object) -> None:
-        """The claimed primary is now a live link (or gave up): forget the reservation."""
-        self._claimed.discard(peer)
+    def release(self, peer: object, owner: object) -> None:
+        """``owner`` is done with ``peer``'s slot (only the owner's own claim is dropped)."""
+        if self._claimed.get(peer) is owner:
+            del self._claimed[peer]
 
     def standbys(self, peer: object) -> int:
         """How many standbys are waiting for ``peer``."""
@@ -132,7 +133,7 @@ class StandbyDesk:
                     raise HandshakeError("standby-message", "a standby may only poll")
                 if self._is_held(peer):
                     await self._primary_alive(peer)
-                if self.claim(peer):
+                if self.claim(peer, connection):
                     await connection.send(channel.seal_value(PRIMARY.to_json()))
                     log.info("%s: standby promoted to primary", peer)
                     return

@@ -60,6 +60,9 @@ from broadgauge.jobs.errors import ProtocolError
 from broadgauge.jobs.published import DOCUMENT_TABLES, check_document
 from broadgauge.wire import ConfigError
 
+#: The top-level tables that describe a filesystem agent's volumes (OpenPortal's layout).
+VOLUME_TABLES = ("user_volumes", "project_volumes", "quota_engines")
+
 
 class Attachment(Protocol):
     """Something a layer above attaches to an agent and runs with it (the bridge's HTTP API)."""
@@ -210,6 +213,13 @@ def _account_backend(agent: Agent, data: Path) -> AccountBackend:
 
 
 def _filesystem(agent: Agent, data: Path) -> FilesystemRole:
+    if agent.config.extra("exec-prefix"):
+        # OpenPortal runs mkdir/chown/mv through this prefix (e.g. sudo) on paths; we act
+        # through directory descriptors that never follow a symlink, which a command cannot.
+        raise ConfigError(
+            f"{agent.name}: exec-prefix is not supported; run the filesystem agent as root "
+            "(or with CAP_CHOWN, CAP_FOWNER and CAP_DAC_OVERRIDE) and remove the setting"
+        )
     resolver_spec = _extra(agent, "id-resolver", "nss")
     resolver: IdResolver
     if resolver_spec == "nss":
@@ -218,7 +228,7 @@ def _filesystem(agent: Agent, data: Path) -> FilesystemRole:
         resolver = DirectoryResolver(resolver_spec.removeprefix("directory:"))
     else:
         raise ConfigError(f"{agent.name}: id-resolver must be nss or directory:<path>")
-    if agent.config.other:
+    if any(table in agent.config.other for table in VOLUME_TABLES):
         layout = parse_layout(agent.config.other)
     else:
         layout = default_volumes(_extra(agent, "sandbox", str(data / "sandbox")))

@@ -87,7 +87,7 @@ async def serve(
     for signum in _STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
     try:
-        agent = Agent(config, data_dir=data_dir)
+        agent = Agent(config, data_dir=data_dir, timers=config.timers())
         try:
             role = assemble(agent, data_dir, bridge=attach_bridge, planner=attach_network_planner)
             check_published_rules(agent)

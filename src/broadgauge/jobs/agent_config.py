@@ -27,7 +27,7 @@ from typing import Any
 import tomli_w
 
 from broadgauge.jobs.agent_type import AgentType
-from broadgauge.wire import ConfigError, ServiceConfig, decrypt_secret, encrypt_secret
+from broadgauge.wire import ConfigError, ServiceConfig, Timers, decrypt_secret, encrypt_secret
 from broadgauge.wire import key_from_password as _key_from_password
 from broadgauge.wire.invite import write_private
 
@@ -71,6 +71,33 @@ class AgentConfig:
             raise ConfigError(f"secret {key} cannot be read: no encryption scheme is set")
         password = scheme.password(self.service.name, environ)
         return decrypt_secret(stored, _key_from_password(password))
+
+    # --- timers --------------------------------------------------------------------------
+
+    def timers(self) -> Timers:
+        """The protocol timers: the defaults, changed by an optional ``[timers]`` table.
+
+        Keys are :class:`~broadgauge.wire.Timers` fields in seconds, e.g.
+        ``reconnect_max = 30``.  A Broadgauge addition; OpenPortal ignores the table.
+        """
+        table = self.other.get("timers", {})
+        if not isinstance(table, Mapping):
+            raise ConfigError("[timers] must be a table")
+        known = set(Timers.__dataclass_fields__)
+        unknown = set(table) - known
+        if unknown:
+            raise ConfigError(
+                f"[timers] has unknown keys {sorted(unknown)}; known: {sorted(known)}"
+            )
+        values: dict[str, float] = {}
+        for key, value in table.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"timers.{key} must be a number of seconds > 0")
+            values[key] = float(value)
+        timers = replace(Timers(), **values)
+        if timers.reconnect_initial > timers.reconnect_max:
+            raise ConfigError("timers.reconnect_initial must not exceed timers.reconnect_max")
+        return timers
 
     # --- TOML --------------------------------------------------------------------------
 

@@ -420,6 +420,61 @@ async def test_a_primary_that_does_not_answer_a_ping_is_cut_for_its_standby(
                 await second_ws.close()
 
 
+@pytest.mark.parametrize("change", ["rotate", "remove"])
+async def test_changing_a_clients_keys_also_closes_its_standbys(
+    server: Service, change: str
+) -> None:
+    async with running(server):
+        invite = server.add_client("client", "127.0.0.1")
+        inbox = Inbox(server)
+        async with raw_link(invite) as (first_ws, _first):
+            await eventually(lambda: len(server.connected_peers()) == 1)
+            second_ws, second, _ = await _standby_link(invite)
+            try:
+                await second_ws.send(second.seal_value({}))
+                assert not second.open_status(str(await second_ws.recv())).is_primary
+                if change == "rotate":
+                    server.rotate_client("client")
+                else:
+                    server.remove_client("client")
+                for ws in (first_ws, second_ws):
+                    with pytest.raises(ConnectionClosed):
+                        async with asyncio.timeout(3):
+                            while True:  # the standby's last poll may still be answered
+                                await ws.recv()
+                await eventually(lambda: not server.connected_peers())
+                assert inbox.queue.empty()  # nothing sent with the old keys got through
+            finally:
+                await second_ws.close()
+
+
+async def test_a_primary_whose_ping_cannot_even_be_sent_is_cut(
+    server: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("broadgauge.wire.service.PRIMARY_PING_TIMEOUT", 0.2)
+    async with running(server):
+        invite = server.add_client("client", "127.0.0.1")
+        async with raw_link(invite):
+            await eventually(lambda: len(server.connected_peers()) == 1)
+            link = server._links[PeerId("client", "default")]
+            link.last_activity -= 60
+
+            async def stuck_in_drain() -> asyncio.Future[float]:
+                await asyncio.Event().wait()  # a full send buffer that never drains
+                raise AssertionError("unreachable")
+
+            monkeypatch.setattr(link.connection, "ping", stuck_in_drain)
+            second_ws, second, _ = await _standby_link(invite)
+            try:
+                promoted = False
+                async with asyncio.timeout(5):
+                    while not promoted:
+                        await second_ws.send(second.seal_value({}))
+                        promoted = second.open_status(str(await second_ws.recv())).is_primary
+            finally:
+                await second_ws.close()
+
+
 async def test_a_hot_spare_agent_takes_over_when_the_primary_stops(server: Service) -> None:
     async with running(server):
         invite = server.add_client("client", "127.0.0.1")

@@ -493,11 +493,21 @@ class Service:
             await connection.close(CloseCode.POLICY_VIOLATION)
             return
         assert handshake.client is not None and handshake.channel is not None
-        peer = PeerId(handshake.client.name, handshake.client.zone)
+        entry = handshake.client
+        peer = PeerId(entry.name, entry.zone)
+
+        def is_current() -> bool:
+            # Keys rotated or the client removed while this connection was being set up.
+            return self._config.client(entry.name, entry.zone) == entry
+
         if handshake.client_is_secondary:
             try:
                 await self._standby.hold(
-                    connection, handshake.channel, peer, timeout=self.timers.handshake
+                    connection,
+                    handshake.channel,
+                    peer,
+                    timeout=self.timers.handshake,
+                    is_current=is_current,
                 )
             except (HandshakeError, TimeoutError, ConnectionClosed) as exc:
                 if isinstance(exc, HandshakeError):
@@ -506,6 +516,10 @@ class Service:
                 return
         # From here this connection owns the primary slot (claimed, or promoted into it).
         try:
+            if not is_current():
+                self._refuse(where, HandshakeError("revoked", "its keys were replaced"))
+                await connection.close(CloseCode.POLICY_VIOLATION)
+                return
             await self._serve_link(connection, handshake.channel, peer, where, dialled=False)
         finally:
             self._standby.release(peer, connection)
@@ -700,8 +714,9 @@ class Service:
         if loop.time() - link.last_activity < PRIMARY_QUIET:
             return True
         try:
-            pong = await link.connection.ping()
+            # ping() itself may wait for a full send buffer: a half-open socket's symptom.
             async with asyncio.timeout(PRIMARY_PING_TIMEOUT):
+                pong = await link.connection.ping()
                 await pong
         except (TimeoutError, ConnectionClosed):
             log.warning(
@@ -717,6 +732,10 @@ class Service:
         if link is not None:
             log.info("closing connection to %s: %s", peer, why)
             self._spawn(link.connection.close(CloseCode.NORMAL_CLOSURE, why))
+        for standby in self._standby.waiting_connections(peer):
+            assert isinstance(standby, ServerConnection)
+            log.info("closing a standby connection for %s: %s", peer, why)
+            self._spawn(standby.close(CloseCode.NORMAL_CLOSURE, why))
 
     async def _notify_link_changed(self) -> None:
         async with self._link_changed:

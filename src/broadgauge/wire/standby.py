@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from broadgauge.wire.errors import FrameError, HandshakeError
-from broadgauge.wire.handshake import PRIMARY, SECONDARY_CLIENT, Channel
+from broadgauge.wire.handshake import KEEPALIVE, PRIMARY, SECONDARY_CLIENT, Channel
 
 log = logging.getLogger("broadgauge.wire")
 
@@ -89,6 +89,7 @@ class StandbyDesk:
         self._primary_alive = primary_alive
         self._claimed: dict[object, object] = {}
         self._waiting: Counter[object] = Counter()
+        self._holding: dict[object, set[object]] = {}
 
     def claim(self, peer: object, owner: object) -> bool:
         """Reserve ``peer``'s primary slot for ``owner`` if it is free; False: hold as standby.
@@ -109,17 +110,31 @@ class StandbyDesk:
         """How many standbys are waiting for ``peer``."""
         return self._waiting[peer]
 
+    def waiting_connections(self, peer: object) -> list[object]:
+        """The connections waiting as standbys for ``peer`` (to close when its keys change)."""
+        return list(self._holding.get(peer, ()))
+
     async def hold(
-        self, connection: _TextConnection, channel: Channel, peer: object, *, timeout: float
+        self,
+        connection: _TextConnection,
+        channel: Channel,
+        peer: object,
+        *,
+        timeout: float,
+        is_current: Callable[[], bool],
     ) -> None:
         """Answer a standby's polls until it can be promoted; return once it is.
 
-        Raises :class:`HandshakeError` when too many standbys wait, or the standby sends
-        anything but polls; ``TimeoutError`` when it stops polling.
+        ``is_current()`` says whether the keys the standby proved are still configured; a
+        standby whose keys were rotated or removed meanwhile is never promoted.  Raises
+        :class:`HandshakeError` when too many standbys wait, the standby sends anything but
+        polls (a ``KEEPALIVE`` is tolerated), or its keys are gone; ``TimeoutError`` when it
+        stops polling.
         """
         if self._waiting[peer] >= MAX_STANDBYS:
             raise HandshakeError("too-many-standbys", f"{MAX_STANDBYS} standbys already wait")
         self._waiting[peer] += 1
+        self._holding.setdefault(peer, set()).add(connection)
         log.info("%s connected again; held as a standby", peer)
         try:
             while True:
@@ -129,12 +144,20 @@ class StandbyDesk:
                     poll = channel.open(frame)
                 except FrameError as exc:
                     raise HandshakeError("bad-standby", f"standby sent {exc}") from None
+                if poll == KEEPALIVE:
+                    continue  # sent by some clients on connecting; it asks for nothing
                 if poll is not None:
                     raise HandshakeError("standby-message", "a standby may only poll")
+                if not is_current():
+                    raise HandshakeError("revoked", "the keys this standby used were replaced")
                 if self._is_held(peer):
                     await self._primary_alive(peer)
                 if self.claim(peer, connection):
-                    await connection.send(channel.seal_value(PRIMARY.to_json()))
+                    try:
+                        await connection.send(channel.seal_value(PRIMARY.to_json()))
+                    except BaseException:
+                        self.release(peer, connection)
+                        raise
                     log.info("%s: standby promoted to primary", peer)
                     return
                 await connection.send(channel.seal_value(SECONDARY_CLIENT.to_json()))
@@ -142,3 +165,8 @@ class StandbyDesk:
             self._waiting[peer] -= 1
             if not self._waiting[peer]:
                 del self._waiting[peer]
+            holding = self._holding.get(peer)
+            if holding is not None:
+                holding.discard(connection)
+                if not holding:
+                    del self._holding[peer]

@@ -13,8 +13,8 @@ import pytest
 from broadgauge.demo import Network, start_network
 from broadgauge.jobs.commands import PlannerRulesRequest, PlannerRulesResponse
 from broadgauge.jobs.published import PublishedRules
-from broadgauge.jobs.rules_sweep import SweepResult
-from broadgauge.wire import PeerId
+from broadgauge.jobs.rules_sweep import MAX_ENTRIES_PER_CHILD, SweepResult
+from broadgauge.wire import MessageTooLarge, PeerId
 
 INSTANCE_PATH = "portal.provider.platform.instance"
 PLATFORM_PATH = "portal.provider.platform"
@@ -293,3 +293,54 @@ async def test_a_late_answer_is_not_taken_for_the_answer_to_a_newer_request(
         assert first.silent == ("platform.instance",)
         second = await platform.planner_rules.collect(3.0)
     assert second.published == (PublishedRules("platform.instance", INSTANCE_DOC),)
+
+
+async def test_an_answer_too_big_for_one_frame_sends_what_fits_and_names_the_rest(
+    network: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    network.agents["instance"].planner_rules.publish(INSTANCE_DOC)
+    network.agents["platform"].planner_rules.publish(PLATFORM_DOC)
+    platform = network.agents["platform"]
+    real_send = platform.send_control
+
+    async def small_frames(peer: PeerId, command: Any) -> None:
+        if isinstance(command, PlannerRulesResponse) and len(command.published) > 1:
+            raise MessageTooLarge("frame too large for the test")
+        await real_send(peer, command)
+
+    monkeypatch.setattr(platform, "send_control", small_frames)
+    async with asyncio.timeout(GUARD):
+        result = await network.agents["bridge"].planner_rules.collect()
+    assert [p.destination for p in result.published] == [PLATFORM_PATH]
+    assert result.silent == (INSTANCE_PATH,)
+
+
+async def test_one_child_cannot_pass_up_more_than_its_share(
+    network: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    many = tuple(
+        PublishedRules(f"instance.leaf{i}", {"rules": []}) for i in range(MAX_ENTRIES_PER_CHILD + 5)
+    )
+
+    async def flood(*args: Any, **kwargs: Any) -> SweepResult:
+        return SweepResult(many)
+
+    monkeypatch.setattr(network.agents["instance"].planner_rules, "collect", flood)
+    async with asyncio.timeout(GUARD):
+        result = await network.agents["platform"].planner_rules.collect()
+    assert len(result.published) == MAX_ENTRIES_PER_CHILD
+    assert len(result.refused) == 5
+    assert any(e["outcome"] == "refused: excess" for e in planner_operations(network, "platform"))
+
+
+async def test_a_bridge_answers_no_one(network: Network) -> None:
+    portal = network.agents["portal"]
+    answered: list[object] = []
+    portal.planner_rules.received_response = lambda peer, response: answered.append(response)  # type: ignore[method-assign]
+    await portal.send_control(PeerId("bridge", "default"), PlannerRulesRequest((), 1000, "x"))
+    await until(
+        lambda: any(
+            e["outcome"] == "refused: not above" for e in planner_operations(network, "bridge")
+        )
+    )
+    assert answered == []

@@ -882,3 +882,20 @@ async def test_the_cluster_and_network_samples_work_together() -> None:
     refused = await gpu(member(alice, "chemistry"))
     assert refused["reponseword"] == "NO" and refused["provisionable"] == []
     assert refused["noes"] == 1
+
+
+async def test_an_account_check_that_breaks_fails_only_its_own_destination() -> None:
+    other = "portal.provider.platform.other"
+    source = FakeSource({INSTANCE: SITE, other: {"rules": [OPEN_RULE]}})
+    source.account_error = ValueError("garbage from the site")
+    network = planner(source, refresh=1e9)
+    body = await ask(network, caller("a.p.portal"))
+    assert body["reponseword"] == "YES"  # the other site still answers
+    assert body["answers"][0]["destination"] == other
+    assert body["failures"] == [
+        {
+            "destination": INSTANCE,
+            "status": "account-check",
+            "detail": "ValueError: garbage from the site",
+        }
+    ]

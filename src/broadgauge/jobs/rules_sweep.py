@@ -26,7 +26,7 @@ from broadgauge.jobs.agent_type import AgentType
 from broadgauge.jobs.commands import PlannerRulesRequest, PlannerRulesResponse
 from broadgauge.jobs.directions import Link, is_above
 from broadgauge.jobs.published import PublishedRules, accept_from_child, check_document
-from broadgauge.wire import PeerId
+from broadgauge.wire import MessageTooLarge, PeerId
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -40,6 +40,8 @@ DEFAULT_BUDGET = 2.0
 #: Each level keeps this share of its own budget for itself, to answer in time.
 _CHILD_SHARE = 0.8
 _MIN_CHILD_BUDGET = 0.05
+#: Published entries one neighbour may pass up in one answer (the rest are refused).
+MAX_ENTRIES_PER_CHILD = 1000
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,13 @@ class RulesSweep:
                 silent.append(peer.name)
                 continue
             kept, wrong = accept_from_child(peer.name, answer.published)
+            if len(kept) > MAX_ENTRIES_PER_CHILD:
+                # One child may not crowd out its siblings in the answer we pass up.
+                extra = [p.destination for p in kept[MAX_ENTRIES_PER_CHILD:]]
+                del kept[MAX_ENTRIES_PER_CHILD:]
+                log.warning("%s: %s published %d entries too many", agent.name, peer, len(extra))
+                agent.audit_operation(f"{len(extra)} planner rules from {peer}", "refused: excess")
+                refused.extend(extra)
             if wrong:
                 log.warning(
                     "%s: %s published for paths it does not lead to: %s",
@@ -170,8 +179,11 @@ class RulesSweep:
         """Answer a neighbour above us with what is published here and below."""
         agent = self.agent
         info = agent.peer_info(peer)
-        if not is_above(agent.agent_type, info.link, info.agent_type) or (
-            agent.agent_type is AgentType.PORTAL and info.agent_type is AgentType.PORTAL
+        if (
+            not is_above(agent.agent_type, info.link, info.agent_type)
+            # A bridge is on no destination: it only asks (and may serve several portals).
+            or agent.agent_type is AgentType.BRIDGE
+            or (agent.agent_type is AgentType.PORTAL and info.agent_type is AgentType.PORTAL)
         ):
             log.warning(
                 "%s: refused a planner rules request from %s (not above us)", agent.name, peer
@@ -179,11 +191,27 @@ class RulesSweep:
             agent.audit_operation(f"planner rules request from {peer}", "refused: not above")
             return
         result = await self.collect(request.budget_ms / 1000, request.visited, exclude=peer)
-        response = PlannerRulesResponse(result.published, result.silent, request.request_id)
-        await agent.send_control(peer, response)
+        published, silent = list(result.published), list(result.silent)
+        while True:
+            response = PlannerRulesResponse(tuple(published), tuple(silent), request.request_id)
+            try:
+                await agent.send_control(peer, response)
+                break
+            except MessageTooLarge:
+                if not published:
+                    raise
+                # Too much for one frame: send what fits, and name the rest as not carried.
+                keep = len(published) // 2
+                silent.extend(p.destination for p in published[keep:])
+                log.warning(
+                    "%s: planner rules for %s exceed a frame; %d entries left out",
+                    agent.name,
+                    peer,
+                    len(published) - keep,
+                )
+                del published[keep:]
         agent.audit_operation(
-            f"planner rules for {peer}: {len(result.published)} published, "
-            f"{len(result.silent)} silent"
+            f"planner rules for {peer}: {len(published)} published, {len(silent)} silent"
         )
 
     def received_response(self, peer: PeerId, response: PlannerRulesResponse) -> None:

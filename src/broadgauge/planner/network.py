@@ -41,6 +41,7 @@ from starlette.routing import Route
 
 from broadgauge.grammar import GrammarError, UserIdentifier
 from broadgauge.jobs.agent import Agent, JobExpired, JobFailed, JobRefused
+from broadgauge.jobs.errors import InvalidStateError
 from broadgauge.jobs.rules_sweep import SweepResult
 from broadgauge.planner.answers import WORD, Answer, Task
 from broadgauge.planner.app import Planner, Refusal, openapi_route
@@ -309,6 +310,10 @@ class NetworkPlanner:
             )
         except AccountCheckError as exc:
             return Verdict(offering, None, status="account-check", detail=str(exc))
+        except Exception as exc:  # one site's failure must not fail the whole answer
+            log.exception("account check at %s failed", offering.destination)
+            detail = f"{type(exc).__name__}: {exc}"
+            return Verdict(offering, None, status="account-check", detail=detail)
         answer, why = evaluate(ruleset, task, identity, has_account=any(found))
         if why.account_missing:
             user = users[0]
@@ -404,9 +409,9 @@ class AgentSource:
             job = await self.agent.run(
                 f"{self.agent.name}.{portal}", f"submit {destination} is_existing_user {user}"
             )
-        except (JobFailed, JobExpired, JobRefused, GrammarError) as exc:
+            value = job.result_value()
+        except (JobFailed, JobExpired, JobRefused, GrammarError, InvalidStateError) as exc:
             raise AccountCheckError(f"is_existing_user {user} at {destination}: {exc}") from exc
-        value = job.result_value()
         if not isinstance(value, bool):
             raise AccountCheckError(f"is_existing_user {user} returned {value!r}")
         return value

@@ -227,3 +227,15 @@ def test_cli_reports_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[
     bad.write_text('[[rules]]\nname = "r"\ntasktypes = ["t"]\n')
     assert main(["planner", "check", "--config", str(bad), "t"]) == 1
     assert "needs a 'servicetype'" in capsys.readouterr().err
+
+
+def test_cli_ask_reports_an_unreachable_planner_and_bad_taskinfo(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again when the block ends: nobody listens
+    url = f"http://127.0.0.1:{port}/"
+    assert main(["planner", "ask", url, "jupyter-notebook"]) == 1
+    assert f"cannot ask http://127.0.0.1:{port}/accepts" in capsys.readouterr().err
+    assert main(["planner", "ask", url, "jupyter-notebook", "novalue"]) == 2

@@ -11,6 +11,7 @@ planner suggests.  Tokens come from the real OIDC provider the suite starts
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import pytest
 
 from broadgauge.agents.assemble import assemble
 from broadgauge.bridge import BridgeSettings
+from broadgauge.cli import main
 from broadgauge.cli.run import serve
 from broadgauge.demo import PATH, Network, start_network
 from broadgauge.jobs.agent import Agent
@@ -491,3 +493,38 @@ async def test_attach_network_planner_reads_planner_config(tmp_path: Path) -> No
         path.write_text(text, "utf-8")
         with pytest.raises(ConfigError, match=f"planner-config .*{name}"):
             attach_network_planner(Agent(bridge.with_extra("planner-config", str(path))))
+
+
+# --- the researcher's command: broadgauge planner ask ------------------------------------------
+
+
+async def test_planner_ask_shows_the_answer_and_where_to_provision(
+    network: Network,
+    signed_in: NetworkPlannerServer,
+    oidc_provider: OidcProvider,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await provision_users(network, "alice.physics.portal")
+    monkeypatch.setenv("COLUMNS", "200")
+    ask = ["planner", "ask", signed_in.url, "jupyter-notebook"]
+    # The command blocks on HTTP; run it off the loop the agents and the planner run on.
+    bearer = (await token(oidc_provider, "alice", "alice.physics.portal"))["Authorization"]
+    monkeypatch.setenv("BROADGAUGE_TOKEN", bearer.removeprefix("Bearer "))
+    assert await asyncio.to_thread(main, ask) == 0
+    out = capsys.readouterr().out
+    assert f"YES: jupyter-notebook can run on jupyter-hub at {DEMO_ENDPOINT}" in out
+    assert PATH in out
+    bearer = (await token(oidc_provider, "carol", "carol.physics.portal"))["Authorization"]
+    monkeypatch.setenv("BROADGAUGE_TOKEN", bearer.removeprefix("Bearer "))
+    assert await asyncio.to_thread(main, [*ask, "--json"]) == 3
+    body = json.loads(capsys.readouterr().out)
+    assert body["provisionable"][0]["reponseinfo"]["provision"]["instruction"] == (
+        "add_user carol.physics.portal"
+    )
+    assert await asyncio.to_thread(main, ask) == 3
+    assert "add_user carol.physics.portal" in capsys.readouterr().out
+    # Without a token this planner refuses: a clear error, exit 1.
+    monkeypatch.delenv("BROADGAUGE_TOKEN")
+    assert await asyncio.to_thread(main, ask) == 1
+    assert "answered HTTP 401" in capsys.readouterr().err

@@ -138,6 +138,17 @@ class Planner:
             raise Refusal(_error(403, "forbidden", f"may not ask this planner: {refused}"))
         return identity
 
+    async def aclose(self) -> None:
+        """Close the token validator's HTTP client (if there is one)."""
+        if self.validator is not None:
+            await self.validator.aclose()
+
+    @asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        """The Starlette lifespan of an app built on this planner: close on shutdown."""
+        yield
+        await self.aclose()
+
     def _redirect_uri(self, request: Request) -> str:
         return self.config.auth.redirect_uri or str(request.base_url) + "auth/callback"
 
@@ -239,12 +250,6 @@ def create_app(config: ServiceConfig, validator: TokenValidator | None = None) -
     """The ASGI application for one service."""
     planner = Planner(config, validator)
 
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        if planner.validator is not None:
-            await planner.validator.aclose()
-
     app = Starlette(
         routes=[
             Route("/accepts", planner.accepts, methods=["GET", "POST"]),
@@ -256,7 +261,7 @@ def create_app(config: ServiceConfig, validator: TokenValidator | None = None) -
                 methods=["GET"],
             ),
         ],
-        lifespan=lifespan,
+        lifespan=planner.lifespan,
     )
     app.state.planner = planner
     return app

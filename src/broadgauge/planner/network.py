@@ -29,8 +29,7 @@ import asyncio
 import logging
 import time
 import tomllib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -53,8 +52,8 @@ from broadgauge.planner.rules import (
     RuleError,
     RuleSet,
     evaluate,
-    needs_account,
     parse_ruleset,
+    turns_on_account,
 )
 from broadgauge.serving import AppServer
 from broadgauge.wire import ConfigError
@@ -288,8 +287,9 @@ class NetworkPlanner:
         if offering.ruleset is None:
             return Verdict(offering, None, status="invalid-rules", detail=offering.error)
         ruleset = offering.ruleset
-        if not needs_account(ruleset, task, identity):
-            answer, why = evaluate(ruleset, task, identity, has_account=False)
+        # Evaluated once as if the account were there; only a rule needing it asks the site.
+        answer, why = evaluate(ruleset, task, identity, has_account=True)
+        if not turns_on_account(ruleset, why):
             return Verdict(offering, answer, why)
         users = user_identities(identity, self.settings.user_claim, offering.portal)
         wanted = task.taskinfo.get("project")
@@ -456,12 +456,6 @@ def create_network_app(
             headers={"Cache-Control": "no-store"},
         )
 
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        if planner.validator is not None:
-            await planner.validator.aclose()
-
     app = Starlette(
         routes=[
             Route("/accepts", accepts, methods=["GET", "POST"]),
@@ -477,7 +471,7 @@ def create_network_app(
                 methods=["GET"],
             ),
         ],
-        lifespan=lifespan,
+        lifespan=planner.lifespan,
     )
     app.state.planner = planner
     app.state.network = network
@@ -508,8 +502,7 @@ class NetworkPlannerServer:
     async def stop(self) -> None:
         """Stop serving (idempotent)."""
         await self._server.stop()
-        if self.app.state.planner.validator is not None:
-            await self.app.state.planner.validator.aclose()
+        await self.app.state.planner.aclose()
 
 
 def attach_network_planner(agent: Agent) -> NetworkPlannerServer:

@@ -381,6 +381,15 @@ def needs_account(ruleset: RuleSet, task: Task, identity: Identity | None) -> bo
     """Whether the answer for this caller turns on an account: the rule that would decide,
     were the account there, requires one."""
     _, why = evaluate(ruleset, task, identity, has_account=True)
+    return turns_on_account(ruleset, why)
+
+
+def turns_on_account(ruleset: RuleSet, why: Explanation) -> bool:
+    """Whether an evaluation made with ``has_account=True`` was decided by a rule that
+    requires an account (so the answer depends on whether the caller really has one).
+
+    When it was not, the same evaluation holds whatever the caller's account status is.
+    """
     rule = next((r for r in ruleset.rules if r.name == why.decided_by), None)
     return rule is not None and rule.requires_account and why.steps[-1].outcome == "decided"
 
@@ -409,4 +418,5 @@ __all__: Sequence[str] = (
     "parse_identity_condition",
     "parse_rule",
     "parse_ruleset",
+    "turns_on_account",
 )

@@ -52,7 +52,7 @@ from broadgauge.wire.handshake import (
 )
 from broadgauge.wire.invite import Invite
 from broadgauge.wire.keys import Key
-from broadgauge.wire.standby import StandbyDesk, wait_for_promotion
+from broadgauge.wire.standby import StandbyDesk, recv_text, wait_for_promotion
 from broadgauge.wire.stats import WireStats
 
 log = logging.getLogger("broadgauge.wire")
@@ -476,8 +476,8 @@ class Service:
                 claim=lambda name, zone: self._standby.claim(PeerId(name, zone), connection),
             )
             async with asyncio.timeout(self.timers.handshake):
-                await connection.send(handshake.receive(await _recv_text(connection)))
-                await connection.send(handshake.receive(await _recv_text(connection)))
+                await connection.send(handshake.receive(await recv_text(connection)))
+                await connection.send(handshake.receive(await recv_text(connection)))
         except (HandshakeError, TimeoutError, ConnectionClosed) as exc:
             if handshake is not None and handshake.done and not handshake.client_is_secondary:
                 # It claimed the primary slot, then failed to send its last frame.
@@ -567,10 +567,10 @@ class Service:
         ) as connection:
             async with asyncio.timeout(self.timers.handshake):
                 await connection.send(handshake.start())
-                reply = handshake.receive(await _recv_text(connection))
+                reply = handshake.receive(await recv_text(connection))
                 assert reply is not None
                 await connection.send(reply)
-                handshake.receive(await _recv_text(connection))
+                handshake.receive(await recv_text(connection))
             assert handshake.channel is not None and handshake.peer is not None
             standby = handshake.peer.standby
             if standby.server_is_secondary:
@@ -740,10 +740,3 @@ class Service:
     async def _notify_link_changed(self) -> None:
         async with self._link_changed:
             self._link_changed.notify_all()
-
-
-async def _recv_text(connection: _Connection) -> str:
-    frame = await connection.recv()
-    if not isinstance(frame, str):
-        raise HandshakeError("binary", "handshake frames must be text")
-    return frame

@@ -36,10 +36,11 @@ class _TextConnection(Protocol):
     async def recv(self) -> str | bytes: ...
 
 
-async def _recv_text(connection: _TextConnection) -> str:
+async def recv_text(connection: _TextConnection) -> str:
+    """The next frame of a connection not yet serving as a link (handshake, standby)."""
     frame = await connection.recv()
     if not isinstance(frame, str):
-        raise HandshakeError("binary", "standby frames must be text")
+        raise HandshakeError("binary", "handshake and standby frames must be text")
     return frame
 
 
@@ -61,7 +62,7 @@ async def wait_for_promotion(
         await asyncio.sleep(poll)
         await connection.send(channel.seal_value({}))
         async with asyncio.timeout(timeout):
-            frame = await _recv_text(connection)
+            frame = await recv_text(connection)
         try:
             status = channel.open_status(frame)
         except FrameError as exc:
@@ -139,7 +140,7 @@ class StandbyDesk:
         try:
             while True:
                 async with asyncio.timeout(timeout):
-                    frame = await _recv_text(connection)
+                    frame = await recv_text(connection)
                 try:
                     poll = channel.open(frame)
                 except FrameError as exc:

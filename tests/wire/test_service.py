@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import pytest
@@ -392,34 +393,6 @@ async def test_a_standby_may_only_poll(server: Service) -> None:
     assert server.stats.connections_rejected["standby-message"] == 1
 
 
-async def test_a_primary_that_does_not_answer_a_ping_is_cut_for_its_standby(
-    server: Service, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("broadgauge.wire.service.PRIMARY_PING_TIMEOUT", 0.2)
-    async with running(server):
-        invite = server.add_client("client", "127.0.0.1")
-        async with raw_link(invite):
-            await eventually(lambda: len(server.connected_peers()) == 1)
-            # A half-open primary: quiet for a while, and its pongs never come.
-            link = server._links[PeerId("client", "default")]
-            link.last_activity -= 60
-
-            async def never_answered() -> asyncio.Future[float]:
-                return asyncio.get_running_loop().create_future()
-
-            monkeypatch.setattr(link.connection, "ping", never_answered)
-            second_ws, second, _ = await _standby_link(invite)
-            try:
-                promoted = False
-                async with asyncio.timeout(5):
-                    while not promoted:
-                        await second_ws.send(second.seal_value({}))
-                        promoted = second.open_status(str(await second_ws.recv())).is_primary
-                assert server._links[PeerId("client", "default")] is not link
-            finally:
-                await second_ws.close()
-
-
 @pytest.mark.parametrize("change", ["rotate", "remove"])
 async def test_changing_a_clients_keys_also_closes_its_standbys(
     server: Service, change: str
@@ -448,22 +421,30 @@ async def test_changing_a_clients_keys_also_closes_its_standbys(
                 await second_ws.close()
 
 
-async def test_a_primary_whose_ping_cannot_even_be_sent_is_cut(
-    server: Service, monkeypatch: pytest.MonkeyPatch
+async def _pong_never_comes() -> asyncio.Future[float]:
+    return asyncio.get_running_loop().create_future()
+
+
+async def _ping_never_sent() -> asyncio.Future[float]:
+    await asyncio.Event().wait()  # a full send buffer that never drains
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("ping", [_pong_never_comes, _ping_never_sent])
+async def test_a_half_open_primary_is_cut_for_its_standby(
+    server: Service,
+    monkeypatch: pytest.MonkeyPatch,
+    ping: Callable[[], Awaitable[asyncio.Future[float]]],
 ) -> None:
     monkeypatch.setattr("broadgauge.wire.service.PRIMARY_PING_TIMEOUT", 0.2)
     async with running(server):
         invite = server.add_client("client", "127.0.0.1")
         async with raw_link(invite):
             await eventually(lambda: len(server.connected_peers()) == 1)
+            # A half-open primary: quiet for a while, and its ping goes unanswered.
             link = server._links[PeerId("client", "default")]
             link.last_activity -= 60
-
-            async def stuck_in_drain() -> asyncio.Future[float]:
-                await asyncio.Event().wait()  # a full send buffer that never drains
-                raise AssertionError("unreachable")
-
-            monkeypatch.setattr(link.connection, "ping", stuck_in_drain)
+            monkeypatch.setattr(link.connection, "ping", ping)
             second_ws, second, _ = await _standby_link(invite)
             try:
                 promoted = False
@@ -471,6 +452,7 @@ async def test_a_primary_whose_ping_cannot_even_be_sent_is_cut(
                     while not promoted:
                         await second_ws.send(second.seal_value({}))
                         promoted = second.open_status(str(await second_ws.recv())).is_primary
+                assert server._links[PeerId("client", "default")] is not link
             finally:
                 await second_ws.close()
 

@@ -14,6 +14,7 @@ from .board import (
     AddOutcome,
     AddResult,
     Board,
+    BoardChange,
     BoardStats,
     RemoveResult,
     SyncAction,
@@ -39,7 +40,14 @@ from .commands import (
     decode_command,
     encode_command,
 )
-from .errors import ExpiredError, InvalidStateError, JobDecodeError, JobsError, ProtocolError
+from .errors import (
+    ExpiredError,
+    InvalidStateError,
+    JobDecodeError,
+    JobsError,
+    ProtocolError,
+    StoreError,
+)
 from .health import (
     ENGINE,
     DiagnosticsReport,
@@ -65,6 +73,7 @@ __all__ = [
     "AddResult",
     "AgentType",
     "Board",
+    "BoardChange",
     "BoardStats",
     "BoardStore",
     "Delete",
@@ -99,6 +108,7 @@ __all__ = [
     "RunningJobEntry",
     "SlowJobEntry",
     "Status",
+    "StoreError",
     "Sync",
     "SyncAction",
     "SyncDecision",

@@ -14,8 +14,10 @@ for a wire-compatible peer, so every decode in this package goes through
   unknown keys, which serde ignores;
 * ``bool`` is never accepted where an integer is expected (Python's ``True`` is
   an ``int``);
-* strings containing lone surrogates (legal as ``\\ud800`` escapes in Python,
-  rejected by Rust when decoding a ``String``) are refused where we keep them.
+* a document holding a lone surrogate anywhere (legal as a ``\\ud800`` escape in
+  Python, refused by Rust when decoding a ``String``, and never written by a Rust peer)
+  is refused whole by :func:`loads`, and the typed readers refuse one in a ``str``
+  handed to them.
 
 :func:`dumps` writes compact JSON with raw UTF-8 and ``serde_json``'s escaping
 (short escapes for ``\\b \\f \\n \\r \\t``, lowercase ``\\u00XX`` for other
@@ -30,6 +32,8 @@ import math
 import re
 from collections.abc import Callable
 from typing import Any, Final, NoReturn, TypeVar
+
+from broadgauge.wire.envelope import decoded_lone_surrogate
 
 from .errors import ProtocolError
 
@@ -91,7 +95,7 @@ def loads(text: str | bytes, what: str, error: type[ProtocolError] = ProtocolErr
     if not isinstance(text, str):
         raise error(f"{what}: expected a JSON string, got {type(text).__name__}")
     try:
-        return json.loads(
+        value = json.loads(
             text,
             object_pairs_hook=JsonObject,
             parse_int=_parse_int,
@@ -102,6 +106,9 @@ def loads(text: str | bytes, what: str, error: type[ProtocolError] = ProtocolErr
         raise error(f"{what}: JSON nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError is a ValueError
         raise error(f"{what}: invalid JSON: {exc}") from None
+    if _decodes_to_surrogate(text, value):
+        raise error(f"{what}: a string contains a lone UTF-16 surrogate")
+    return value
 
 
 def dumps(value: Any) -> str:
@@ -116,6 +123,18 @@ def has_lone_surrogate(text: str) -> bool:
     """Whether ``text`` holds a UTF-16 surrogate that cannot be encoded as UTF-8."""
     # A regex scans in C; this runs on every string of every job received.
     return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def _decodes_to_surrogate(text: str, value: object) -> bool:
+    """Whether ``value``, decoded from ``text``, holds a lone surrogate anywhere.
+
+    serde_json refuses a lone surrogate wherever it decodes a ``String`` (it skips one only
+    in a field it ignores), and a Rust peer cannot write one, so a genuine peer never sends
+    a document holding one: the whole document is refused, not just the fields we keep.  A
+    raw surrogate in ``text`` (only possible in a ``str`` that never was UTF-8) is always
+    lone, and ``isascii`` answers for most texts in constant time.
+    """
+    return has_lone_surrogate(text) or decoded_lone_surrogate(text, value)
 
 
 def type_name(value: object) -> str:

@@ -24,7 +24,6 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +33,7 @@ from broadgauge.grammar import Position
 from broadgauge.jobs.agent_config import AgentConfig
 from broadgauge.jobs.agent_type import AgentType
 from broadgauge.jobs.audit import AuditLog
-from broadgauge.jobs.board import AddResult, Board
+from broadgauge.jobs.board import AddResult, Board, RemoveResult
 from broadgauge.jobs.commands import (
     Delete,
     JobCommand,
@@ -60,14 +59,14 @@ from broadgauge.jobs.envelope import (
     TraceSink,
     Typed,
 )
-from broadgauge.jobs.errors import ProtocolError
+from broadgauge.jobs.errors import ExpiredError, ProtocolError, StoreError
 from broadgauge.jobs.handling import Inbound, _outcome
 from broadgauge.jobs.health import DiagnosticsReport, HealthInfo
 from broadgauge.jobs.job import Job
 from broadgauge.jobs.notification import Notification
 from broadgauge.jobs.rules_sweep import RulesSweep
 from broadgauge.jobs.store import BoardStore
-from broadgauge.jobs.trace import Action, TraceEvent
+from broadgauge.jobs.trace import Action, TraceEvent, Tracer
 from broadgauge.wire import (
     ClientEntry,
     Limits,
@@ -128,16 +127,15 @@ class Agent:
         self.peer_types: dict[PeerId, AgentType] = {}
         self.handlers: dict[str, Handler] = {}
         self.notify_handler: NotifyHandler | None = None
-        self._trace_sinks: list[TraceSink] = []
         self._waiters: dict[uuid.UUID, list[asyncio.Future[Job]]] = {}
-        self._recent: deque[tuple[float, Action, Job, PeerId, str]] = deque(maxlen=RECENT_EVENTS)
+        self.tracer = Tracer(self.service.name, RECENT_EVENTS)
         self._tasks: set[asyncio.Task[object]] = set()
         self.registrations = asyncio.Condition()
         self.started_at = datetime.now(UTC)
         self.control = ControlPlane(self)
         self.planner_rules = RulesSweep(self)
         if self.audit_log is not None:
-            self._trace_sinks.append(self.audit_log.record_event)
+            self.tracer.sinks.append(self.audit_log.record_event)
         self.service.on_refused(self._on_refused)
         self._load_boards()
 
@@ -188,7 +186,7 @@ class Agent:
 
     def on_trace(self, sink: TraceSink) -> TraceSink:
         """Call ``sink`` with every :class:`TraceEvent` (several sinks may be added)."""
-        self._trace_sinks.append(sink)
+        self.tracer.sinks.append(sink)
         return sink
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -263,11 +261,11 @@ class Agent:
         """
         for task in list(self.inbound.executions.values()):
             task.cancel()
-        for peer, board in self._boards.items():
+        for peer in list(self._boards):
+            # One board at a time, the store first: a failure leaves the rest on both.
             if self.store is not None:
-                self.store.delete_many(str(peer), [job.id for job in board.jobs()])
-                self.store.drain(str(peer))
-        self._boards.clear()
+                self._stored(f"clear the board of {peer}", self.store.forget_board, str(peer))
+            del self._boards[peer]
 
     def busy_workers(self) -> int:
         """Handlers running now."""
@@ -335,7 +333,11 @@ class Agent:
         assert next_name is not None  # a destination has at least two agents
         peer = self.peer_named(next_name, zone)
         waiter = self._wait_for(job.id)
-        await self.put(peer, job)
+        try:
+            await self.put(peer, job)
+        except BaseException:
+            self._forget_waiter(job.id, waiter)  # refused (a StoreError, say): nobody waits
+            raise
         budget = max(0.0, job.expires - self.clock() + 1.0)
         if timeout is not None:
             budget = min(budget, timeout)
@@ -375,15 +377,23 @@ class Agent:
                 if not future.done():
                     future.set_result(job)
 
-    # --- board operations (each persisted) ---------------------------------------------
+    # --- board operations (each persisted: the store first, then the board) -------------
 
     def record(self, peer: PeerId, job: Job) -> AddResult:
-        result = self.board(peer).add(job, self.clock())
-        if result.should_send or result.finished:
-            self._save(peer, result.stored)
-            for extra in result.finished:
-                if extra.id != result.stored.id:
-                    self._save(peer, extra)
+        """Add ``job`` to ``peer``'s board, and to the store before the board.
+
+        The change is worked out first, saved in one transaction, and made on the board
+        only once the store accepted it: any failure raises :class:`StoreError` with the
+        board as it was, so the two never disagree (a job the store cannot hold is never
+        left on a board to break the next ``Sync``).  :class:`ExpiredError` for an
+        expired job.
+        """
+        board = self.board(peer)
+        result = board.plan_add(job, self.clock())
+        if self.store is not None and result.change.jobs:
+            what = f"record {job.id} on the board of {peer}"
+            self._stored(what, self.store.save_all, str(peer), result.change.jobs)
+        board.apply(result)
         self.wake(result.finished)
         for duplicate in result.finished:
             if duplicate.id != result.stored.id:
@@ -407,9 +417,31 @@ class Agent:
             await self.send_job(peer, Update(duplicate))
         # Otherwise we started it ourselves: its waiter has been woken already.
 
-    def _save(self, peer: PeerId, job: Job) -> None:
+    def _stored(self, what: str, change: Callable[..., object], *args: object) -> None:
+        """Run one store transaction; whatever it raises becomes :class:`StoreError`.
+
+        Callers change their boards only after this returns.
+        """
+        try:
+            change(*args)
+        except Exception as exc:
+            raise StoreError(f"{self.name} could not {what}: {type(exc).__name__}: {exc}") from exc
+
+    def remove(self, peer: PeerId, job: Job) -> RemoveResult:
+        """Remove ``job`` and its duplicates from ``peer``'s board: the store first.
+
+        :class:`StoreError` leaves the board as it was; :class:`ExpiredError` for an
+        expired job.
+        """
+        now = self.clock()
+        if job.is_expired(now):
+            raise ExpiredError(f"Job {job.id} has expired")
+        board = self.board(peer)
         if self.store is not None:
-            self.store.save(str(peer), job)
+            ids = [job.id, *board.duplicates_of(job.id)]
+            what = f"remove {job.id} from the board of {peer}"
+            self._stored(what, self.store.delete_many, str(peer), ids)
+        return board.remove(job, now)
 
     async def put(self, peer: PeerId, job: Job) -> None:
         if job.is_created:
@@ -429,10 +461,12 @@ class Agent:
         try:
             await self.service.send(peer.name, payload, peer.zone)
         except PeerNotConnected:
-            # Keep it for the next connection (durably, when we have a store).
-            self.board(peer).queue(command)
+            # Keep it for the next connection (durably, when we have a store, and on disk
+            # before the board moves the job to its queue).
             if self.store is not None:
-                self.store.enqueue(str(peer), payload)
+                what = f"queue {command.job.id} for {peer}"
+                self._stored(what, self.store.enqueue, str(peer), payload)
+            self.board(peer).queue(command)
             self.trace(Action.QUEUED, command.job, peer, f"{peer} is not connected")
 
     async def send_control(self, peer: PeerId, command: WireCommand) -> None:
@@ -505,18 +539,36 @@ class Agent:
     async def _cleaner(self) -> None:
         while True:
             await asyncio.sleep(CLEANER_INTERVAL)
-            self.sweep()
+            try:
+                self.sweep()
+            except Exception:
+                # The cleaner must outlive one bad sweep, or nothing would expire again.
+                log.exception("%s: the cleaner failed", self.name)
 
     def sweep(self) -> list[Job]:
-        """Remove expired jobs from every board now, waking their waiters."""
+        """Remove expired jobs from every board now, waking their waiters.
+
+        Each board's expired jobs leave the store first; a board whose store refuses is
+        left as it was (and logged), to be swept again next time.
+        """
         swept: list[Job] = []
         now = self.clock()
-        for peer, board in self._boards.items():
-            gone = board.sweep_expired(now)
+        for peer, board in list(self._boards.items()):
+            gone = board.plan_sweep(now)
+            if not gone:
+                continue
+            if self.store is not None:
+                ids = [job.id for job in gone]
+                try:
+                    self._stored(
+                        f"sweep the board of {peer}", self.store.delete_many, str(peer), ids
+                    )
+                except StoreError as exc:
+                    log.warning("%s: %s (it stays until the next sweep)", self.name, exc)
+                    continue
+            board.remove_swept(gone, now)
             for job in gone:
                 self.trace(Action.EXPIRED, job, peer, _outcome(job))
-                if self.store is not None:
-                    self.store.delete(str(peer), job.id)
                 if not job.is_expired(now):
                     # A live duplicate of an expired original: its sender awaits an answer.
                     self.spawn(self._answer_duplicate(peer, job))
@@ -528,39 +580,15 @@ class Agent:
 
     def trace(self, action: Action, job: Job, peer: PeerId, detail: str = "") -> None:
         """Record an action on ``job``: kept for diagnostics, and given to every sink."""
-        record = (self.clock(), action, job, peer, detail)
-        # Rendering an event costs more than routing a job; render only for a reader.
-        self._recent.append(record)
-        if self._trace_sinks:
-            event = self._event(*record)
-            for sink in self._trace_sinks:
-                try:
-                    sink(event)
-                except Exception:
-                    log.exception("%s: trace sink failed", self.name)
-
-    def _event(
-        self, time: float, action: Action, job: Job, peer: PeerId, detail: str
-    ) -> TraceEvent:
-        return TraceEvent(
-            time=time,
-            agent=self.name,
-            action=action,
-            job_id=str(job.id),
-            instruction=job.command.instruction_text,
-            path=job.command.destination_text,
-            peer=str(peer),
-            state=job.state.value,
-            detail=detail,
-        )
+        self.tracer.record(self.clock(), action, job, peer, detail)
 
     @property
     def recent_events(self) -> list[TraceEvent]:
         """The last few hundred actions, oldest first (for diagnostics reports)."""
-        return [self._event(*record) for record in self._recent]
+        return self.tracer.recent()
 
     def job_context(self, job: Job, peer: PeerId) -> TraceEvent | None:
         """What backend operations run for ``job`` are attributed to (with an audit log)."""
         if self.audit_log is None:
             return None
-        return self._event(self.clock(), Action.STARTED, job, peer, "")
+        return self.tracer.event(self.clock(), Action.STARTED, job, peer, "")

@@ -5,7 +5,10 @@ copies of the jobs that crossed it.  This class holds the jobs, the
 duplicate bookkeeping and the queue of commands that could not be sent, and
 *decides*; it never sends, sleeps or wakes anyone.  Every mutating call returns
 the jobs whose waiters the async runtime must wake, and :meth:`Board.sync_actions`
-returns what to do with a received ``Sync``.
+returns what to do with a received ``Sync``.  Adding and sweeping also come in two halves,
+a pure plan and its application (:meth:`Board.plan_add` / :meth:`Board.apply`,
+:meth:`Board.plan_sweep` / :meth:`Board.remove_swept`), so a runtime with a durable store
+changes a board only once the store has accepted the change.
 
 Deliberate differences from Rust, none visible on the wire:
 
@@ -38,6 +41,7 @@ __all__ = [
     "AddOutcome",
     "AddResult",
     "Board",
+    "BoardChange",
     "BoardStats",
     "RemoveResult",
     "SyncAction",
@@ -66,20 +70,41 @@ class AddOutcome(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class BoardChange:
+    """What one :meth:`Board.add` does to a board, worked out before it is done.
+
+    ``jobs`` are written (replacing any copy with the same id), in order; ``link`` records
+    ``(original, duplicate)``; ``settled`` is an original whose duplicates have copied its
+    result, so its duplicate list is dropped.  ``generation`` is the board's change count
+    when this was worked out: applying it to a board changed since is refused.
+    """
+
+    jobs: tuple[Job, ...] = ()
+    link: tuple[uuid.UUID, uuid.UUID] | None = None
+    settled: uuid.UUID | None = None
+    generation: int = -1
+
+
+_NO_CHANGE: Final = BoardChange()
+
+
+@dataclass(frozen=True, slots=True)
 class AddResult:
-    """Result of :meth:`Board.add`.
+    """Result of :meth:`Board.add` (or of :meth:`Board.plan_add`, not yet applied).
 
     ``job`` is what Rust's ``add`` returns: the stored job, except for
     UNCHANGED where it is the *incoming* job (``stored`` then holds the board's
     copy).  ``finished`` lists jobs that became finished on this board by this
     call (the job itself and any duplicates that copied its result): wake
-    their waiters.
+    their waiters.  ``change`` is what the call does to the board: its ``jobs``
+    are exactly what a durable store must hold for the board to match it.
     """
 
     outcome: AddOutcome
     job: Job
     stored: Job
     finished: tuple[Job, ...] = ()
+    change: BoardChange = dataclasses.field(default=_NO_CHANGE, repr=False, compare=False)
 
     @property
     def should_send(self) -> bool:
@@ -158,6 +183,9 @@ class Board:
         rebuilt from Duplicate jobs whose original is on the board.
         """
         self.peer = peer
+        # Counts changes to the jobs, so a change worked out earlier is never applied to a
+        # board that has moved on since (see plan_add).
+        self._generation = 0
         self._jobs: dict[uuid.UUID, Job] = {}
         # Pending jobs by (last hop, canonical instruction): the only possible originals
         # of a duplicate, so finding one costs a lookup, not a scan of the whole board
@@ -247,7 +275,7 @@ class Board:
     # ---------------------------------------------------------------- mutation
 
     def add(self, job: Job, now: float) -> AddResult:
-        """Add or replace ``job`` (Rust ``Board::add``).
+        """Add or replace ``job`` (Rust ``Board::add``): :meth:`plan_add`, then :meth:`apply`.
 
         Unknown id -> ADDED.  Known id: a greater version replaces (UPDATED);
         otherwise a later ``changed`` replaces and the version is bumped to one
@@ -258,6 +286,17 @@ class Board:
         duplicates copy its result.
 
         Raises :class:`ExpiredError` for an expired job, as Rust refuses them.
+        """
+        result = self.plan_add(job, now)
+        self.apply(result)
+        return result
+
+    def plan_add(self, job: Job, now: float) -> AddResult:
+        """What :meth:`add` would do, without changing the board.
+
+        A runtime with a durable store saves ``result.change.jobs`` first and applies the
+        result only once the store accepted them, so a store that fails leaves the board
+        as it was.  Nothing may change the board between this call and :meth:`apply`.
         """
         if job.is_expired(now):
             raise ExpiredError(f"Job {job.id} has expired")
@@ -277,23 +316,44 @@ class Board:
             )
         else:
             return AddResult(AddOutcome.UNCHANGED, job, stored)
-        self._put_job(current)
 
         if outcome is AddOutcome.ADDED and current.is_pending:
+            # An ADDED job is not on the board yet, so it cannot be its own original.
             duplicated = self._detect_duplicate(current, now)
             if duplicated is not None:
                 return duplicated
 
-        finished: tuple[Job, ...] = ()
         if current.is_finished:
             finished = (current, *self._resolve_duplicates(current, now))
-        return AddResult(outcome, current, current, finished)
+            change = BoardChange(finished, settled=current.id, generation=self._generation)
+            return AddResult(outcome, current, current, finished, change)
+        change = BoardChange((current,), generation=self._generation)
+        return AddResult(outcome, current, current, (), change)
+
+    def apply(self, result: AddResult) -> None:
+        """Make the change worked out by :meth:`plan_add` on this board.
+
+        Raises ``RuntimeError`` if the board changed since: the plan would be stale.
+        """
+        change = result.change
+        if change is _NO_CHANGE:
+            return
+        if change.generation != self._generation:
+            raise RuntimeError(f"board of {self.peer} changed since this add was planned")
+        for job in change.jobs:
+            self._put_job(job)
+        if change.link is not None:
+            original, duplicate = change.link
+            self._duplicates.setdefault(original, []).append(duplicate)
+        if change.settled is not None:
+            self._duplicates.pop(change.settled, None)
 
     @staticmethod
     def _pending_key(job: Job) -> tuple[str, str]:
         return (job.destination.last, str(job.instruction))
 
     def _put_job(self, job: Job) -> None:
+        self._generation += 1
         key = self._pending_key(job)
         self._jobs[job.id] = job
         if job.is_pending:
@@ -304,6 +364,7 @@ class Board:
     def _pop_job(self, job_id: uuid.UUID) -> Job | None:
         job = self._jobs.pop(job_id, None)
         if job is not None:
+            self._generation += 1
             self._unindex(self._pending_key(job), job_id)
         return job
 
@@ -338,20 +399,22 @@ class Board:
                     now,
                 )
             duplicate = job.duplicate(original, now=now)
-            self._put_job(duplicate)
-            self._duplicates.setdefault(original.id, []).append(duplicate.id)
-            return AddResult(AddOutcome.DUPLICATE, duplicate, duplicate)
+            change = BoardChange(
+                (duplicate,), link=(original.id, duplicate.id), generation=self._generation
+            )
+            return AddResult(AddOutcome.DUPLICATE, duplicate, duplicate, (), change)
         return None
 
     def _refuse_duplicate(self, job: Job, message: str, now: float) -> AddResult:
         errored = job.errored(message, now=now)
-        self._put_job(errored)
         # Rust reports the errored job as Added (so put() still sends it).
-        return AddResult(AddOutcome.ADDED, errored, errored, (errored,))
+        change = BoardChange((errored,), generation=self._generation)
+        return AddResult(AddOutcome.ADDED, errored, errored, (errored,), change)
 
     def _resolve_duplicates(self, original: Job, now: float) -> list[Job]:
+        """The duplicates of ``original`` as they become when it finishes (not stored)."""
         woken: list[Job] = []
-        for dup_id in self._duplicates.pop(original.id, []):
+        for dup_id in self._duplicates.get(original.id, ()):
             dup = self._jobs.get(dup_id)
             if dup is None:
                 continue
@@ -360,7 +423,6 @@ class Board:
                     dup = dup.copy_result_from(original, now=now)
                 except InvalidStateError:
                     dup = _settle(dup, COPY_FAILED_MESSAGE, now)
-                self._put_job(dup)
             woken.append(dup)
         return woken
 
@@ -418,33 +480,41 @@ class Board:
         which the (expired-dropping) recipient ignores; the duplicates are live
         and their waiting handlers report them.
         """
-        expired: list[Job] = [job for job in self._jobs.values() if job.is_expired(now)]
-        live: list[JobCommand] = []
-        for command in self._queued:
-            if command.job.is_expired(now):
-                expired.append(command.job)
-            else:
-                live.append(command)
-        self._queued = live
+        swept = self.plan_sweep(now)
+        self.remove_swept(swept, now)
+        return swept
 
+    def plan_sweep(self, now: float) -> list[Job]:
+        """What :meth:`sweep_expired` would remove and return, without changing the board.
+
+        A runtime with a durable store deletes these first and then calls
+        :meth:`remove_swept`, so a store that fails leaves the board as it was.
+        """
+        expired: list[Job] = [job for job in self._jobs.values() if job.is_expired(now)]
+        expired += [c.job for c in self._queued if c.job.is_expired(now)]
         swept: list[Job] = []
         seen: set[uuid.UUID] = set()
         for job in expired:
             if job.id in seen:
                 continue
             seen.add(job.id)
-            self._pop_job(job.id)
             swept.append(job if job.is_finished else _settle(job, EXPIRED_MESSAGE, now))
-            for dup_id in self._duplicates.pop(job.id, []):
+            for dup_id in self._duplicates.get(job.id, ()):
                 dup = self._jobs.get(dup_id)
-                if dup is None or dup.is_expired(now):
+                if dup is None or dup.is_expired(now) or dup_id in seen:
                     continue  # gone already, or swept in its own right
-                self._pop_job(dup_id)
                 seen.add(dup_id)
                 swept.append(
                     dup if dup.is_finished else _settle(dup, ORIGINAL_EXPIRED_MESSAGE, now)
                 )
         return swept
+
+    def remove_swept(self, swept: Iterable[Job], now: float) -> None:
+        """Remove what :meth:`plan_sweep` returned (``now`` the same), and expired commands."""
+        for job in swept:
+            self._pop_job(job.id)
+            self._duplicates.pop(job.id, None)
+        self._queued = [c for c in self._queued if not c.job.is_expired(now)]
 
     # -------------------------------------------------------------------- sync
 

@@ -15,6 +15,7 @@ __all__ = [
     "JobDecodeError",
     "JobsError",
     "ProtocolError",
+    "StoreError",
 ]
 
 
@@ -45,3 +46,11 @@ class InvalidStateError(JobsError):
 
 class ExpiredError(JobsError):
     """An expired job was offered to a board (Rust refuses these everywhere)."""
+
+
+class StoreError(JobsError):
+    """The durable store did not accept a change to a board, so the board was left as it was.
+
+    Raised with the store's own exception as its cause (``sqlite3.OperationalError`` for a
+    locked database or a full disk, ``UnicodeEncodeError`` for text that cannot be written).
+    """

@@ -44,7 +44,7 @@ from broadgauge.jobs.commands import (
 from broadgauge.jobs.control import RESTARTING_MESSAGE
 from broadgauge.jobs.directions import Link, refusal
 from broadgauge.jobs.envelope import Envelope, JobFailed, JobRefused, PeerInfo, Typed
-from broadgauge.jobs.errors import ExpiredError, ProtocolError
+from broadgauge.jobs.errors import ExpiredError, InvalidStateError, ProtocolError, StoreError
 from broadgauge.jobs.job import Job
 from broadgauge.jobs.notification import Notification
 from broadgauge.jobs.trace import Action
@@ -84,8 +84,9 @@ class Inbound:
             await self._dispatch(peer, command)
         except ExpiredError:
             log.debug("%s: dropped an expired job from %s", self.agent.name, peer)
-        except JobRefused as exc:
-            # An update or notification naming a hop we do not know: drop it, say why.
+        except (JobRefused, StoreError) as exc:
+            # An update or notification naming a hop we do not know, or one our store would
+            # not take (the board is as it was): drop it, say why.
             log.warning(
                 "%s: dropped %s from %s: %s", self.agent.name, type(command).__name__, peer, exc
             )
@@ -132,6 +133,29 @@ class Inbound:
             log.warning("%s: %s reported an error: %s", self.agent.name, peer, command.error)
 
     async def _received_put(self, peer: PeerId, job: Job) -> None:
+        try:
+            await self._route_put(peer, job)
+        except StoreError as exc:
+            log.warning("%s: refused %s from %s: %s", self.agent.name, job, peer, exc)
+            await self._refuse_unrecorded(peer, job)
+
+    async def _refuse_unrecorded(self, peer: PeerId, job: Job) -> None:
+        """Fail back a job our store would not take, so its sender is not left waiting."""
+        reason = f"{self.agent.name} could not record the job"
+        self.agent.trace(Action.REFUSED, job, peer, reason)
+        now = self.agent.clock()
+        try:
+            errored = (job.pending(now=now) if job.is_created else job).errored(reason, now=now)
+        except InvalidStateError:
+            return  # finished already: nothing to refuse
+        try:
+            await self.agent.update(peer, errored)
+        except StoreError:
+            # The store refuses the refusal too.  Say it unrecorded: the sender's board holds
+            # the job, and its next Sync brings the error back to ours.
+            await self.agent.send_control(peer, Update(errored))
+
+    async def _route_put(self, peer: PeerId, job: Job) -> None:
         if job.is_expired(self.agent.clock()):
             return
         sender = self.agent.peer_info(peer)
@@ -222,9 +246,7 @@ class Inbound:
                 await self.agent.update(self.agent.peer_named(next_name, peer.zone), result.stored)
 
     async def _received_delete(self, peer: PeerId, job: Job) -> None:
-        removed = self.agent.board(peer).remove(job, self.agent.clock())
-        if self.agent.store is not None:
-            self.agent.store.delete(str(peer), job.id)
+        removed = self.agent.remove(peer, job)
         self.agent.wake(list(removed.woken))
         position = job.destination.position(self.agent.name, peer.name)
         onward = {
@@ -233,19 +255,29 @@ class Inbound:
         }.get(position)
         if onward is not None:
             target = self.agent.peer_named(onward, peer.zone)
-            self.agent.board(target).remove(job, self.agent.clock())
+            self.agent.remove(target, job)
             await self.agent.send_job(target, Delete(job))
 
     async def _received_sync(self, peer: PeerId, jobs: tuple[Job, ...]) -> None:
         for decision in self.agent.board(peer).sync_actions(
             jobs, self.agent.name, peer.name, self.agent.clock()
         ):
-            if decision.action is SyncAction.UPDATE:
-                if self.agent.board(peer).get(decision.job.id) is None:
-                    continue
-                await self._received_update(peer, decision.job)
-            elif decision.action is SyncAction.PUT:
-                await self._received_put(peer, decision.job)
+            try:
+                if decision.action is SyncAction.UPDATE:
+                    if self.agent.board(peer).get(decision.job.id) is None:
+                        continue
+                    await self._received_update(peer, decision.job)
+                elif decision.action is SyncAction.PUT:
+                    await self._received_put(peer, decision.job)
+            except (StoreError, JobRefused, ExpiredError) as exc:
+                # One job the store or the routing refuses must not cost the rest of the Sync.
+                log.warning(
+                    "%s: skipped %s of the Sync from %s: %s",
+                    self.agent.name,
+                    decision.job,
+                    peer,
+                    exc,
+                )
 
     async def _received_notify(self, peer: PeerId, notification: Notification) -> None:
         position = notification.destination.position(self.agent.name, peer.name)
@@ -307,7 +339,12 @@ class Inbound:
         if self.agent.store is not None:
             self.agent.store.mark_finished(job.id, self.agent.clock(), finished)
         self.agent.trace(Action.FINISHED, finished, peer, _outcome(finished))
-        await self.agent.update(peer, finished)
+        try:
+            await self.agent.update(peer, finished)
+        except StoreError as exc:
+            # The board still holds the job unfinished; its sender's Sync or the cleaner
+            # settles it.
+            log.error("%s: could not return %s: %s", self.agent.name, job, exc)
 
     def resume(self) -> None:
         """After a restart, finish what a crash interrupted, from the boards on disk.

@@ -195,8 +195,13 @@ class Job:
         """Parse ``"<destination> <instruction>"`` into a new job (``Job::parse``).
 
         Raises :class:`~broadgauge.grammar.GrammarError` for an invalid command
-        (including a failed portal check).
+        (including a failed portal check, and text holding a lone UTF-16 surrogate).
         """
+        # A Rust String cannot hold a lone surrogate, so the reference never accepts one;
+        # the grammar would, and the job could then be neither stored nor sent.  Constant
+        # time for ASCII text.
+        if _json.has_lone_surrogate(text):
+            raise GrammarError("Invalid command: it contains a lone UTF-16 surrogate")
         # Named date ranges resolve against the local date at ``now``, as Rust
         # resolves them at parse time in the host's time zone (notes §4.2).
         today: datetime.date | None

@@ -171,8 +171,11 @@ class Notification:
 
         Like Rust, the destination ends at the first ASCII space; the result
         gets a fresh id.  Raises ``ValueError`` (a :class:`GrammarError` for a
-        bad destination or identifier).
+        bad destination or identifier, or text holding a lone UTF-16 surrogate, which a
+        Rust ``String`` cannot hold).
         """
+        if _json.has_lone_surrogate(text):
+            raise GrammarError("Invalid notification: it contains a lone UTF-16 surrogate")
         dest_text, sep, event_text = text.partition(" ")
         if not sep:
             raise ValueError(f"Notification missing event: '{text}'")

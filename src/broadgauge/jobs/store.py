@@ -260,6 +260,12 @@ class BoardStore:
             )
             return cur.rowcount
 
+    def forget_board(self, peer: str) -> None:
+        """Remove every job and queued payload of ``peer``'s board, in one transaction."""
+        with self._transaction() as cur:
+            cur.execute("DELETE FROM jobs WHERE peer = ?", (peer,))
+            cur.execute("DELETE FROM outbox WHERE peer = ?", (peer,))
+
     def load_all(self) -> dict[str, list[Job]]:
         """Every stored board: peer -> jobs in the order they were first stored.
 

@@ -8,7 +8,16 @@ subscribe with :meth:`Agent.on_trace <broadgauge.jobs.agent.Agent.on_trace>`.
 from __future__ import annotations
 
 import enum
+import logging
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from broadgauge.jobs.job import Job
+
+log = logging.getLogger("broadgauge.jobs")
 
 
 class Action(enum.Enum):
@@ -58,3 +67,47 @@ class TraceEvent:
             "state": self.state,
             "detail": self.detail,
         }
+
+
+class Tracer:
+    """One agent's trace: its last few hundred actions, and the sinks given each one.
+
+    Rendering an event costs more than routing a job, so actions are kept raw and rendered
+    only for a reader (a sink, or a diagnostics report).  ``peer`` is anything whose
+    ``str`` names the neighbour.
+    """
+
+    def __init__(self, agent: str, capacity: int) -> None:
+        self.agent = agent
+        self.sinks: list[Callable[[TraceEvent], None]] = []
+        self._recent: deque[tuple[float, Action, Job, object, str]] = deque(maxlen=capacity)
+
+    def record(self, time: float, action: Action, job: Job, peer: object, detail: str) -> None:
+        """Keep one action, and give it to every sink (a failing sink is logged, not raised)."""
+        entry = (time, action, job, peer, detail)
+        self._recent.append(entry)
+        if self.sinks:
+            event = self.event(*entry)
+            for sink in self.sinks:
+                try:
+                    sink(event)
+                except Exception:
+                    log.exception("%s: trace sink failed", self.agent)
+
+    def event(self, time: float, action: Action, job: Job, peer: object, detail: str) -> TraceEvent:
+        """Render one action."""
+        return TraceEvent(
+            time=time,
+            agent=self.agent,
+            action=action,
+            job_id=str(job.id),
+            instruction=job.command.instruction_text,
+            path=job.command.destination_text,
+            peer=str(peer),
+            state=job.state.value,
+            detail=detail,
+        )
+
+    def recent(self) -> list[TraceEvent]:
+        """The kept actions, oldest first."""
+        return [self.event(*entry) for entry in self._recent]

@@ -19,6 +19,7 @@ import binascii
 import hmac
 import json
 import os
+import re
 from collections import deque
 from typing import Any
 
@@ -104,7 +105,7 @@ def decode_frame(frame: str, inner: LayerKey, outer: LayerKey) -> bytes:
     """Open a frame and return the inner plaintext (the JSON of the value).
 
     Raises :class:`FrameError` with a ``reason`` of ``too-short``, ``bad-hex``, ``bad-auth`` or
-    ``bad-json``.
+    ``bad-json`` (which includes a string holding a lone UTF-16 surrogate).
     """
     inner_info, outer_info, outer_blob = split_frame(frame)
     return open_inner(inner_info, open_outer(outer_info, outer_blob, outer), inner)
@@ -153,11 +154,57 @@ def _json_string(data: bytes) -> str:
 
 
 def parse_json(data: bytes) -> Any:
-    """Parse UTF-8 JSON, turning every failure into :class:`FrameError`."""
+    """Parse UTF-8 JSON, turning every failure into :class:`FrameError`.
+
+    Every frame a peer sends passes here, handshake and payloads alike.  Besides malformed
+    JSON this refuses a string holding a lone UTF-16 surrogate (``"\\ud800"``): serde_json
+    refuses it, so the reference never accepts such a frame, and Python would decode it into
+    a ``str`` that no UTF-8 encoder (SQLite, the next frame we send) can write back.
+    """
     try:
-        return json.loads(data)
+        # Decode as UTF-8 ourselves: json.loads(bytes) would also take UTF-16 and UTF-32,
+        # which the reference refuses and the surrogate check below would not see through.
+        text = data.decode("utf-8")
+        value = json.loads(text)
     except (ValueError, RecursionError):
         raise FrameError("bad-json", "payload is not valid UTF-8 JSON") from None
+    if decoded_lone_surrogate(text, value):
+        raise FrameError("bad-json", "a string holds a lone UTF-16 surrogate")
+    return value
+
+
+# \uD800 to \uDFFF, hex digits in either case.  It also matches an escaped backslash
+# followed by "uD8.." (a payload string holding JSON with such an escape), which costs
+# only a walk that finds nothing.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def decoded_lone_surrogate(text: str, value: Any) -> bool:
+    """Whether ``value``, decoded by ``json.loads`` from ``text``, holds a lone surrogate.
+
+    Shared by everything that decodes JSON from outside (frames, commands, the bridge's
+    bodies).  A lone surrogate is not text: no Rust string can hold one, and no UTF-8
+    encoder (SQLite, the next frame) can write it back.  In text that decoded as UTF-8 only
+    an escape can make one (strict decoding refuses encoded surrogates), and senders write
+    non-ASCII raw, so ``\\u`` is rare and the walk of ``value`` almost never runs.  A valid
+    pair (``\\ud83d\\ude00``) decodes to one character, which is not a surrogate.  The walk
+    is iterative, so any nesting ``json.loads`` accepted is walked without recursion.
+    """
+    if "\\u" not in text or _SURROGATE_ESCAPE.search(text) is None:
+        return False
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def dump_json(value: Any) -> bytes:

@@ -9,6 +9,7 @@ import pytest
 
 from broadgauge.bridge.auth import (
     AuthError,
+    MalformedRequest,
     NonceCache,
     SignedRequest,
     Verifier,
@@ -119,7 +120,8 @@ def test_the_canonical_rendering_of_another_date_form_is_signed() -> None:
     ],
 )
 def test_every_part_is_covered(changes: dict[str, object]) -> None:
-    with pytest.raises(AuthError):
+    # A GET with the POST's body is refused for its shape (MalformedRequest, 400).
+    with pytest.raises((AuthError, MalformedRequest)):
         Verifier(KEY).verify(request(**changes), NOW)  # type: ignore[arg-type]
 
 
@@ -189,3 +191,16 @@ def test_client_file_both_forms() -> None:
         "http://h/api/run?openportal-version=0.1"
     )
     assert _protocol.Request.get("run").url("http://h/api").startswith("http://h/run")
+
+
+def test_security_settings_round_trip_and_are_checked() -> None:
+    config = AgentConfig(AgentType.BRIDGE, ServiceConfig.create("bridge", port=0))
+    settings = BridgeSettings.generate(max_offerings=50, allow_missing_nonce=True)
+    loaded = BridgeSettings.of(AgentConfig.loads(settings.store(config).dumps()))
+    assert loaded.max_offerings == 50 and loaded.allow_missing_nonce
+    defaults = BridgeSettings.from_table({"key": {"data": KEY.hex()}})
+    assert defaults.max_offerings == 10_000 and not defaults.allow_missing_nonce
+    assert "allow_missing_nonce" not in defaults.to_table()
+    for bad in ({"max_offerings": -1}, {"max_offerings": "many"}, {"allow_missing_nonce": 1}):
+        with pytest.raises(ConfigError):
+            BridgeSettings.from_table({"key": {"data": KEY.hex()}, **bad})

@@ -85,7 +85,13 @@ async def test_forged_request_does_not_burn_a_nonce(
     assert genuine.status_code == 200
 
 
-async def test_no_nonce_is_accepted(http: httpx.AsyncClient, bridge: BridgeServer) -> None:
+async def test_no_nonce_is_refused_unless_allowed(
+    http: httpx.AsyncClient, bridge: BridgeServer
+) -> None:
+    # OpenPortal accepts it (and cannot then detect a replay); both clients send a nonce.
+    reply = await call(http, bridge.url, bridge.settings.key, "get", "get_portal", nonce=None)
+    assert reply.status_code == 401 and "Missing X-Nonce" in message(reply)
+    bridge.api.verifier.allow_missing_nonce = True
     reply = await call(http, bridge.url, bridge.settings.key, "get", "get_portal", nonce=None)
     assert reply.status_code == 200
 

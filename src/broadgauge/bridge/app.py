@@ -1,8 +1,11 @@
 """The bridge's HTTP API on Starlette (notes §6.2), served by :mod:`broadgauge.bridge.server`.
 
-Each signed endpoint runs, in order: rate limit (429), body-size limit (413), signature
-(401), then its handler.  Handlers answer with exactly the JSON the official ``openportal``
-client parses; failures are JSON ``{"message": …}`` bodies with 400, 404 or 500.
+Each signed endpoint runs, in order: rate limit (429), body-size limit (413), the request's
+shape (400: a GET with a body, a body that is not UTF-8), signature and nonce (401), then its
+handler.  Handlers refuse JSON that holds a lone surrogate (400): no Rust string, and so no
+OpenPortal peer, can carry one, and it cannot be stored.  Handlers answer with exactly the
+JSON the official ``openportal`` client parses; failures are JSON ``{"message": …}`` bodies
+with 400, 404, 413, 500 or 504.  Every refusal is logged with the caller's address.
 The query string is ignored (the official client always adds ``?openportal-version=0.1``).
 """
 
@@ -22,13 +25,16 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from broadgauge.bridge.auth import AuthError, SignedRequest, Verifier
+from broadgauge.bridge.auth import AuthError, MalformedRequest, SignedRequest, Verifier
 from broadgauge.bridge.limits import RateLimiter, TrustedProxies
 from broadgauge.bridge.openapi import DOCS_HTML, openapi_document
-from broadgauge.bridge.runtime import BadRequest, BridgeRuntime, NotFound
+from broadgauge.bridge.runtime import BadRequest, BridgeRuntime, NotFound, TooMany
 from broadgauge.jobs.agent import JobRefused
 from broadgauge.jobs.errors import ProtocolError
 from broadgauge.jobs.job import Job, parse_uuid
+from broadgauge.wire import ConfigError
+from broadgauge.wire.envelope import decoded_lone_surrogate
+from broadgauge.wire.names import check_name, check_zone
 
 __all__ = ["HttpError", "build_app"]
 
@@ -56,10 +62,19 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
 
 
 def _json_body(body: bytes) -> Any:
+    # The body was checked to be UTF-8 before its signature; decoding it ourselves keeps
+    # json from guessing UTF-16 or UTF-32 for bodies that begin with NUL bytes.
+    text = body.decode("utf-8")
     try:
-        return json.loads(body)
+        value = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    if decoded_lone_surrogate(text, value):
+        raise BadRequest(
+            "the request body holds a lone UTF-16 surrogate (\\ud800-\\udfff without its "
+            "pair), which is not text"
+        )
+    return value
 
 
 def _field(body: bytes, name: str) -> str:
@@ -86,6 +101,23 @@ def _string_list(body: bytes) -> list[str]:
     return value
 
 
+def _agent_path(text: str) -> str:
+    """``text`` if every hop is an agent name (``name`` or ``name@zone``), else 400.
+
+    No agent can have another name, so a path that fails here could only travel the network
+    to be dropped, and leave the caller waiting for an answer that never comes.
+    """
+    for hop in (part for part in text.split(".") if part):
+        name, at, zone = hop.partition("@")
+        try:
+            check_name(name, "agent name")
+            if at:
+                check_zone(zone)
+        except ConfigError as exc:
+            raise BadRequest(f"invalid agent path: {exc}") from None
+    return text
+
+
 def _dumps(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
@@ -103,7 +135,7 @@ class BridgeApi:
     ) -> None:
         settings = runtime.settings
         self.runtime = runtime
-        self.verifier = Verifier(settings.key)
+        self.verifier = Verifier(settings.key, allow_missing_nonce=settings.allow_missing_nonce)
         self.limiter = RateLimiter(rate_limit, rate_period)
         self.proxies = TrustedProxies(settings.trusted_proxies)
         self.max_body = settings.max_body
@@ -135,21 +167,41 @@ class BridgeApi:
                     ),
                     now,
                 )
+                if "x-nonce" not in headers:
+                    log.warning(
+                        "bridge: /%s from %s accepted without X-Nonce (allow_missing_nonce)",
+                        function,
+                        who,
+                    )
                 return Response(await handler(body), media_type=JSON)
             except HttpError as exc:
-                return _error(exc.status, exc.message)
+                return self._refuse(function, who, exc.status, exc.message)
             except AuthError as exc:
-                return _error(401, str(exc))
+                return self._refuse(function, who, 401, str(exc))
+            except MalformedRequest as exc:
+                return self._refuse(function, who, 400, str(exc))
+            except TooMany as exc:
+                return self._refuse(function, who, 413, str(exc))
             except BadRequest as exc:
-                return _error(400, str(exc))
+                return self._refuse(function, who, 400, str(exc))
             except (NotFound, JobRefused) as exc:
                 # JobRefused: a path naming no such agent (restart, diagnostics).
                 return _error(404, str(exc))
+            except TimeoutError:
+                # A diagnostics request that no agent on the path answered.
+                return _error(504, f"/{function}: no answer from the network in time")
             except Exception as exc:
                 log.exception("bridge: /%s failed", function)
                 return _error(500, f"Something went wrong: {exc}")
 
         return Route(f"/{function}", endpoint, methods=[method.upper()], name=function)
+
+    @staticmethod
+    def _refuse(function: str, who: str, status: int, message: str) -> Response:
+        # Every refusal is logged with who sent it: an operator watching for attacks (or a
+        # misconfigured portal) needs the address, the endpoint and the reason.
+        log.warning("bridge: refused /%s from %s: %d %r", function, who, status, message)
+        return _error(status, message)
 
     async def _read_body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -182,11 +234,11 @@ class BridgeApi:
         kind, destination = value.get("restart_type"), value.get("destination")
         if kind not in ("soft", "hard") or not isinstance(destination, str):
             raise BadRequest("restart_type must be soft or hard; destination a string")
-        await self.runtime.agent.restart(kind, destination)
+        await self.runtime.agent.restart(kind, _agent_path(destination))
         return _dumps({"status": "ok", "message": "Restart command sent successfully"})
 
     async def diagnostics(self, body: bytes) -> str:
-        report = await self.runtime.agent.diagnostics(_field(body, "destination"))
+        report = await self.runtime.agent.diagnostics(_agent_path(_field(body, "destination")))
         return _dumps({"status": "ok", "report": report.to_json_value()})
 
     def _job_json(self, job: Job) -> str:

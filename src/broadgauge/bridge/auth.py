@@ -8,17 +8,31 @@ The official client signs a *canonical string*::
 
 serialised as a JSON string literal (quotes and escapes included, non-ASCII kept as UTF-8),
 with keyed BLAKE2b-256 under the 32-byte bridge key (not the HMAC-SHA512 its docs claim).
-The reference bridge records a nonce *before* checking the signature, so a forged request
-burns a real client's nonce; :class:`Verifier` records it only after the signature verifies,
-and compares signatures in constant time.
+
+The reference accepts that string as it comes, which leaves it ambiguous: the body and
+nonce lines are both optional, so a body ending in ``"\\n" + nonce`` signs exactly what a
+request carrying that nonce in ``X-Nonce`` signs, and a body that is not UTF-8 is left out
+of the string altogether.  :class:`Verifier` removes the ambiguity at its root:
+
+* ``X-Nonce`` is required and must be a UUID in its 36-character form (no newline can hide
+  in it), so the last line of the string is always the nonce;
+* a ``GET`` may carry no body, so its string always ends ``function "\\n" nonce``;
+* a body that is not UTF-8 is refused (:class:`MalformedRequest`) before anything is
+  verified, so every byte of an accepted body is signed.
+
+Nonce-less requests are accepted only when a site allows them for a client of its own
+(``allow_missing_nonce``); each one is then replay-checked by its signature instead.
+The reference records a nonce *before* checking the signature, so a forged request burns a
+real client's nonce; :class:`Verifier` records it only after the signature verifies, and
+compares signatures in constant time.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -28,6 +42,7 @@ __all__ = [
     "DATE_WINDOW",
     "NONCE_TTL",
     "AuthError",
+    "MalformedRequest",
     "NonceCache",
     "Verifier",
     "canonical_string",
@@ -43,8 +58,16 @@ DATE_WINDOW: Final = 5.0
 NONCE_TTL: Final = 30.0
 
 
+#: The one nonce form accepted: a UUID, 8-4-4-4-12 hex digits (the official client's form).
+_NONCE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
 class AuthError(Exception):
     """A request that must be refused with 401; the text is safe to show the caller."""
+
+
+class MalformedRequest(Exception):
+    """A request refused with 400 before its signature is checked; the text is safe to show."""
 
 
 def format_date(when: datetime | float) -> str:
@@ -67,12 +90,15 @@ def parse_date(text: str) -> datetime:
 def canonical_string(
     method: str, function: str, date: str, body: bytes = b"", nonce: str | None = None
 ) -> str:
-    """The string the signature covers (lines joined by ``\\n``, no trailing newline)."""
+    """The string the signature covers (lines joined by ``\\n``, no trailing newline).
+
+    ``body`` must be UTF-8 (:class:`UnicodeDecodeError` otherwise): the reference silently
+    leaves any other body out of the signature, which would let a signed request carry
+    any such body.
+    """
     parts = [method.lower(), "application/json", date, function]
     if body:
-        # The reference includes the body only when it is valid UTF-8.
-        with contextlib.suppress(UnicodeDecodeError):
-            parts.append(body.decode("utf-8"))
+        parts.append(body.decode("utf-8"))
     if nonce is not None:
         parts.append(nonce)
     return "\n".join(parts)
@@ -141,14 +167,29 @@ class SignedRequest:
 
 
 class Verifier:
-    """Checks requests in the reference's order, with the fixes described in the module doc."""
+    """Checks requests in the reference's order, with the fixes described in the module doc.
+
+    ``allow_missing_nonce`` accepts requests without ``X-Nonce`` (off by default; both the
+    official client and ours always send one).  Then every request is also replay-checked
+    by its signature: the same signed text is refused a second time within
+    :data:`NONCE_TTL`, however its parts are re-arranged.  Two identical nonce-less calls in
+    one second (same ``Date``) look alike, so the second of those is refused too.
+    :attr:`unnonced` counts the nonce-less requests accepted.
+    """
 
     def __init__(
-        self, key: bytes, *, window: float = DATE_WINDOW, nonces: NonceCache | None = None
+        self,
+        key: bytes,
+        *,
+        window: float = DATE_WINDOW,
+        nonces: NonceCache | None = None,
+        allow_missing_nonce: bool = False,
     ) -> None:
         self.key = key
         self.window = window
         self.nonces = nonces if nonces is not None else NonceCache()
+        self.allow_missing_nonce = allow_missing_nonce
+        self.unnonced = 0
         self._dates: dict[str, tuple[float, str]] = {}
 
     def _date(self, text: str) -> tuple[float, str]:
@@ -162,8 +203,35 @@ class Verifier:
             self._dates[text] = known
         return known
 
+    @staticmethod
+    def check_shape(request: SignedRequest) -> None:
+        """Refuse what can never be verified unambiguously (:class:`MalformedRequest`, 400)."""
+        if request.body and request.method.lower() == "get":
+            raise MalformedRequest("a GET request must not have a body")
+        try:
+            request.body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MalformedRequest(
+                f"the request body is not valid UTF-8 (byte {exc.start})"
+            ) from None
+
+    def _replay_keys(self, request: SignedRequest) -> tuple[str, ...]:
+        # Where nonce-less requests are allowed the signature must not be seen twice either,
+        # whether or not the request had a nonce: otherwise a captured request could come
+        # back once more with its nonce moved to the end of its body (the same signed text).
+        signature = "signature:" + (request.authorization or "")
+        nonce = request.nonce
+        if nonce is None:
+            if not self.allow_missing_nonce:
+                raise AuthError("Missing X-Nonce header (a UUID, sent with every request)")
+            return (signature,)
+        if _NONCE.fullmatch(nonce) is None:
+            raise AuthError("X-Nonce must be a UUID (8-4-4-4-12 hexadecimal digits)")
+        return (nonce, signature) if self.allow_missing_nonce else (nonce,)
+
     def verify(self, request: SignedRequest, now: float) -> None:
-        """Accept the request or raise :class:`AuthError` saying why."""
+        """Accept the request or raise :class:`AuthError` (or :class:`MalformedRequest`)."""
+        self.check_shape(request)
         if request.authorization is None:
             raise AuthError("Missing Authorization header")
         if request.date is None:
@@ -171,16 +239,18 @@ class Verifier:
         stamp, canonical_date = self._date(request.date)
         if abs(now - stamp) > self.window:
             raise AuthError("Date is outside acceptable time window")
-        nonce = request.nonce
-        if nonce is not None and self.nonces.seen(nonce, now):
+        replay_keys = self._replay_keys(request)
+        if any(self.nonces.seen(key, now) for key in replay_keys):
             raise AuthError("Nonce has already been used (replay attack)")
         expected = sign(
-            self.key, request.method, request.function, canonical_date, request.body, nonce
+            self.key, request.method, request.function, canonical_date, request.body, request.nonce
         )
         if not hmac.compare_digest(
             expected.encode("utf-8"), request.authorization.encode("utf-8", "surrogateescape")
         ):
             raise AuthError("API key is invalid!")
         # Only now: a forged request must not burn a genuine client's nonce.
-        if nonce is not None:
-            self.nonces.record(nonce, now)
+        for key in replay_keys:
+            self.nonces.record(key, now)
+        if request.nonce is None:
+            self.unnonced += 1

@@ -11,6 +11,8 @@ The agent config keeps the table in :attr:`AgentConfig.other`, so it round-trips
     notification_url = "http://portal-web.internal/notification"  # optional
     trusted_proxies = ["10.0.0.0/8"]             # optional: whose X-Forwarded-For to believe
     max_body = 1048576                           # optional: request body limit in bytes
+    max_offerings = 10000                        # optional: offerings per request and in all
+    allow_missing_nonce = false                  # optional: accept requests without X-Nonce
 
 The client file, read by ``openportal.load_config`` and :func:`broadgauge.client.load_config`,
 holds exactly ``url`` and ``key = { data = … }``.
@@ -35,12 +37,17 @@ from broadgauge.wire.invite import write_private
 
 __all__ = [
     "DEFAULT_MAX_BODY",
+    "DEFAULT_MAX_OFFERINGS",
     "BridgeSettings",
     "ClientFile",
     "http_url_or_none",
 ]
 
 DEFAULT_MAX_BODY: Final = 1024 * 1024
+#: Offerings one request may name, and the bridge may hold.  A site offers a resource to each
+#: partner portal it federates with: tens, perhaps hundreds.  The cap keeps one signed request
+#: from making the bridge parse and hold an unbounded list (a 1 MiB body names over 100,000).
+DEFAULT_MAX_OFFERINGS: Final = 10_000
 DEFAULT_URL: Final = "http://localhost:3000"
 DEFAULT_SIGNAL_URL: Final = "http://localhost/signal"
 DEFAULT_NOTIFICATION_URL: Final = "http://localhost/notification"
@@ -79,6 +86,8 @@ class BridgeSettings:
     notification_url: str | None = None
     trusted_proxies: tuple[str, ...] = ()
     max_body: int = DEFAULT_MAX_BODY
+    max_offerings: int = DEFAULT_MAX_OFFERINGS
+    allow_missing_nonce: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -98,6 +107,8 @@ class BridgeSettings:
             "notification_url",
             "trusted_proxies",
             "max_body",
+            "max_offerings",
+            "allow_missing_nonce",
         }
         if "key" not in table:
             raise ConfigError("[bridge] has no key; run `broadgauge bridge bridge --regenerate`")
@@ -107,6 +118,16 @@ class BridgeSettings:
             raise ConfigError("[bridge] port must be a port number")
         if not isinstance(max_body, int) or max_body < 1:
             raise ConfigError("[bridge] max_body must be a positive number of bytes")
+        max_offerings = table.get("max_offerings", DEFAULT_MAX_OFFERINGS)
+        if (
+            not isinstance(max_offerings, int)
+            or isinstance(max_offerings, bool)
+            or max_offerings < 0
+        ):
+            raise ConfigError("[bridge] max_offerings must be a number of offerings (0 or more)")
+        allow_missing_nonce = table.get("allow_missing_nonce", False)
+        if not isinstance(allow_missing_nonce, bool):
+            raise ConfigError("[bridge] allow_missing_nonce must be true or false")
         proxies = table.get("trusted_proxies", [])
         if not isinstance(proxies, list) or not all(isinstance(p, str) for p in proxies):
             raise ConfigError("[bridge] trusted_proxies must be a list of addresses or CIDRs")
@@ -125,6 +146,8 @@ class BridgeSettings:
             notification_url=http_url_or_none(texts["notification_url"]),
             trusted_proxies=tuple(proxies),
             max_body=max_body,
+            max_offerings=max_offerings,
+            allow_missing_nonce=allow_missing_nonce,
             extra={k: v for k, v in table.items() if k not in known},
         )
 
@@ -145,6 +168,10 @@ class BridgeSettings:
             table["trusted_proxies"] = list(self.trusted_proxies)
         if self.max_body != DEFAULT_MAX_BODY:
             table["max_body"] = self.max_body
+        if self.max_offerings != DEFAULT_MAX_OFFERINGS:
+            table["max_offerings"] = self.max_offerings
+        if self.allow_missing_nonce:
+            table["allow_missing_nonce"] = True
         return table
 
     @classmethod

@@ -44,6 +44,7 @@ __all__ = [
     "BridgeRuntime",
     "NotFound",
     "Signaller",
+    "TooMany",
 ]
 
 log = logging.getLogger("broadgauge.bridge")
@@ -74,6 +75,10 @@ Signaller = Callable[[str, str, str], Awaitable[None]]
 
 class BadRequest(Exception):
     """The request cannot be served as sent (HTTP 400)."""
+
+
+class TooMany(BadRequest):
+    """A request names more items than a configured limit allows (HTTP 413)."""
 
 
 class NotFound(Exception):
@@ -179,18 +184,35 @@ class BridgeRuntime:
         return [str(d) for d in self.offerings]
 
     def change_offerings(self, how: str, texts: list[str]) -> list[str]:
-        """``sync``, ``add`` or ``remove`` offerings; the accepted list."""
+        """``sync``, ``add`` or ``remove`` offerings; the accepted list (first occurrences).
+
+        Linear in the number of offerings, and bounded by ``max_offerings`` per request and
+        in all (:class:`TooMany`, or :class:`BadRequest` for an add past the total), so one
+        signed request cannot hold the event loop.
+        """
+        limit = self.settings.max_offerings
+        if len(texts) > limit:
+            raise TooMany(
+                f"{len(texts)} offerings in one request; at most {limit} are allowed "
+                "([bridge] max_offerings)"
+            )
         try:
-            given = list(Destinations.of(Destination.parse(t) for t in texts))
+            accepted = list(Destinations.of(Destination.parse(t) for t in texts))
         except GrammarError as exc:
             raise BadRequest(str(exc)) from None
-        accepted = list(dict.fromkeys(given))
         if how == "sync":
-            self.offerings = accepted
+            offerings = accepted
         elif how == "add":
-            self.offerings = list(dict.fromkeys([*self.offerings, *accepted]))
+            offerings = list(dict.fromkeys([*self.offerings, *accepted]))
+            if len(offerings) > limit:
+                raise BadRequest(
+                    f"adding these would make {len(offerings)} offerings; at most {limit} "
+                    "are allowed ([bridge] max_offerings)"
+                )
         else:
-            self.offerings = [d for d in self.offerings if d not in accepted]
+            gone = set(accepted)
+            offerings = [d for d in self.offerings if d not in gone]
+        self.offerings = offerings
         return [str(d) for d in accepted]
 
     # --- the bridge board: network → portal software ---------------------------------------

@@ -118,10 +118,11 @@ def decode(function: str, status: int, text: str) -> Any:
 
 
 def destinations_body(offerings: Iterable[str | Destination]) -> list[str]:
-    """De-duplicated destination strings (each checked by the grammar)."""
-    unique: list[str] = []
-    for item in offerings:
-        text = str(item if isinstance(item, Destination) else Destination.parse(item))
-        if text not in unique:
-            unique.append(text)
-    return unique
+    """De-duplicated destination strings, first occurrences in order (each checked by the
+    grammar)."""
+    return list(
+        dict.fromkeys(
+            str(item if isinstance(item, Destination) else Destination.parse(item))
+            for item in offerings
+        )
+    )

@@ -13,6 +13,7 @@ text form is ``[]`` for none, the bare destination for one and
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -140,12 +141,8 @@ class Destinations(Sequence[Destination]):
 
     @classmethod
     def of(cls, destinations: Iterable[Destination]) -> Destinations:
-        """Build a de-duplicated list, keeping the first occurrence."""
-        unique: list[Destination] = []
-        for destination in destinations:
-            if destination not in unique:
-                unique.append(destination)
-        return cls(tuple(unique))
+        """Build a de-duplicated list, keeping the first occurrence (linear time)."""
+        return cls(tuple(dict.fromkeys(destinations)))
 
     @classmethod
     def parse(cls, text: str) -> Destinations:
@@ -178,19 +175,27 @@ class Destinations(Sequence[Destination]):
         return [str(d) for d in self.destinations]
 
     def add(self, other: Iterable[Destination]) -> Destinations:
-        """Append destinations not already present."""
-        result = list(self.destinations)
-        for destination in other:
-            if destination not in self.destinations:
-                result.append(destination)
-        return Destinations(tuple(result))
+        """Append destinations not already present (linear time).
+
+        Only presence in ``self`` is checked, as in the reference: a destination given twice
+        in ``other`` is appended twice.
+        """
+        present = set(self.destinations)
+        return Destinations(self.destinations + tuple(d for d in other if d not in present))
 
     def remove(self, other: Iterable[Destination]) -> Destinations:
-        """Remove the first occurrence of each given destination."""
-        result = list(self.destinations)
-        for destination in other:
-            if destination in result:
-                result.remove(destination)
+        """Remove the first occurrence of each given destination (linear time).
+
+        A destination given ``k`` times removes its first ``k`` occurrences, exactly as
+        removing the first occurrence once per mention would.
+        """
+        to_remove = Counter(other)
+        result = []
+        for destination in self.destinations:
+            if to_remove.get(destination, 0) > 0:
+                to_remove[destination] -= 1
+            else:
+                result.append(destination)
         return Destinations(tuple(result))
 
     def __str__(self) -> str:

@@ -22,7 +22,7 @@ import pytest
 from broadgauge.agents.accounts.backend import AccountBackend, AccountError
 from broadgauge.agents.accounts.freeipa import FreeIpaDirectory
 from broadgauge.agents.accounts.local import LocalDirectory
-from broadgauge.agents.naming import BLOCKED_GROUP, MANAGED_GROUP
+from broadgauge.agents.naming import BLOCKED_GROUP, MANAGED_GROUP, UnportableName
 from broadgauge.grammar import (
     PortalIdentifier,
     ProjectIdentifier,
@@ -469,20 +469,20 @@ async def test_an_identity_cannot_take_over_another_portals_account(
     assert harness.raw_user("alice.proj") == before
 
 
-async def test_names_with_ldap_special_characters_are_kept_verbatim(
+async def test_names_with_ldap_special_characters_are_refused_untouched(
     harness: Harness, backend: AccountBackend
 ) -> None:
+    # LDAP would store them safely (filters and DNs are escaped), but sacctmgr, setquota and
+    # chown read these characters as syntax, so the naming rule refuses them everywhere.
     odd = UserIdentifier("o'neil,x*y(z)\\w+=", "pr(oj)", "po*rt")
-    mapping = await backend.add_user(odd)
-    assert mapping.local_user == "o'neil,x*y(z)\\w+=.pr(oj)"
-    assert mapping.local_group == "po*rt.pr(oj)"
-    raw = harness.raw_user(mapping.local_user)
-    assert raw is not None and raw.identity == str(odd)
-    assert await backend.get_users(odd.project_identifier) == [mapping]
-    assert await backend.get_projects(PortalIdentifier("po*rt")) == [mapping.project_mapping]
-    assert await backend.get_projects(PortalIdentifier("po")) == []
-    await backend.remove_user(odd)
-    assert not await backend.is_existing_user(odd)
+    calls = (backend.add_user, backend.remove_user, backend.block_user, backend.is_existing_user)
+    for call in calls:
+        with pytest.raises(UnportableName, match=r"user name .* is not a portable POSIX name"):
+            await call(odd)
+    with pytest.raises(UnportableName, match=r"portal name 'po\*rt'"):
+        await backend.get_projects(PortalIdentifier("po*rt"))
+    assert harness.raw_user("o'neil,x*y(z)\\w+=.pr(oj)") is None
+    assert await backend.get_projects(PortalIdentifier("portal")) == []
 
 
 # -- allocation ---------------------------------------------------------------------------

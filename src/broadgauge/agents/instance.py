@@ -25,6 +25,10 @@ limits, quotas, directories, usage and storage reports
 
 Unlike OpenPortal 0.32.2, a scheduler failure fails the instruction (it does not pass
 silently), and clearing a quota succeeds with no result.
+
+Before any of this, every user, project and portal an instruction names is checked against
+the rule of the back ends (:mod:`broadgauge.agents.naming`): a name that breaks it ends the
+job in an error naming the rule, and no account, directory or association is touched.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from broadgauge.agents._envelope import instruction_of
+from broadgauge.agents.naming import (
+    check_instruction,
+    check_project_mapping,
+    check_user_mapping,
+)
 from broadgauge.grammar import (
     Destination,
     PortalIdentifier,
@@ -54,6 +63,20 @@ from broadgauge.jobs.notification import EventKind, Notification, NotificationEv
 log = logging.getLogger("broadgauge.agents.instance")
 
 SUBJOB_TIMEOUT = 60.0
+
+
+def _names_checked(
+    handler: Callable[[Envelope], Awaitable[object]],
+) -> Callable[[Envelope], Awaitable[object]]:
+    """``handler``, run only once every name in the instruction passed the naming rule."""
+
+    async def run(envelope: Envelope) -> object:
+        # Here, not in each handler: no handler may ask a back end about a bad name first
+        # (the account, filesystem and scheduler would each act, then need undoing).
+        check_instruction(envelope.job.instruction)
+        return await handler(envelope)
+
+    return run
 
 
 class Instance:
@@ -99,7 +122,7 @@ class Instance:
                 handlers[f"{verb}_{keyword}_quota"] = self.quota
             handlers[f"get_{keyword}_quotas"] = self.quota
         for keyword, handler in handlers.items():
-            agent.add_handler(keyword, handler)
+            agent.add_handler(keyword, _names_checked(handler))
 
     # --- asking our own agents ---------------------------------------------------------
 
@@ -129,13 +152,14 @@ class Instance:
         """The account agent's mapping of ``user``."""
         mapping = await self.ask(AgentType.ACCOUNT, f"get_user_mapping {user}")
         assert isinstance(mapping, UserMapping)
-        return mapping
+        # The account back end chose these names: check them before other agents use them.
+        return check_user_mapping(mapping)
 
     async def project_mapping(self, project: ProjectIdentifier) -> ProjectMapping:
         """The account agent's mapping of ``project``."""
         mapping = await self.ask(AgentType.ACCOUNT, f"get_project_mapping {project}")
         assert isinstance(mapping, ProjectMapping)
-        return mapping
+        return check_project_mapping(mapping)
 
     # --- users -------------------------------------------------------------------------
 
@@ -160,6 +184,8 @@ class Instance:
             mapping = await self.ask(AgentType.ACCOUNT, f"add_user {user}")
             assert isinstance(mapping, UserMapping)
             done.append("account")
+            check_project_mapping(project)
+            check_user_mapping(mapping)
 
             async def directories() -> None:
                 await self.ask(AgentType.FILESYSTEM, f"add_local_user {mapping}")
@@ -244,6 +270,7 @@ class Instance:
         project = instruction_of(envelope, ins.AddProject).project
         mapping = await self.ask(AgentType.ACCOUNT, f"add_project {project}")
         assert isinstance(mapping, ProjectMapping)
+        check_project_mapping(mapping)
         await self.ask(AgentType.FILESYSTEM, f"add_local_project {mapping}")
         await self.ask(AgentType.SCHEDULER, f"add_local_project {mapping}")
         await self._notify(envelope, EventKind.PROJECT_ADDED, str(project))

@@ -4,7 +4,9 @@ The account agent (:mod:`broadgauge.agents.accounts.agent`) turns instructions i
 calls.  Rules every backend follows (they are the reference's, notes §5.4):
 
 * Names come from :mod:`broadgauge.agents.naming`: user ``<username>.<project>``, primary
-  group ``<portal>.<project>``.
+  group ``<portal>.<project>``.  A name that breaks its rule (not a portable POSIX name, or
+  longer than 32 characters) raises :class:`~broadgauge.agents.naming.UnportableName`, a
+  refusal, before the directory is read or changed.
 * **Managed** users are those in the ``openportal`` group.  A user that exists but is not
   managed, or whose name is in the configured protected list, is **protected**: every call
   that would change it returns its mapping and changes nothing.

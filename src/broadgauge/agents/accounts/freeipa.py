@@ -56,6 +56,7 @@ from broadgauge.agents.accounts.backend import AccountError, AuditHook
 from broadgauge.agents.naming import (
     BLOCKED_GROUP,
     MANAGED_GROUP,
+    portal_name,
     project_group,
     project_mapping,
     user_mapping,
@@ -385,7 +386,7 @@ class FreeIpaDirectory:
 
     async def get_projects(self, portal: PortalIdentifier) -> list[ProjectMapping]:
         """Every project group of ``portal`` (read back from the group descriptions)."""
-        result = await self._call("group_find", [portal.portal], sizelimit=0)
+        result = await self._call("group_find", [portal_name(portal)], sizelimit=0)
         found = []
         for entry in result.get("result") or []:
             name, description = _first(entry, "cn"), _first(entry, "description")

@@ -63,6 +63,7 @@ from broadgauge.agents.accounts.backend import AccountError, AuditHook
 from broadgauge.agents.naming import (
     BLOCKED_GROUP,
     MANAGED_GROUP,
+    portal_name,
     project_group,
     project_mapping,
     user_mapping,
@@ -513,7 +514,7 @@ class LdapDirectory:
 
     async def get_projects(self, portal: PortalIdentifier) -> list[ProjectMapping]:
         """Every project group of ``portal`` (read back from the group descriptions)."""
-        query = f"(&(objectClass=posixGroup)(description=*.{_esc(portal.portal)} |*))"
+        query = f"(&(objectClass=posixGroup)(description=*.{_esc(portal_name(portal))} |*))"
         entries = await self._run(lambda s, n: s.search(self._base, query, ["cn", "description"]))
         found = []
         for entry in entries:
@@ -553,9 +554,10 @@ class LdapDirectory:
 
     async def get_users(self, project: ProjectIdentifier) -> list[UserMapping]:
         """Members of the project's group whose identity (``cn``) belongs to the project."""
+        name = project_group(project)
 
         def op(s: _Session, notes: list[str]) -> list[UserMapping]:
-            group = self._find_group(s, project_group(project))
+            group = self._find_group(s, name)
             if group is None:
                 return []
             found = []
@@ -631,7 +633,8 @@ class LdapDirectory:
 
     async def is_blocked_user(self, user: UserIdentifier) -> bool:
         """Whether the account is a member of ``openportal.blocked``."""
-        found = await self._run(lambda s, n: self._find_user(s, user_name(user)))
+        name = user_name(user)  # a refused name never reaches a pooled session
+        found = await self._run(lambda s, n: self._find_user(s, name))
         return found is not None and BLOCKED_GROUP in found.groups
 
     async def update_homedir(self, user: UserIdentifier, homedir: str) -> str:

@@ -47,6 +47,7 @@ from broadgauge.agents.accounts.backend import AccountError, AuditHook
 from broadgauge.agents.naming import (
     BLOCKED_GROUP,
     MANAGED_GROUP,
+    portal_name,
     project_group,
     project_mapping,
     user_mapping,
@@ -318,6 +319,7 @@ class LocalDirectory:
 
     async def get_projects(self, portal: PortalIdentifier) -> list[ProjectMapping]:
         """Every project group of ``portal``."""
+        portal_name(portal)
 
         def op(db: sqlite3.Connection, notes: list[str]) -> list[ProjectMapping]:
             found = []

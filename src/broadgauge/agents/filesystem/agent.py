@@ -46,6 +46,7 @@ from broadgauge.agents.filesystem.layout import (
 from broadgauge.agents.filesystem.ledger import LedgerQuotaEngine
 from broadgauge.agents.filesystem.linux import LinuxQuotaEngine
 from broadgauge.agents.filesystem.quota import QuotaEngine, QuotaError
+from broadgauge.agents.naming import check_instruction
 from broadgauge.grammar import (
     Date,
     GrammarError,
@@ -403,9 +404,14 @@ def _who(mapping: UserMapping | ProjectMapping) -> str:
 
 
 def _refusing(handler: Handler) -> Handler:
-    """Turn the errors of this role into a refusal whose message the caller sees."""
+    """Turn the errors of this role into a refusal whose message the caller sees.
+
+    Every name in the instruction is checked first (:func:`check_instruction`), so a name
+    that is no portable Unix name is refused before any directory or quota is touched.
+    """
 
     async def run(envelope: Envelope) -> object:
+        check_instruction(envelope.job.instruction)
         try:
             return await handler(envelope)
         except (LayoutError, UnknownName, QuotaError, tree.FilesystemError) as exc:

@@ -7,7 +7,9 @@
   accounts never reach ``/etc/passwd``.
 * :class:`StaticResolver` maps fixed names, for tests and fixed layouts.
 
-A name that cannot be resolved raises :class:`UnknownName`, whose message names it.
+A name that cannot be resolved raises :class:`UnknownName`, whose message names it; so does
+a name that breaks the naming rule (:func:`broadgauge.agents.naming.check_name`), which is
+never looked up (``getpwnam`` cannot even take a NUL).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
+
+from broadgauge.agents.naming import check_name
 
 ROOT_NAMES = frozenset({"root"})
 
@@ -47,6 +51,7 @@ class NssResolver:
 
     def uid(self, name: str) -> int:
         """The uid of user ``name``."""
+        check_name(name, "user name", error=UnknownName)
         try:
             return pwd.getpwnam(name).pw_uid
         except KeyError:
@@ -54,6 +59,7 @@ class NssResolver:
 
     def gid(self, name: str) -> int:
         """The gid of group ``name``."""
+        check_name(name, "group name", error=UnknownName)
         try:
             return grp.getgrnam(name).gr_gid
         except KeyError:
@@ -98,6 +104,7 @@ class DirectoryResolver:
 
     def uid(self, name: str) -> int:
         """The uid of user ``name``."""
+        check_name(name, "user name", error=UnknownName)
         number = self._lookup(_USER_QUERY, name)
         if number is None:
             if name in ROOT_NAMES:
@@ -107,6 +114,7 @@ class DirectoryResolver:
 
     def gid(self, name: str) -> int:
         """The gid of group ``name``."""
+        check_name(name, "group name", error=UnknownName)
         number = self._lookup(_GROUP_QUERY, name)
         if number is None:
             if name in ROOT_NAMES:

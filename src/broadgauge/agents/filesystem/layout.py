@@ -24,8 +24,8 @@ uses (notes §2.3, ``filesystem/src/volumeconfig.rs``) from :attr:`AgentConfig.o
 Paths are ``<root>/<subpath>`` with ``{project}`` = the *project part* of the OpenPortal
 identifier and ``{user}`` = the local Unix user.  A path is returned as a :class:`Placement`
 (a root plus the components under it) so the agent can walk it one component at a time
-without ever following a link; a placeholder value that would add or climb components
-(``/``, ``.``, ``..``) is refused here.
+without ever following a link; a placeholder value that is no portable name (so also one
+that would add or climb components: ``/``, ``.``, ``..``) is refused here.
 
 A user volume's *project directory* (``<root>/{project}`` for the default subpath) is the
 part of the subpath before the first component that names ``{user}``; it is created with the
@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
+from broadgauge.agents.naming import check_name
 from broadgauge.grammar import GrammarError, ProjectMapping, QuotaLimit, UserMapping
 
 VolumeKind = Literal["user", "project"]
@@ -380,10 +381,9 @@ def _value(values: Mapping[str, str], key: str) -> str:
     value = values.get(key)
     if value is None:
         raise LayoutError(f"no {key} name to place in the path")
-    # A name is placed inside one component: it may not add, empty or climb components.
-    if not value or "/" in value or "\0" in value or value in (".", ".."):
-        raise LayoutError(f"{key} name {value!r} cannot be used as a directory name")
-    return value
+    # A name is placed inside one component: it may not add, empty or climb components
+    # ("/", "", "." and ".." all break the naming rule), nor carry anything else odd.
+    return check_name(value, f"{key} name", numeric_ok=True, error=LayoutError)
 
 
 def _root(text: str, where: str) -> PurePosixPath:

@@ -26,7 +26,7 @@ import stat
 import time
 from pathlib import Path
 
-from broadgauge.agents.filesystem.quota import QuotaError
+from broadgauge.agents.filesystem.quota import QuotaError, check_owner
 from broadgauge.grammar import Quota, QuotaLimit, StorageSize
 
 log = logging.getLogger("broadgauge.agents.filesystem")
@@ -110,6 +110,7 @@ class LedgerQuotaEngine:
 
     async def set_quota(self, path: str, owner: str, is_group: bool, limit: QuotaLimit) -> Quota:
         """Record ``limit`` and return it with the usage measured now."""
+        check_owner(owner, is_group)
         size = None if limit.size is None else limit.size.bytes
         try:
             self._db.execute(
@@ -124,10 +125,12 @@ class LedgerQuotaEngine:
 
     async def get_quota(self, path: str, owner: str, is_group: bool) -> Quota:
         """The recorded limit (``unlimited`` if none) and the usage measured now."""
+        check_owner(owner, is_group)
         return Quota(self.limit(path, owner, is_group), await self._usage(path))
 
     async def clear_quota(self, path: str, owner: str, is_group: bool) -> None:
         """Forget the limit (the quota becomes ``unlimited``)."""
+        check_owner(owner, is_group)
         try:
             self._db.execute(
                 "DELETE FROM quotas WHERE path = ? AND owner = ? AND kind = ?",

@@ -14,9 +14,11 @@ the group owns on that filesystem, not only what lies under the project director
   that ignores ``-O csv`` still works.
 * clear: ``setquota -u|-g NAME 0 0 0 0 FS``.
 
-Commands may carry a prefix (``"docker exec nfs setquota"``, split like a shell would);
-they run through :func:`asyncio.create_subprocess_exec` (never a shell) with a timeout
-after which the process is killed.
+Owners are checked by :func:`~.quota.check_owner` before any command runs (a leading ``-``
+would be an option, an all-digit name a numeric id).  Commands may carry a prefix
+(``"docker exec nfs setquota"``, split like a shell would); they run through
+:func:`asyncio.create_subprocess_exec` (never a shell) with a timeout after which the process
+is killed.
 
 Testing: enabling real quotas needs root, a filesystem mounted with quota options and
 ``quotaon``, which a test machine rarely has; the tests therefore put fake ``setquota`` /
@@ -33,7 +35,7 @@ import logging
 import shlex
 from collections.abc import Sequence
 
-from broadgauge.agents.filesystem.quota import QuotaError
+from broadgauge.agents.filesystem.quota import QuotaError, check_owner
 from broadgauge.grammar import Quota, QuotaLimit, StorageSize
 
 log = logging.getLogger("broadgauge.agents.filesystem")
@@ -65,6 +67,7 @@ class LinuxQuotaEngine:
 
     async def set_quota(self, path: str, owner: str, is_group: bool, limit: QuotaLimit) -> Quota:
         """Apply ``limit`` with ``setquota`` and read it back."""
+        check_owner(owner, is_group)
         kib = limit_to_kib(limit)
         inodes = str(self.inode_limit)
         await self._run(
@@ -75,6 +78,7 @@ class LinuxQuotaEngine:
 
     async def get_quota(self, path: str, owner: str, is_group: bool) -> Quota:
         """Read the owner's row of ``repquota``."""
+        check_owner(owner, is_group)
         output = await self._run(
             self.repquota, [_flag(is_group), "-p", "-O", "csv", self.filesystem]
         )
@@ -82,6 +86,7 @@ class LinuxQuotaEngine:
 
     async def clear_quota(self, path: str, owner: str, is_group: bool) -> None:
         """Remove every limit of the owner (``setquota ... 0 0 0 0``)."""
+        check_owner(owner, is_group)
         await self._run(
             self.setquota, [_flag(is_group), owner, "0", "0", "0", "0", self.filesystem]
         )

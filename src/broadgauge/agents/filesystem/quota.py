@@ -9,11 +9,21 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from broadgauge.agents.naming import check_name
 from broadgauge.grammar import Quota, QuotaLimit
 
 
 class QuotaError(Exception):
     """A quota operation failed."""
+
+
+def check_owner(owner: str, is_group: bool) -> str:
+    """``owner`` if it is a portable name; :class:`QuotaError` naming the rule otherwise.
+
+    Every engine calls this first: ``setquota -u -rf`` would read an option, and an
+    all-digit name a uid or gid.
+    """
+    return check_name(owner, "quota group" if is_group else "quota user", error=QuotaError)
 
 
 class QuotaEngine(Protocol):

@@ -8,7 +8,8 @@ it (node-seconds, like the Slurm backend's reports).
 
 Every call is idempotent; an account registered for another organisation (see
 :meth:`LedgerScheduler.register_site_account`) is refused exactly as in Slurm; removing a
-user or project never deletes usage.  Days are UTC days, as in the Slurm backend.
+user or project never deletes usage.  Days are UTC days, as in the Slurm backend.  Names are
+refused exactly as in Slurm too (:func:`_account_of`, :func:`_user_of`), before any write.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from broadgauge.agents.naming import slurm_name
+from broadgauge.agents.naming import check_project_mapping, check_user_mapping, slurm_name
 from broadgauge.grammar import (
     DailyProjectUsageReport,
     Date,
@@ -83,6 +84,18 @@ def _today() -> Date:
     return Date.from_python(_dt.datetime.now(_dt.UTC).date())
 
 
+def _account_of(project: ProjectMapping) -> str:
+    """The account of a project; :class:`SchedulerError` unless its names are portable."""
+    check_project_mapping(project, SchedulerError)
+    return slurm_name(project.local_group, "Slurm account", SchedulerError)
+
+
+def _user_of(user: UserMapping) -> str:
+    """The Slurm user of a mapping; :class:`SchedulerError` unless its names are portable."""
+    check_user_mapping(user, SchedulerError)
+    return slurm_name(user.local_user, "Slurm user", SchedulerError)
+
+
 class LedgerScheduler:
     """:class:`~broadgauge.agents.scheduler.backend.SchedulerBackend` on a SQLite file."""
 
@@ -138,7 +151,7 @@ class LedgerScheduler:
         return row is not None
 
     def _ensure_account(self, db: sqlite3.Connection, project: ProjectMapping) -> str:
-        account = slurm_name(project.local_group)
+        account = _account_of(project)
         if not self._managed(db, account):
             db.execute(
                 "INSERT INTO accounts (name, organisation, description, parent, created)"
@@ -155,7 +168,7 @@ class LedgerScheduler:
         return account
 
     def _existing(self, db: sqlite3.Connection, project: ProjectMapping) -> str:
-        account = slurm_name(project.local_group)
+        account = _account_of(project)
         if not self._managed(db, account):
             raise SchedulerError(f"account {account} does not exist")
         return account
@@ -172,15 +185,18 @@ class LedgerScheduler:
 
     async def add_project(self, project: ProjectMapping) -> None:
         """Create the project's account (idempotent; refused if someone else owns it)."""
+        _account_of(project)
         await self._call(lambda db: self._ensure_account(db, project))
 
     async def remove_project(self, project: ProjectMapping) -> None:
         """Keep the account and its usage (the ledger runs no jobs to cancel)."""
-        await self._call(lambda db: self._managed(db, slurm_name(project.local_group)))
+        account = _account_of(project)
+        await self._call(lambda db: self._managed(db, account))
 
     async def add_user(self, user: UserMapping) -> None:
         """Associate the user with its project's account and make that its default."""
-        name = slurm_name(user.local_user)
+        name = _user_of(user)
+        _account_of(user.project_mapping)  # both names checked before the transaction
 
         def work(db: sqlite3.Connection) -> None:
             account = self._ensure_account(db, user.project_mapping)
@@ -199,8 +215,8 @@ class LedgerScheduler:
 
     async def remove_user(self, user: UserMapping) -> None:
         """Remove the user's association with the account (usage records stay)."""
-        name = slurm_name(user.local_user)
-        account = slurm_name(user.local_group)
+        name = _user_of(user)
+        account = _account_of(user.project_mapping)
 
         def work(db: sqlite3.Connection) -> None:
             if not self._managed(db, account):
@@ -257,7 +273,7 @@ class LedgerScheduler:
         self, project: ProjectMapping, dates: DateRange
     ) -> ProjectUsageReport:
         """Per-day, per-user usage; days after today are left out, past days are complete."""
-        account = slurm_name(project.local_group)
+        account = _account_of(project)
         today = _today()
         days = [day for day in dates.days() if day <= today]
 
@@ -316,7 +332,7 @@ class LedgerScheduler:
         when = day if isinstance(day, Date) else Date.from_python(day)
         if amount < 0 or jobs < 0 or wait_seconds < 0:
             raise ValueError("usage, jobs and wait seconds cannot be negative")
-        name = slurm_name(user.local_user)
+        name = _user_of(user)
 
         def work(db: sqlite3.Connection) -> None:
             account = self._existing(db, user.project_mapping)

@@ -24,6 +24,10 @@ Rules (the reference's, with the deliberate differences marked):
   fraction is the largest of allocated/node over cpu, gpu, mem and billing.  Days are UTC days
   (every Slurm client runs with ``TZ=UTC``, so sacct's input and output are UTC too).
 
+Names are checked against :data:`broadgauge.agents.naming.RULE` before any command runs and
+refused with :class:`SchedulerError`: ``sacctmgr`` reads ``,`` as a list and ``=`` as a key,
+so ``name=x,root`` would act on ``root``, and a leading ``-`` would be an option.
+
 Every command is an argument list run with :func:`asyncio.create_subprocess_exec` (never a
 shell) behind an optional prefix (``nsenter --net=...``, ``ssh host``), bounded by ``timeout``;
 on timeout its whole process group is killed.  ``sacctmgr`` outcomes that mean "already so"
@@ -48,7 +52,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from broadgauge.agents.naming import slurm_name
+from broadgauge.agents.naming import check_project_mapping, check_user_mapping, slurm_name
 from broadgauge.grammar import (
     DailyProjectUsageReport,
     Date,
@@ -296,15 +300,20 @@ class SlurmScheduler:
 
     # ---- names -------------------------------------------------------------------------
 
+    # Every call starts here, so a name sacctmgr would read as syntax (``name=x,root`` is a
+    # list of two users) is refused before any command runs.
+
     @staticmethod
     def account_name(project: ProjectMapping) -> str:
-        """The Slurm account of a project."""
-        return slurm_name(project.local_group)
+        """The Slurm account of a project (:class:`SchedulerError` unless portable)."""
+        check_project_mapping(project, SchedulerError)
+        return slurm_name(project.local_group, "Slurm account", SchedulerError)
 
     @staticmethod
     def user_name(user: UserMapping) -> str:
-        """The Slurm user of a mapping."""
-        return slurm_name(user.local_user)
+        """The Slurm user of a mapping (:class:`SchedulerError` unless portable)."""
+        check_user_mapping(user, SchedulerError)
+        return slurm_name(user.local_user, "Slurm user", SchedulerError)
 
     # ---- SchedulerBackend --------------------------------------------------------------
 
@@ -320,8 +329,8 @@ class SlurmScheduler:
 
     async def add_user(self, user: UserMapping) -> None:
         """Associate the user with its project's account and make that its default."""
+        name = self.user_name(user)  # before the account is made: a bad name changes nothing
         account = await self._ensure_account(user.project_mapping)
-        name = self.user_name(user)
         cluster = await self.cluster()
         default, accounts = await self._user_associations(name, cluster)
         if account not in accounts:

@@ -122,6 +122,18 @@ async def test_explain_names_the_deciding_rule(services: dict[str, httpx.AsyncCl
         ("POST", {"content": b"{not json", "headers": {"content-type": "application/json"}}),
         ("POST", {"json": {"tasktype": "t", "taskinfo": "x"}}),
         ("POST", {"data": {"taskinfo.a": "b"}}),
+        # A lone surrogate is not text, wherever it hides (the attack suite's class).
+        (
+            "POST",
+            {"content": b'{"tasktype":"\\ud800"}', "headers": {"content-type": "application/json"}},
+        ),
+        (
+            "POST",
+            {
+                "content": b'{"tasktype":"t","taskinfo":{"a":"x\\udc00"}}',
+                "headers": {"content-type": "application/json"},
+            },
+        ),
     ],
 )
 async def test_malformed_requests_get_400_json(

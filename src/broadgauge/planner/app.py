@@ -33,6 +33,7 @@ from broadgauge.planner.auth import TokenError, TokenValidator, bearer_token, ww
 from broadgauge.planner.config import ServiceConfig
 from broadgauge.planner.openapi import document
 from broadgauge.planner.rules import Identity, check_may_ask, evaluate
+from broadgauge.wire.envelope import decoded_lone_surrogate
 
 STATE_COOKIE = "bg_planner_login"
 MAX_FORM_FIELDS = 200
@@ -59,9 +60,13 @@ async def read_task(request: Request) -> Task:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "application/json":
             try:
-                body = json.loads(await request.body())
+                text = (await request.body()).decode("utf-8")
+                body = json.loads(text)
             except (ValueError, UnicodeDecodeError) as exc:
                 raise TaskError(f"the body is not JSON: {exc}") from exc
+            if decoded_lone_surrogate(text, body):
+                # Not text: it could not be passed on to another service, or answered.
+                raise TaskError("the body holds a lone UTF-16 surrogate, which is not text")
             if not isinstance(body, dict):
                 raise TaskError("the JSON body must be an object")
             return task_from_pairs(body.items())

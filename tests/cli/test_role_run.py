@@ -19,9 +19,10 @@ import pytest
 from broadgauge.cli import main
 from broadgauge.cli.run import serve
 from broadgauge.grammar import UserMapping
-from broadgauge.jobs import AgentType, BoardStore
-from broadgauge.jobs.agent import Agent, Envelope
-from broadgauge.jobs.agent_config import AgentConfig
+from broadgauge.jobs import AgentType
+from broadgauge.runtime.agent import Agent, Envelope
+from broadgauge.runtime.config import AgentConfig
+from broadgauge.runtime.store import BoardStore
 from broadgauge.wire import ServerEntry, ServiceConfig
 
 from .processes import Broadgauge, free_port

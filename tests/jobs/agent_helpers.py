@@ -16,9 +16,10 @@ from typing import TypeVar
 
 from broadgauge.grammar import UserMapping
 from broadgauge.jobs import AgentType
-from broadgauge.jobs.agent import Agent, Envelope
-from broadgauge.jobs.agent_config import AgentConfig
-from broadgauge.jobs.trace import Action, TraceEvent
+from broadgauge.runtime.agent import Agent, Envelope
+from broadgauge.runtime.config import AgentConfig
+from broadgauge.runtime.envelope import Handler
+from broadgauge.runtime.trace import Action, TraceEvent
 from broadgauge.wire import Invite, PeerId, ServiceConfig, Timers
 
 T = TypeVar("T")
@@ -192,6 +193,18 @@ class Network:
         for upper in uppers:
             await wait_linked(upper, agent)
         return agent
+
+    async def start_instance(self, handler: Handler, **options: object) -> Agent:
+        """An ``instance`` that dials the running ``portal`` and runs ``add_user`` with
+        ``handler`` (the two-agent network most tests need)."""
+        return await self.start(
+            "instance",
+            AgentType.INSTANCE,
+            dials=["portal"],
+            listen=False,
+            before_start=lambda agent: agent.add_handler("add_user", handler),
+            **options,
+        )
 
     async def chain(self, *, listen_last: bool = False) -> tuple[Agent, ...]:
         """Start portal → provider → platform → instance (each dials the one above)."""

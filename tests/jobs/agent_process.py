@@ -24,9 +24,9 @@ import os
 import signal
 from pathlib import Path
 
-from broadgauge.jobs.agent import Agent, Envelope
-from broadgauge.jobs.agent_config import AgentConfig
-from broadgauge.jobs.trace import Action, TraceEvent
+from broadgauge.runtime.agent import Agent, Envelope
+from broadgauge.runtime.config import AgentConfig
+from broadgauge.runtime.trace import Action, TraceEvent
 
 from .agent_helpers import FAST, mapping_for
 

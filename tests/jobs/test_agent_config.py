@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from broadgauge.jobs import AgentType
-from broadgauge.jobs.agent_config import AgentConfig
+from broadgauge.runtime.config import AgentConfig
 from broadgauge.wire import ConfigError, EnvironmentEncryption, ServiceConfig, SimpleEncryption
 
 REFERENCE_STYLE = """

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from broadgauge.jobs import AgentType, DiagnosticsReport
-from broadgauge.jobs.agent import JobFailed
-from broadgauge.jobs.control import RESTARTING_MESSAGE, SOFT_RESTART_MESSAGE
+from broadgauge.runtime.agent import JobFailed
+from broadgauge.runtime.control import RESTARTING_MESSAGE, SOFT_RESTART_MESSAGE
 
 from .agent_helpers import USER, Network, Recorder, eventually, finished, wait_linked
 
@@ -54,13 +54,7 @@ async def test_soft_restart_cancels_unfinished_jobs_and_reconnects() -> None:
         portal = await net.start("portal", AgentType.PORTAL)
         gate = asyncio.Event()
         slow = Recorder(gate=gate)
-        instance = await net.start(
-            "instance",
-            AgentType.INSTANCE,
-            dials=["portal"],
-            listen=False,
-            before_start=lambda a: a.add_handler("add_user", slow),
-        )
+        instance = await net.start_instance(slow)
         running = asyncio.create_task(portal.run("portal.instance", f"add_user {USER}"))
         await eventually(lambda: len(slow.calls) == 1)
 
@@ -80,13 +74,7 @@ async def test_soft_restart_cancels_unfinished_jobs_and_reconnects() -> None:
 async def test_jobs_arriving_during_a_soft_restart_are_answered_with_an_error() -> None:
     async with Network() as net:
         portal = await net.start("portal", AgentType.PORTAL)
-        instance = await net.start(
-            "instance",
-            AgentType.INSTANCE,
-            dials=["portal"],
-            listen=False,
-            before_start=lambda a: a.add_handler("add_user", Recorder()),
-        )
+        instance = await net.start_instance(Recorder())
         instance.control.restarting = True  # freeze the restart window open
         with pytest.raises(JobFailed) as refused:
             await finished(portal.run("portal.instance", f"add_user {USER}"))

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 
 from broadgauge.jobs import AgentType, HealthInfo
-from broadgauge.jobs.agent import Agent
+from broadgauge.runtime.agent import Agent
 
 from .agent_helpers import (
     CHAIN_PATH,

@@ -16,10 +16,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from broadgauge.jobs import AgentType, BoardStore, Job, Status, Update, decode_command
-from broadgauge.jobs.agent import Agent
-from broadgauge.jobs.agent_config import AgentConfig
-from broadgauge.jobs.trace import Action
+from broadgauge.jobs import AgentType, Job, Status, Update, decode_command
+from broadgauge.runtime.agent import Agent
+from broadgauge.runtime.config import AgentConfig
+from broadgauge.runtime.store import BoardStore
+from broadgauge.runtime.trace import Action
 from broadgauge.wire import ServerEntry, ServiceConfig
 
 from .agent_helpers import (
@@ -202,13 +203,7 @@ async def test_an_instance_restarted_without_a_store_gets_unfinished_work_from_s
     async with Network() as net:
         portal = await net.start("portal", AgentType.PORTAL)
         lost = Recorder(gate=asyncio.Event())  # never finishes: the agent dies first
-        first = await net.start(
-            "instance",
-            AgentType.INSTANCE,
-            dials=["portal"],
-            listen=False,
-            before_start=lambda a: a.add_handler("add_user", lost),
-        )
+        first = await net.start_instance(lost)
         waiter = asyncio.create_task(portal.run("portal.instance", f"add_user {USER}"))
         await eventually(lambda: len(lost.calls) == 1)
         job_id = lost.calls[0].job.id
@@ -239,13 +234,7 @@ async def test_a_result_lost_on_the_wire_is_recovered_by_sync_on_reconnect() -> 
     async with Network() as net:
         portal = await net.start("portal", AgentType.PORTAL)
         recorder = Recorder()
-        instance = await net.start(
-            "instance",
-            AgentType.INSTANCE,
-            dials=["portal"],
-            listen=False,
-            before_start=lambda a: a.add_handler("add_user", recorder),
-        )
+        instance = await net.start_instance(recorder)
         # Lose the first Update in transit, as a link dying mid-frame would.
         send = instance.service.send
         lost: list[Job] = []

@@ -20,9 +20,9 @@ from broadgauge.jobs import (
     decode_command,
     encode_command,
 )
-from broadgauge.jobs.agent import Agent, Envelope, JobExpired, JobFailed, JobRefused, PeerInfo
 from broadgauge.jobs.directions import Link, refusal
-from broadgauge.jobs.trace import Action
+from broadgauge.runtime.agent import Agent, Envelope, JobExpired, JobFailed, JobRefused, PeerInfo
+from broadgauge.runtime.trace import Action
 from broadgauge.wire import Message, Service, ServiceConfig
 
 from .agent_helpers import (
@@ -49,13 +49,7 @@ async def test_two_hop_job_returns_the_handler_value() -> None:
     async with Network() as net:
         portal = await net.start("portal", AgentType.PORTAL)
         recorder = Recorder()
-        instance = await net.start(
-            "instance",
-            AgentType.INSTANCE,
-            dials=["portal"],
-            listen=False,
-            before_start=lambda a: a.add_handler("add_user", recorder),
-        )
+        instance = await net.start_instance(recorder)
 
         job = await finished(portal.run("portal.instance", f"add_user {USER}", timeout=5))
 
@@ -305,13 +299,7 @@ async def test_a_caller_timeout_raises_job_expired() -> None:
     async with Network() as net:
         portal = await net.start("portal", AgentType.PORTAL)
         hang = Recorder(gate=asyncio.Event())
-        await net.start(
-            "instance",
-            AgentType.INSTANCE,
-            dials=["portal"],
-            listen=False,
-            before_start=lambda a: a.add_handler("add_user", hang),
-        )
+        await net.start_instance(hang)
         started = time.monotonic()
         with pytest.raises(JobExpired) as expired:
             await finished(portal.run("portal.instance", f"add_user {USER}", timeout=0.5))
@@ -326,13 +314,7 @@ async def test_the_cleaner_expires_a_waiting_job_by_the_agents_clock() -> None:
         portal = await net.start("portal", AgentType.PORTAL, clock=lambda: now[0])
         traces = Traces(portal)
         hang = Recorder(gate=asyncio.Event())
-        await net.start(
-            "instance",
-            AgentType.INSTANCE,
-            dials=["portal"],
-            listen=False,
-            before_start=lambda a: a.add_handler("add_user", hang),
-        )
+        await net.start_instance(hang)
         waiter = asyncio.create_task(portal.run("portal.instance", f"add_user {USER}"))
         await eventually(lambda: len(hang.calls) == 1)
         job = hang.calls[0].job
@@ -360,13 +342,7 @@ async def test_an_expired_job_is_dropped_silently_by_the_receiver() -> None:
     async with Network() as net:
         portal = await net.start("portal", AgentType.PORTAL, clock=lambda: now[0])
         recorder = Recorder()
-        instance = await net.start(
-            "instance",
-            AgentType.INSTANCE,
-            dials=["portal"],
-            listen=False,
-            before_start=lambda a: a.add_handler("add_user", recorder),
-        )
+        instance = await net.start_instance(recorder)
         traces = Traces(portal, instance)
         waiter = asyncio.create_task(portal.run("portal.instance", f"add_user {USER}"))
         forwarded = await traces.wait_for("portal", Action.FORWARDED)
@@ -506,13 +482,7 @@ async def test_a_result_produced_while_the_link_is_down_arrives_after_reconnect(
     async with Network() as net:
         portal = await net.start("portal", AgentType.PORTAL)
         slow = Recorder(gate=asyncio.Event())
-        instance = await net.start(
-            "instance",
-            AgentType.INSTANCE,
-            dials=["portal"],
-            listen=False,
-            before_start=lambda a: a.add_handler("add_user", slow),
-        )
+        instance = await net.start_instance(slow)
         traces = Traces(instance)
         waiter = asyncio.create_task(portal.run("portal.instance", f"add_user {USER}"))
         await eventually(lambda: len(slow.calls) == 1)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from broadgauge.jobs.audit import GENESIS, AuditLog, verify
+from broadgauge.runtime.audit import GENESIS, AuditLog, verify
 
 
 def _write(path: Path, count: int) -> AuditLog:
@@ -74,7 +74,7 @@ def test_damage_is_reported_at_the_first_broken_entry(
 
 def test_recomputing_one_hash_does_not_hide_an_edit(tmp_path: Path) -> None:
     # An editor who fixes the altered entry's own hash still breaks the next link.
-    from broadgauge.jobs.audit import _digest
+    from broadgauge.runtime.audit import _digest
 
     path = tmp_path / "audit.jsonl"
     _write(path, 4).close()

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from broadgauge.demo import Network, start_network
+from broadgauge.demo import Network
 from broadgauge.jobs.commands import PlannerRulesRequest, PlannerRulesResponse
 from broadgauge.jobs.published import PublishedRules
-from broadgauge.jobs.rules_sweep import MAX_ENTRIES_PER_CHILD, SweepResult
+from broadgauge.runtime.rules_sweep import MAX_ENTRIES_PER_CHILD, SweepResult
 from broadgauge.wire import MessageTooLarge, PeerId
+from tests.agents.network import network
+
+__all__ = ["network"]  # the shared demo-network fixture
 
 INSTANCE_PATH = "portal.provider.platform.instance"
 PLATFORM_PATH = "portal.provider.platform"
@@ -25,16 +26,6 @@ INSTANCE_DOC: dict[str, Any] = {
 PLATFORM_DOC: dict[str, Any] = {"site": {"name": "platform-wide"}, "rules": []}
 #: A hang guard only: every sweep here should finish in a few seconds at most.
 GUARD = 10.0
-
-
-@pytest.fixture
-async def network(tmp_path: Path) -> AsyncIterator[Network]:
-    """The demo network (bridge → portal ← provider ← platform ← instance ← leaves)."""
-    started = await start_network(tmp_path)
-    try:
-        yield started
-    finally:
-        await started.stop()
 
 
 def audit(network: Network, agent: str) -> list[dict[str, Any]]:

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import broadgauge
-from broadgauge.jobs import Board, BoardStore, Put, Status, encode_command
-from broadgauge.jobs.store import DB_FILENAME
+from broadgauge.jobs import Board, Put, Status, encode_command
+from broadgauge.runtime.store import DB_FILENAME, BoardStore
 
 from . import helpers as h
 from .helpers import T0
@@ -160,7 +160,8 @@ def test_closed_store_refuses_work(tmp_path: Path) -> None:
 WRITER = textwrap.dedent(
     """
     import sys
-    from broadgauge.jobs import BoardStore, Job
+    from broadgauge.jobs import Job
+    from broadgauge.runtime.store import BoardStore
 
     store = BoardStore(sys.argv[1])
     padding = "x" * 20_000  # long rows: the kill is likely to land mid-transaction

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 
 from broadgauge.demo import PROJECT, Network
 from broadgauge.grammar import GrammarError
@@ -44,12 +44,13 @@ from broadgauge.jobs import (
     encode_command,
 )
 from broadgauge.jobs import _json as jobs_json
-from broadgauge.jobs.agent import JobFailed
-from broadgauge.wire import Channel, ClientHandshake, FrameError, Key, ServerEntry
+from broadgauge.runtime.agent import JobFailed
+from broadgauge.wire import Channel, FrameError, Key
 from broadgauge.wire.envelope import LayerKey, encode_frame, parse_json
 from tests.jobs import helpers
 from tests.jobs.agent_helpers import eventually
 from tests.security.conftest import still_provisions
+from tests.wire.conftest import raw_link
 
 HIGH, LOW = "\\ud83d", "\\ude00"  # the escapes of one valid pair (an emoji)
 
@@ -275,16 +276,9 @@ def test_valid_text_crosses_a_channel_and_a_command_unchanged(text: str) -> None
 async def intruder(network: Network, name: str = "intruder") -> AsyncIterator[Channel]:
     """A client the portal agent admits (it holds keys), which then misbehaves."""
     invite = network.agents["portal"].service.add_client(name, "127.0.0.1")
-    handshake = ClientHandshake(name, ServerEntry.from_invite(invite))
-    async with connect(invite.url, additional_headers=handshake.headers) as ws:
-        await ws.send(handshake.start())
-        reply = handshake.receive(str(await ws.recv()))
-        assert reply is not None
-        await ws.send(reply)
-        assert handshake.receive(str(await ws.recv())) is None
-        assert handshake.channel is not None
-        _sockets[handshake.channel] = ws
-        yield handshake.channel
+    async with raw_link(invite, name) as (ws, channel):
+        _sockets[channel] = ws
+        yield channel
 
 
 _sockets: dict[Channel, ClientConnection] = {}

@@ -68,9 +68,9 @@ from broadgauge.grammar import (
 from broadgauge.grammar import instructions as ins
 from broadgauge.grammar.command import Command
 from broadgauge.jobs import AgentType
-from broadgauge.jobs.agent import Envelope, JobFailed, JobRefused, PeerInfo
 from broadgauge.jobs.directions import Link
 from broadgauge.jobs.job import Job
+from broadgauge.runtime.agent import Envelope, JobFailed, JobRefused, PeerInfo
 from broadgauge.wire import PeerId
 from tests.accounts.test_backends import FreeIpaHarness, Harness, LdapHarness, LocalHarness
 from tests.filesystem.conftest import make_sandbox

@@ -28,7 +28,6 @@ from broadgauge.grammar import Command
 from broadgauge.jobs import (
     AgentType,
     Board,
-    BoardStore,
     Job,
     Put,
     Status,
@@ -36,8 +35,9 @@ from broadgauge.jobs import (
     Sync,
     encode_command,
 )
-from broadgauge.jobs.agent import Agent, JobFailed
-from broadgauge.jobs.agent_config import AgentConfig
+from broadgauge.runtime.agent import Agent, JobFailed
+from broadgauge.runtime.config import AgentConfig
+from broadgauge.runtime.store import BoardStore
 from broadgauge.wire import PeerId, ServiceConfig
 from tests.jobs.agent_helpers import USER, Network, Recorder, finished
 
@@ -222,8 +222,8 @@ def assert_in_step(agent: Agent) -> None:
 Operation = Callable[[], Awaitable[object]]
 
 
-def fresh_job(agent: Agent, clock: Clock) -> Operation:
-    job = pending()
+def recording(agent: Agent, job: Job) -> Operation:
+    """The operation that records ``job`` on the board shared with :data:`PEER`."""
 
     async def op() -> object:
         return agent.record(PEER, job)
@@ -231,36 +231,26 @@ def fresh_job(agent: Agent, clock: Clock) -> Operation:
     return op
 
 
+def fresh_job(agent: Agent, clock: Clock) -> Operation:
+    return recording(agent, pending())
+
+
 def update_of_a_job(agent: Agent, clock: Clock) -> Operation:
     job = pending()
     agent.record(PEER, job)
-
-    async def op() -> object:
-        return agent.record(PEER, job.running("half way", now=T0 + 1))
-
-    return op
+    return recording(agent, job.running("half way", now=T0 + 1))
 
 
 def a_duplicate(agent: Agent, clock: Clock) -> Operation:
     agent.record(PEER, pending())
-    twin = pending()
-
-    async def op() -> object:
-        return agent.record(PEER, twin)
-
-    return op
+    return recording(agent, pending())  # the same instruction again: a duplicate
 
 
 def result_copied_to_duplicates(agent: Agent, clock: Clock) -> Operation:
     original = pending()
     agent.record(PEER, original)
     agent.record(PEER, pending())  # becomes its duplicate
-    done = original.complete_with("done", now=T0 + 2)
-
-    async def op() -> object:
-        return agent.record(PEER, done)
-
-    return op
+    return recording(agent, original.complete_with("done", now=T0 + 2))
 
 
 def a_delete(agent: Agent, clock: Clock) -> Operation:
@@ -491,14 +481,7 @@ async def test_one_job_of_a_sync_the_store_refuses_does_not_cost_the_others(
 async def portal_and_durable_instance(net: Network, tmp_path: Path) -> tuple[Agent, Agent]:
     """A portal, and an instance with a store that records add_user jobs, linked."""
     portal = await net.start("portal", AgentType.PORTAL)
-    instance = await net.start(
-        "instance",
-        AgentType.INSTANCE,
-        dials=["portal"],
-        listen=False,
-        data_dir=tmp_path / "instance",
-        before_start=lambda a: a.add_handler("add_user", Recorder()),
-    )
+    instance = await net.start_instance(Recorder(), data_dir=tmp_path / "instance")
     return portal, instance
 
 

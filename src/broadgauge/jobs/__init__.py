@@ -1,13 +1,18 @@
-"""Jobs, boards and the templemeads wire commands (the pure core of the agent runtime).
+"""Jobs, boards and the templemeads wire commands: the pure core of the agent network.
 
 * :class:`Job` / :class:`Status` - the job value and its state machine (notes §3.1-3.3)
 * :func:`encode_command` / :func:`decode_command` - templemeads commands (§3.6)
 * :class:`Notification` - fire-and-forget events (§3.9)
 * :class:`Board` - one peer's board: replace rules, duplicates, cleaner, sync (§3.4-3.5)
-* :class:`BoardStore` - durable boards, outbox and execution markers (SQLite, §7.2)
 
-Nothing here performs network I/O or reads the clock: time is passed in.
+Nothing here performs I/O, reads the clock (time is passed in) or imports asyncio, sqlite3
+or the wire: ``lint-imports`` holds that.  The engine that moves jobs between agents,
+with the durable store, is :mod:`broadgauge.runtime`.
 """
+
+import importlib
+import warnings
+from typing import Any
 
 from .agent_type import AgentType
 from .board import (
@@ -62,7 +67,6 @@ from .health import (
 from .job import DEFAULT_LIFETIME_SECONDS, Job, parse_uuid
 from .notification import EventKind, Notification, NotificationEvent
 from .status import Status
-from .store import BoardStore, Execution, QueuedPayload
 
 __all__ = [
     "DEFAULT_LIFETIME_SECONDS",
@@ -75,14 +79,12 @@ __all__ = [
     "Board",
     "BoardChange",
     "BoardStats",
-    "BoardStore",
     "Delete",
     "DiagnosticsReport",
     "DiagnosticsRequest",
     "DiagnosticsResponse",
     "ErrorCommand",
     "EventKind",
-    "Execution",
     "ExpiredError",
     "ExpiredJobEntry",
     "FailedJobEntry",
@@ -101,7 +103,6 @@ __all__ = [
     "Notify",
     "ProtocolError",
     "Put",
-    "QueuedPayload",
     "Register",
     "RemoveResult",
     "Restart",
@@ -118,3 +119,20 @@ __all__ = [
     "encode_command",
     "parse_uuid",
 ]
+
+#: Names that moved to :mod:`broadgauge.runtime.store`, importable from here for one more
+#: release (with a DeprecationWarning).
+_MOVED = {"BoardStore", "Execution", "QueuedPayload"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        warnings.warn(
+            f"broadgauge.jobs.{name} moved to broadgauge.runtime.store.{name}; the old path "
+            "goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        # By name, not by import: the core must not depend on the runtime.
+        return getattr(importlib.import_module("broadgauge.runtime.store"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

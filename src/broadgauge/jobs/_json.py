@@ -27,18 +27,19 @@ control characters), which is exactly what :func:`json.dumps` does with
 
 from __future__ import annotations
 
+import enum
 import json
 import math
-import re
 from collections.abc import Callable
-from typing import Any, Final, NoReturn, TypeVar
+from typing import Any, Final, NoReturn, Self, TypeVar
 
-from broadgauge.wire.envelope import decoded_lone_surrogate
+from broadgauge.text import decoded_lone_surrogate, has_lone_surrogate
 
 from .errors import ProtocolError
 
 __all__ = [
     "JsonObject",
+    "WireEnum",
     "dumps",
     "loads",
 ]
@@ -116,15 +117,6 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def has_lone_surrogate(text: str) -> bool:
-    """Whether ``text`` holds a UTF-16 surrogate that cannot be encoded as UTF-8."""
-    # A regex scans in C; this runs on every string of every job received.
-    return not text.isascii() and _SURROGATE.search(text) is not None
-
-
 def _decodes_to_surrogate(text: str, value: object) -> bool:
     """Whether ``value``, decoded from ``text``, holds a lone surrogate anywhere.
 
@@ -137,23 +129,24 @@ def _decodes_to_surrogate(text: str, value: object) -> bool:
     return has_lone_surrogate(text) or decoded_lone_surrogate(text, value)
 
 
+#: JSON-flavoured type names, in the order they are tried (``bool`` before ``int``, of which
+#: it is a subclass).
+_TYPE_NAMES: Final = (
+    (type(None), "null"),
+    (bool, "boolean"),
+    (int, "integer"),
+    (float, "float"),
+    (str, "string"),
+    (list, "array"),
+    (dict, "object"),
+)
+
+
 def type_name(value: object) -> str:
     """JSON-flavoured name of a decoded value's type, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+    return next(
+        (name for kind, name in _TYPE_NAMES if isinstance(value, kind)), type(value).__name__
+    )
 
 
 class Reader:
@@ -292,3 +285,33 @@ def check_int(
     if not lo <= value <= hi:
         raise error(f"{path}: expected {kind}, got out-of-range {value}")
     return value
+
+
+class WireEnum(enum.Enum):
+    """A Rust enum of unit variants: ``value`` is the exact wire spelling (capitalised).
+
+    ``str()`` gives the wire form and :attr:`display` Rust's lowercase ``Display`` form.
+    """
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    @property
+    def display(self) -> str:
+        """Rust's lowercase ``Display`` form, for human-facing text."""
+        return str(self.value).lower()
+
+    @classmethod
+    def from_wire(cls, value: object) -> Self:
+        """Decode the exact wire spelling; anything else raises ``ValueError``.
+
+        serde would also take the map form ``{"Pending": null}``; no Rust writer produces
+        it, so only the string is accepted.
+        """
+        if isinstance(value, str):
+            try:
+                return cls(value)
+            except ValueError:
+                pass
+        expected = ", ".join(f"`{member.value}`" for member in cls)
+        raise ValueError(f"unknown variant {value!r}, expected one of {expected}")

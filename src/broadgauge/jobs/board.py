@@ -153,6 +153,16 @@ class BoardStats:
     queued: int = 0
 
 
+def _copy_result(duplicate: Job, original: Job, now: float) -> Job:
+    """``duplicate`` finished with ``original``'s result (errored if it cannot be copied)."""
+    if duplicate.is_finished:
+        return duplicate
+    try:
+        return duplicate.copy_result_from(original, now=now)
+    except InvalidStateError:
+        return _settle(duplicate, COPY_FAILED_MESSAGE, now)
+
+
 def _settle(job: Job, message: str, now: float) -> Job:
     """``job.errored(message)`` if the state allows it, else the job unchanged.
 
@@ -418,12 +428,7 @@ class Board:
             dup = self._jobs.get(dup_id)
             if dup is None:
                 continue
-            if not dup.is_finished:
-                try:
-                    dup = dup.copy_result_from(original, now=now)
-                except InvalidStateError:
-                    dup = _settle(dup, COPY_FAILED_MESSAGE, now)
-            woken.append(dup)
+            woken.append(_copy_result(dup, original, now))
         return woken
 
     def remove(self, job: Job, now: float) -> RemoveResult:
@@ -442,12 +447,7 @@ class Board:
             dup = self._pop_job(dup_id)
             if dup is None:
                 continue
-            if not dup.is_finished:
-                try:
-                    dup = dup.copy_result_from(job, now=now)
-                except InvalidStateError:
-                    dup = _settle(dup, COPY_FAILED_MESSAGE, now)
-            woken.append(dup)
+            woken.append(_copy_result(dup, job, now))
         return RemoveResult(removed, tuple(woken))
 
     def queue(self, command: JobCommand) -> None:

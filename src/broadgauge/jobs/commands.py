@@ -261,7 +261,7 @@ class PlannerRulesRequest:
     """Broadgauge extension: ask the agents below for their published planner rules.
 
     Not a templemeads variant: a Rust peer logs it as unreadable and ignores it, and the
-    sweep lists that peer as silent (see :mod:`broadgauge.jobs.rules_sweep`).
+    sweep lists that peer as silent (see :mod:`broadgauge.runtime.rules_sweep`).
     ``budget_ms`` is how long the asker will wait, so each level can give its own
     children less; ``request_id`` comes back in the response, so a late answer is never
     taken for the answer to a newer request.

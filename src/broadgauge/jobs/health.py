@@ -200,11 +200,17 @@ class NotificationStatistics(_Codec):
 
 
 @dataclass(frozen=True, slots=True)
-class FailedJobEntry(_Codec):
-    """A failed instruction, aggregated by destination + instruction."""
+class _InstructionEntry(_Codec):
+    """The two fields every job entry of a diagnostics report starts with."""
 
     destination: str = field(metadata=_m("str"))
     instruction: str = field(metadata=_m("str"))
+
+
+@dataclass(frozen=True, slots=True)
+class FailedJobEntry(_InstructionEntry):
+    """A failed instruction, aggregated by destination + instruction."""
+
     error_message: str = field(metadata=_m("str"))
     count: int = field(metadata=_m("u64"))
     first_seen: datetime = field(metadata=_m("datetime"))
@@ -212,32 +218,26 @@ class FailedJobEntry(_Codec):
 
 
 @dataclass(frozen=True, slots=True)
-class SlowJobEntry(_Codec):
+class SlowJobEntry(_InstructionEntry):
     """One of the slowest completed jobs."""
 
-    destination: str = field(metadata=_m("str"))
-    instruction: str = field(metadata=_m("str"))
     duration_ms: float = field(metadata=_m("float"))
     completed_at: datetime = field(metadata=_m("datetime"))
 
 
 @dataclass(frozen=True, slots=True)
-class ExpiredJobEntry(_Codec):
+class ExpiredJobEntry(_InstructionEntry):
     """An instruction whose jobs expired, aggregated."""
 
-    destination: str = field(metadata=_m("str"))
-    instruction: str = field(metadata=_m("str"))
     created_at: datetime = field(metadata=_m("datetime"))
     expired_at: datetime = field(metadata=_m("datetime"))
     count: int = field(metadata=_m("u64"))
 
 
 @dataclass(frozen=True, slots=True)
-class RunningJobEntry(_Codec):
+class RunningJobEntry(_InstructionEntry):
     """An instruction currently running, aggregated."""
 
-    destination: str = field(metadata=_m("str"))
-    instruction: str = field(metadata=_m("str"))
     started_at: datetime = field(metadata=_m("datetime"))
     count: int = field(metadata=_m("u64"))
     running_for_seconds: int = field(metadata=_m("i64"))

@@ -37,6 +37,7 @@ from broadgauge.grammar import (
     decode_result,
     encode_result,
 )
+from broadgauge.text import has_lone_surrogate
 
 from . import _json
 from .errors import InvalidStateError, JobDecodeError, ProtocolError
@@ -155,9 +156,7 @@ class Job:
             raise TypeError("Job.state must be a Status")
         for name in ("result", "result_type"):
             value = getattr(self, name)
-            if value is not None and (
-                not isinstance(value, str) or _json.has_lone_surrogate(value)
-            ):
+            if value is not None and (not isinstance(value, str) or has_lone_surrogate(value)):
                 raise ValueError(f"Job.{name} must be None or a UTF-8 encodable string")
 
     # ------------------------------------------------------------------ creation
@@ -200,7 +199,7 @@ class Job:
         # A Rust String cannot hold a lone surrogate, so the reference never accepts one;
         # the grammar would, and the job could then be neither stored nor sent.  Constant
         # time for ASCII text.
-        if _json.has_lone_surrogate(text):
+        if has_lone_surrogate(text):
             raise GrammarError("Invalid command: it contains a lone UTF-16 surrogate")
         # Named date ranges resolve against the local date at ``now``, as Rust
         # resolves them at parse time in the host's time zone (notes §4.2).

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from broadgauge.grammar import Destination, GrammarError, ProjectIdentifier, UserIdentifier
+from broadgauge.text import has_lone_surrogate
 
 from . import _json
 from .errors import ProtocolError
@@ -174,7 +175,7 @@ class Notification:
         bad destination or identifier, or text holding a lone UTF-16 surrogate, which a
         Rust ``String`` cannot hold).
         """
-        if _json.has_lone_surrogate(text):
+        if has_lone_surrogate(text):
             raise GrammarError("Invalid notification: it contains a lone UTF-16 surrogate")
         dest_text, sep, event_text = text.partition(" ")
         if not sep:

@@ -18,8 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from broadgauge.wire.errors import ConfigError
-from broadgauge.wire.names import check_name
+from broadgauge.text import first_bad_name_character
 
 from . import _json
 from .errors import ProtocolError
@@ -57,12 +56,14 @@ def check_document(document: object, where: str = "document") -> dict[str, Any]:
 
 
 def _check_path(path: str, where: str) -> str:
-    try:
-        for name in path.split("."):
-            if check_name(name, "agent name") != name:
-                raise ConfigError(f"agent name {name!r} has surrounding spaces")
-    except ConfigError as exc:
-        raise ProtocolError(f"{where}: {exc}") from None
+    for name in path.split("."):
+        if not name:
+            raise ProtocolError(f"{where}: agent name must not be empty")
+        bad = first_bad_name_character(name)
+        if bad is not None:
+            raise ProtocolError(
+                f"{where}: agent name {name!r} contains {bad!r}; use letters, digits, - and _"
+            )
     return path
 
 

@@ -1,0 +1,594 @@
+"""The agent runtime: boards, routing, execution and recovery over a wire :class:`Service`.
+
+An :class:`Agent` owns one board per neighbour.  A job travels hop by hop along its
+destination path; each hop records it on the board of the neighbour it came from and of the
+neighbour it went to, so that a result coming back can retrace the route (notes §3.7):
+
+* **Put** received: downstream of us → pass it on to the next agent; we are the destination →
+  run the handler registered for its instruction, then send the finished job back.
+* **Update** received: store it; if it came from below, pass it up to the previous agent; if
+  we started the job, wake whoever is waiting in :meth:`Agent.run`.
+* On every (re)connection both sides send ``Register``, then ``Sync`` with the board they
+  share, then anything queued while the link was down.
+
+With a data directory the boards, the outbox and execution markers live in SQLite, so an
+agent killed at any point resumes: a job it had finished is answered from its record, never
+run again; a job cut off mid-run is run again (handlers must be idempotent, as in OpenPortal).
+
+Every action is reported as a :class:`~broadgauge.runtime.trace.TraceEvent`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from broadgauge.grammar import Position
+from broadgauge.jobs.agent_type import AgentType
+from broadgauge.jobs.board import AddResult, Board, RemoveResult
+from broadgauge.jobs.commands import (
+    Delete,
+    JobCommand,
+    Notify,
+    Put,
+    Register,
+    Sync,
+    Update,
+    WireCommand,
+    decode_command,
+    encode_command,
+)
+from broadgauge.jobs.directions import Link
+from broadgauge.jobs.errors import ExpiredError, ProtocolError, StoreError
+from broadgauge.jobs.health import DiagnosticsReport, HealthInfo
+from broadgauge.jobs.job import Job
+from broadgauge.jobs.notification import Notification
+from broadgauge.runtime.audit import AuditLog
+from broadgauge.runtime.config import AgentConfig
+from broadgauge.runtime.control import ControlPlane
+from broadgauge.runtime.envelope import (
+    Envelope,
+    Handler,
+    JobExpired,
+    JobFailed,
+    JobRefused,
+    NotifyHandler,
+    PeerInfo,
+    TraceSink,
+    Typed,
+)
+from broadgauge.runtime.handling import Inbound, _outcome
+from broadgauge.runtime.rules_sweep import RulesSweep
+from broadgauge.runtime.store import BoardStore
+from broadgauge.runtime.trace import Action, TraceEvent, Tracer
+from broadgauge.wire import (
+    ClientEntry,
+    Limits,
+    PeerId,
+    PeerNotConnected,
+    ServerEntry,
+    Service,
+    Timers,
+)
+
+__all__ = [
+    "Agent",
+    "Envelope",
+    "Handler",
+    "JobExpired",
+    "JobFailed",
+    "JobRefused",
+    "NotifyHandler",
+    "PeerInfo",
+    "TraceSink",
+    "Typed",
+]
+
+log = logging.getLogger("broadgauge.jobs")
+
+CLEANER_INTERVAL = 60.0
+RECENT_EVENTS = 500
+
+
+class Agent:
+    """One agent: a wire service plus boards, handlers and the routing rules."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        data_dir: str | Path | None = None,
+        timers: Timers | None = None,
+        limits: Limits | None = None,
+        clock: Callable[[], float] = time.time,
+        max_workers: int = 64,
+    ) -> None:
+        self.config = config
+        self.agent_type = config.agent
+        self.service = Service(config.service, timers=timers, limits=limits)
+        self.inbound = Inbound(self, max_workers)
+        self.service.on_message(self.inbound.on_message)
+        self.service.on_connected(self._on_connected)
+        self.service.on_disconnected(self._on_disconnected)
+        self.clock = clock
+        self.store = BoardStore(data_dir) if data_dir is not None else None
+        self.audit_log = (
+            AuditLog(Path(data_dir) / "audit.jsonl", config.service.name)
+            if data_dir is not None
+            else None
+        )
+        self._boards: dict[PeerId, Board] = {}
+        self.peer_types: dict[PeerId, AgentType] = {}
+        self.handlers: dict[str, Handler] = {}
+        self.notify_handler: NotifyHandler | None = None
+        self._waiters: dict[uuid.UUID, list[asyncio.Future[Job]]] = {}
+        self.tracer = Tracer(self.service.name, RECENT_EVENTS)
+        self._tasks: set[asyncio.Task[object]] = set()
+        self.registrations = asyncio.Condition()
+        self.started_at = datetime.now(UTC)
+        self.control = ControlPlane(self)
+        self.planner_rules = RulesSweep(self)
+        if self.audit_log is not None:
+            self.tracer.sinks.append(self.audit_log.record_event)
+        self.service.on_refused(self._on_refused)
+        self._load_boards()
+
+    @property
+    def name(self) -> str:
+        """This agent's name."""
+        return self.service.name
+
+    # --- registration of behaviour -----------------------------------------------------
+
+    def handler(self, *keywords: str) -> Callable[[Handler], Handler]:
+        """Decorator: run ``handler`` for jobs whose instruction is one of ``keywords``."""
+
+        def register(handler: Handler) -> Handler:
+            for keyword in keywords:
+                self.handlers[keyword] = handler
+            return handler
+
+        return register
+
+    def add_handler(self, keyword: str, handler: Handler) -> None:
+        """Run ``handler`` for jobs whose instruction keyword is ``keyword``."""
+        self.handlers[keyword] = handler
+
+    def on_notification(self, handler: NotifyHandler) -> NotifyHandler:
+        """Register the coroutine that receives notifications addressed to this agent."""
+        self.notify_handler = handler
+        return handler
+
+    def audit_operation(self, operation: str, outcome: str = "ok") -> None:
+        """Record a backend operation (``useradd fred.proj``) against the job being run."""
+        log.info("%s: %s (%s)", self.name, operation, outcome)
+        if self.audit_log is not None:
+            self.audit_log.record_operation(operation, outcome, time=self.clock())
+
+    def _on_refused(self, address: str, reason: str) -> None:
+        if self.audit_log is not None:
+            self.audit_log.append(
+                time=self.clock(),
+                job=None,
+                instruction=None,
+                path=[],
+                peer=address,
+                action="connection-refused",
+                operation=None,
+                outcome=reason,
+            )
+
+    def on_trace(self, sink: TraceSink) -> TraceSink:
+        """Call ``sink`` with every :class:`TraceEvent` (several sinks may be added)."""
+        self.tracer.sinks.append(sink)
+        return sink
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self, *, listen: bool = True) -> None:
+        """Start the wire service, the cleaner, and resume interrupted work."""
+        await self.service.start(listen=listen)
+        self.spawn(self._cleaner())
+        self.inbound.resume()
+
+    async def stop(self) -> None:
+        """Stop serving; boards stay in the store for the next start."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.service.stop()
+        if self.store is not None:
+            self.store.close()
+        if self.audit_log is not None:
+            self.audit_log.close()
+
+    async def __aenter__(self) -> Agent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def spawn(self, coro: Awaitable[object]) -> None:
+        """Run ``coro`` as a task the agent cancels when it stops."""
+        self.track(asyncio.ensure_future(coro))
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """Cancel ``task`` when the agent stops."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- peers -------------------------------------------------------------------------
+
+    def peer_info(self, peer: PeerId) -> PeerInfo:
+        """How ``peer`` is linked to us and what it registered as."""
+        config = self.service.config
+        link = Link.UP if config.server(peer.name, peer.zone) is not None else Link.DOWN
+        return PeerInfo(peer, link, self.peer_types.get(peer))
+
+    def peer_named(self, name: str, zone: str | None) -> PeerId:
+        """The neighbour called ``name`` (in ``zone``); :class:`JobRefused` if there is none."""
+        config = self.service.config
+        entries: list[ClientEntry | ServerEntry] = [e for e in config.servers if e.name == name]
+        entries += [e for e in config.clients if e.name == name]
+        if zone is not None:
+            entries = [e for e in entries if e.zone == zone]
+        if not entries:
+            where = f" in zone {zone}" if zone else ""
+            raise JobRefused(f"{self.name} has no neighbour called {name}{where}")
+        if len({e.zone for e in entries}) > 1:
+            raise JobRefused(f"{name} is a neighbour in several zones; the job must name one")
+        return PeerId(entries[0].name, entries[0].zone)
+
+    def boards(self) -> list[Board]:
+        """Every board this agent holds."""
+        return list(self._boards.values())
+
+    def boards_by_peer(self) -> list[tuple[PeerId, Board]]:
+        """Every board, with the neighbour it is shared with."""
+        return list(self._boards.items())
+
+    def clear_boards(self) -> None:
+        """Forget every job and queued command (a soft restart), in memory and on disk.
+
+        Handlers still running are cancelled: their jobs have been answered with an error.
+        """
+        for task in list(self.inbound.executions.values()):
+            task.cancel()
+        for peer in list(self._boards):
+            # One board at a time, the store first: a failure leaves the rest on both.
+            if self.store is not None:
+                self._stored(f"clear the board of {peer}", self.store.forget_board, str(peer))
+            del self._boards[peer]
+
+    def busy_workers(self) -> int:
+        """Handlers running now."""
+        return self.inbound.running
+
+    async def health(self) -> HealthInfo:
+        """This agent's health with every reachable agent's nested in it (no cycles)."""
+        return await self.control.health()
+
+    async def diagnostics(self, path: str = "") -> DiagnosticsReport:
+        """The diagnostics report of the agent at ``path``, relative to this one."""
+        return await self.control.diagnostics(path)
+
+    async def restart(self, restart_type: str, path: str = "") -> None:
+        """Order a ``soft`` or ``hard`` restart of the agent at ``path``."""
+        await self.control.restart(restart_type, path)
+
+    async def peer_of_type(self, agent_type: AgentType, wait: float = 10.0) -> PeerId:
+        """The first connected neighbour registered as ``agent_type`` (waiting ``wait`` s)."""
+
+        def find() -> PeerId | None:
+            connected = set(self.service.connected_peers())
+            for peer, kind in self.peer_types.items():
+                if kind is agent_type and peer in connected:
+                    return peer
+            return None
+
+        try:
+            async with asyncio.timeout(wait), self.registrations:
+                await self.registrations.wait_for(lambda: find() is not None)
+        except TimeoutError:
+            raise JobRefused(f"{self.name} has no connected {agent_type.display} agent") from None
+        found = find()
+        assert found is not None
+        return found
+
+    def board(self, peer: PeerId) -> Board:
+        """The board shared with ``peer`` (created on first use)."""
+        board = self._boards.get(peer)
+        if board is None:
+            board = self._boards[peer] = Board(str(peer))
+        return board
+
+    # --- the public way to start work --------------------------------------------------
+
+    async def run(self, destination: str, instruction: str, timeout: float | None = None) -> Job:
+        """Send ``instruction`` along ``destination`` and wait for the finished job.
+
+        ``destination`` starts with this agent's name.  Returns the ``Complete`` job;
+        raises :class:`JobFailed` if it ends in error, :class:`JobExpired` if it expires or
+        ``timeout`` seconds pass first, :class:`JobRefused` if the first hop is not a
+        neighbour, and :class:`~broadgauge.grammar.GrammarError` for text that does not parse.
+        """
+        job = Job.parse(f"{destination} {instruction}", now=self.clock())
+        return await self.submit(job, timeout=timeout)
+
+    async def submit(
+        self, job: Job, *, zone: str | None = None, timeout: float | None = None
+    ) -> Job:
+        """Start ``job`` (whose path begins here) and wait for it to finish."""
+        path = job.destination
+        if path.agents[0] != self.name:
+            raise JobRefused(f"a job started by {self.name} must begin at {self.name}, not {path}")
+        next_name = path.next(self.name)
+        assert next_name is not None  # a destination has at least two agents
+        peer = self.peer_named(next_name, zone)
+        waiter = self._wait_for(job.id)
+        try:
+            await self.put(peer, job)
+        except BaseException:
+            self._forget_waiter(job.id, waiter)  # refused (a StoreError, say): nobody waits
+            raise
+        budget = max(0.0, job.expires - self.clock() + 1.0)
+        if timeout is not None:
+            budget = min(budget, timeout)
+        try:
+            async with asyncio.timeout(budget):
+                finished = await waiter
+        except TimeoutError:
+            now = self.clock()
+            latest = self.board(peer).get(job.id) or job.pending(now=now)
+            message = f"no result for {job.id} within {budget:g} s"
+            raise JobExpired(
+                latest if latest.is_finished else latest.errored(message, now=now)
+            ) from None
+        finally:
+            self._forget_waiter(job.id, waiter)
+        if finished.is_error:
+            if finished.error_message == "Job expired":
+                raise JobExpired(finished)
+            raise JobFailed(finished)
+        return finished
+
+    def _wait_for(self, job_id: uuid.UUID) -> asyncio.Future[Job]:
+        future: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(job_id, []).append(future)
+        return future
+
+    def _forget_waiter(self, job_id: uuid.UUID, future: asyncio.Future[Job]) -> None:
+        waiting = self._waiters.get(job_id, [])
+        if future in waiting:
+            waiting.remove(future)
+        if not waiting:
+            self._waiters.pop(job_id, None)
+
+    def wake(self, jobs: tuple[Job, ...] | list[Job]) -> None:
+        for job in jobs:
+            for future in self._waiters.pop(job.id, []):
+                if not future.done():
+                    future.set_result(job)
+
+    # --- board operations (each persisted: the store first, then the board) -------------
+
+    def record(self, peer: PeerId, job: Job) -> AddResult:
+        """Add ``job`` to ``peer``'s board, and to the store before the board.
+
+        The change is worked out first, saved in one transaction, and made on the board
+        only once the store accepted it: any failure raises :class:`StoreError` with the
+        board as it was, so the two never disagree (a job the store cannot hold is never
+        left on a board to break the next ``Sync``).  :class:`ExpiredError` for an
+        expired job.
+        """
+        board = self.board(peer)
+        result = board.plan_add(job, self.clock())
+        if self.store is not None and result.change.jobs:
+            what = f"record {job.id} on the board of {peer}"
+            self._stored(what, self.store.save_all, str(peer), result.change.jobs)
+        board.apply(result)
+        self.wake(result.finished)
+        for duplicate in result.finished:
+            if duplicate.id != result.stored.id:
+                self.spawn(self._answer_duplicate(peer, duplicate))
+        return result
+
+    async def _answer_duplicate(self, peer: PeerId, duplicate: Job) -> None:
+        """Send a duplicate's settled result to whoever handed it to us.
+
+        A duplicate takes on its original's command (as in OpenPortal), so its path no
+        longer says where it came from.  The boards do: a job we passed on is also on the
+        board of the neighbour that gave it to us.
+        """
+        origin = next(
+            (p for p, board in self._boards.items() if p != peer and board.get(duplicate.id)),
+            None,
+        )
+        if origin is not None:
+            await self.update(origin, duplicate)
+        elif duplicate.destination.position(self.name, peer.name) is not Position.UPSTREAM:
+            await self.send_job(peer, Update(duplicate))
+        # Otherwise we started it ourselves: its waiter has been woken already.
+
+    def _stored(self, what: str, change: Callable[..., object], *args: object) -> None:
+        """Run one store transaction; whatever it raises becomes :class:`StoreError`.
+
+        Callers change their boards only after this returns.
+        """
+        try:
+            change(*args)
+        except Exception as exc:
+            raise StoreError(f"{self.name} could not {what}: {type(exc).__name__}: {exc}") from exc
+
+    def remove(self, peer: PeerId, job: Job) -> RemoveResult:
+        """Remove ``job`` and its duplicates from ``peer``'s board: the store first.
+
+        :class:`StoreError` leaves the board as it was; :class:`ExpiredError` for an
+        expired job.
+        """
+        now = self.clock()
+        if job.is_expired(now):
+            raise ExpiredError(f"Job {job.id} has expired")
+        board = self.board(peer)
+        if self.store is not None:
+            ids = [job.id, *board.duplicates_of(job.id)]
+            what = f"remove {job.id} from the board of {peer}"
+            self._stored(what, self.store.delete_many, str(peer), ids)
+        return board.remove(job, now)
+
+    async def put(self, peer: PeerId, job: Job) -> None:
+        if job.is_created:
+            job = job.pending(now=self.clock())
+        result = self.record(peer, job)
+        if result.should_send:
+            await self.send_job(peer, Put(result.stored))
+            self.trace(Action.FORWARDED, result.stored, peer)
+
+    async def update(self, peer: PeerId, job: Job) -> None:
+        result = self.record(peer, job)
+        if result.should_send:
+            await self.send_job(peer, Update(result.stored))
+
+    async def send_job(self, peer: PeerId, command: JobCommand) -> None:
+        payload = encode_command(command)
+        try:
+            await self.service.send(peer.name, payload, peer.zone)
+        except PeerNotConnected:
+            # Keep it for the next connection (durably, when we have a store, and on disk
+            # before the board moves the job to its queue).
+            if self.store is not None:
+                what = f"queue {command.job.id} for {peer}"
+                self._stored(what, self.store.enqueue, str(peer), payload)
+            self.board(peer).queue(command)
+            self.trace(Action.QUEUED, command.job, peer, f"{peer} is not connected")
+
+    async def send_control(self, peer: PeerId, command: WireCommand) -> None:
+        """Send a command that never goes on a board; a missing link just drops it."""
+        try:
+            await self.service.send(peer.name, encode_command(command), peer.zone)
+        except PeerNotConnected:
+            log.info("%s: could not send %s to %s", self.name, type(command).__name__, peer)
+
+    async def notify(self, notification: Notification) -> None:
+        """Send a fire-and-forget notification along its destination (first hop = us)."""
+        next_name = notification.destination.next(self.name)
+        if notification.destination.agents[0] != self.name or next_name is None:
+            raise JobRefused(f"a notification sent by {self.name} must start at {self.name}")
+        await self.send_control(self.peer_named(next_name, None), Notify(notification))
+
+    def _load_boards(self) -> None:
+        if self.store is None:
+            return
+        for peer_text, jobs in self.store.load_all().items():
+            name, _, zone = peer_text.partition("@")
+            self._boards[PeerId(name, zone)] = Board(peer_text, jobs)
+
+    # --- connections ---------------------------------------------------------------------
+
+    async def _on_connected(self, peer: PeerId) -> None:
+        await self.send_control(peer, Register(self.agent_type))
+        await self.send_control(peer, Sync(self.board(peer).sync_state()))
+        await self._replay_queue(peer)
+
+    async def _replay_queue(self, peer: PeerId) -> None:
+        """Send what was queued while ``peer`` was away, oldest first.
+
+        With a store the outbox on disk is the queue: an entry is acknowledged (deleted) only
+        after it was handed to the link, so a crash at any point loses nothing (the peer may
+        see a command twice, which boards absorb: versions never go back).
+        """
+        in_memory = self.board(peer).take_queued()
+        if self.store is None:
+            queued: list[tuple[int | None, JobCommand]] = [(None, c) for c in in_memory]
+        else:
+            queued = []
+            for item in self.store.pending(str(peer)):
+                try:
+                    command = decode_command(item.payload)
+                except ProtocolError:
+                    self.store.ack(str(peer), item.seq)
+                    continue
+                if isinstance(command, Put | Update | Delete):
+                    queued.append((item.seq, command))
+        for index, (seq, command) in enumerate(queued):
+            if not command.job.is_expired(self.clock()):
+                if isinstance(command, Put | Update):
+                    self.record(peer, command.job)
+                try:
+                    await self.service.send(peer.name, encode_command(command), peer.zone)
+                except PeerNotConnected:
+                    if self.store is None:  # keep the rest for the next connection
+                        for _, rest in queued[index:]:
+                            self.board(peer).queue(rest)
+                    return
+            if seq is not None and self.store is not None:
+                self.store.ack(str(peer), seq)
+
+    async def _on_disconnected(self, peer: PeerId) -> None:
+        log.info("%s: %s disconnected", self.name, peer)
+
+    # --- the cleaner -------------------------------------------------------------------
+
+    async def _cleaner(self) -> None:
+        while True:
+            await asyncio.sleep(CLEANER_INTERVAL)
+            try:
+                self.sweep()
+            except Exception:
+                # The cleaner must outlive one bad sweep, or nothing would expire again.
+                log.exception("%s: the cleaner failed", self.name)
+
+    def sweep(self) -> list[Job]:
+        """Remove expired jobs from every board now, waking their waiters.
+
+        Each board's expired jobs leave the store first; a board whose store refuses is
+        left as it was (and logged), to be swept again next time.
+        """
+        swept: list[Job] = []
+        now = self.clock()
+        for peer, board in list(self._boards.items()):
+            gone = board.plan_sweep(now)
+            if not gone:
+                continue
+            if self.store is not None:
+                ids = [job.id for job in gone]
+                try:
+                    self._stored(
+                        f"sweep the board of {peer}", self.store.delete_many, str(peer), ids
+                    )
+                except StoreError as exc:
+                    log.warning("%s: %s (it stays until the next sweep)", self.name, exc)
+                    continue
+            board.remove_swept(gone, now)
+            for job in gone:
+                self.trace(Action.EXPIRED, job, peer, _outcome(job))
+                if not job.is_expired(now):
+                    # A live duplicate of an expired original: its sender awaits an answer.
+                    self.spawn(self._answer_duplicate(peer, job))
+            swept.extend(gone)
+        self.wake(swept)
+        return swept
+
+    # --- tracing -------------------------------------------------------------------------
+
+    def trace(self, action: Action, job: Job, peer: PeerId, detail: str = "") -> None:
+        """Record an action on ``job``: kept for diagnostics, and given to every sink."""
+        self.tracer.record(self.clock(), action, job, peer, detail)
+
+    @property
+    def recent_events(self) -> list[TraceEvent]:
+        """The last few hundred actions, oldest first (for diagnostics reports)."""
+        return self.tracer.recent()
+
+    def job_context(self, job: Job, peer: PeerId) -> TraceEvent | None:
+        """What backend operations run for ``job`` are attributed to (with an audit log)."""
+        if self.audit_log is None:
+            return None
+        return self.tracer.event(self.clock(), Action.STARTED, job, peer, "")

@@ -1,0 +1,409 @@
+"""What an agent does with each command it receives, and how it runs the jobs it owns.
+
+This is the routing of notes §3.7, one method per command:
+
+* **Put**: from above and downstream of us, pass the job to the next agent; addressed to us,
+  run the handler for its instruction (:meth:`Inbound.execute`); from the wrong side,
+  refuse it (:mod:`broadgauge.jobs.directions`).
+* **Update**: store it and pass it back up towards whoever started the job.
+* **Delete**: remove it and pass it on.  **Sync**: reconcile a neighbour's board with ours.
+* **Notify**: deliver it here, or pass it one hop on.
+
+An :class:`Inbound` belongs to one :class:`~broadgauge.runtime.agent.Agent` and works on its
+boards and links.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from broadgauge.grammar import GrammarError, Position
+from broadgauge.jobs.board import AddOutcome, SyncAction
+from broadgauge.jobs.commands import (
+    Delete,
+    DiagnosticsRequest,
+    DiagnosticsResponse,
+    ErrorCommand,
+    HealthCheck,
+    HealthResponse,
+    Notify,
+    PlannerRulesRequest,
+    PlannerRulesResponse,
+    Put,
+    Register,
+    Restart,
+    Sync,
+    Update,
+    WireCommand,
+    decode_command,
+)
+from broadgauge.jobs.directions import Link, refusal
+from broadgauge.jobs.errors import ExpiredError, InvalidStateError, ProtocolError, StoreError
+from broadgauge.jobs.job import Job
+from broadgauge.jobs.notification import Notification
+from broadgauge.runtime.audit import CURRENT_JOB
+from broadgauge.runtime.context import JobsContext
+from broadgauge.runtime.control import RESTARTING_MESSAGE
+from broadgauge.runtime.envelope import Envelope, JobFailed, JobRefused, PeerInfo, Typed
+from broadgauge.runtime.trace import Action
+from broadgauge.wire import Message, PeerId
+
+log = logging.getLogger("broadgauge.jobs")
+
+#: How long a Put from an unregistered neighbour waits for that neighbour's Register.
+REGISTER_WAIT = 5.0
+
+
+class Inbound:
+    """The receiving half of an :class:`~broadgauge.runtime.agent.Agent`."""
+
+    def __init__(self, agent: JobsContext, max_workers: int = 64) -> None:
+        self.agent = agent
+        #: Handlers running now, by job id (a soft restart cancels them).
+        self.executions: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self.running = 0
+        #: How many handlers may run at once (the health-check port reports it).
+        self.max_workers = max_workers
+        self._workers = asyncio.Semaphore(max_workers)
+
+    # --- incoming traffic --------------------------------------------------------------
+
+    async def on_message(self, message: Message) -> None:
+        peer = message.peer
+        try:
+            command = decode_command(message.payload)
+        except ProtocolError as exc:
+            log.warning("%s: unreadable command from %s: %s", self.agent.name, peer, exc)
+            return
+        try:
+            await self._dispatch(peer, command)
+        except ExpiredError:
+            log.debug("%s: dropped an expired job from %s", self.agent.name, peer)
+        except (JobRefused, StoreError) as exc:
+            # An update or notification naming a hop we do not know, or one our store would
+            # not take (the board is as it was): drop it, say why.
+            log.warning(
+                "%s: dropped %s from %s: %s", self.agent.name, type(command).__name__, peer, exc
+            )
+
+    async def _dispatch(self, peer: PeerId, command: WireCommand) -> None:
+        if self.agent.control.restarting and isinstance(command, Put | Update):
+            await self._fail_back(peer, command.job, RESTARTING_MESSAGE)
+            return
+        if isinstance(command, Put):
+            if peer not in self.agent.peer_types and self.agent.peer_info(peer).link is Link.DOWN:
+                # Judging it needs the sender's Register, which may be the very next frame
+                # on this link: wait for it off the in-order reader, or we would block it.
+                self.agent.spawn(self._received_put(peer, command.job))
+            else:
+                await self._received_put(peer, command.job)
+        elif isinstance(command, Update):
+            await self._received_update(peer, command.job)
+        elif isinstance(command, Delete):
+            await self._received_delete(peer, command.job)
+        elif isinstance(command, Register):
+            self.agent.peer_types[peer] = command.agent
+            log.info("%s: %s registered as %s", self.agent.name, peer, command.agent.value)
+            async with self.agent.registrations:
+                self.agent.registrations.notify_all()
+        elif isinstance(command, Sync):
+            await self._received_sync(peer, command.jobs)
+        elif isinstance(command, HealthCheck):
+            self.agent.spawn(self.agent.control.received_health_check(peer, command))
+        elif isinstance(command, HealthResponse):
+            self.agent.control.received_health_response(peer, command)
+        elif isinstance(command, Notify):
+            await self._received_notify(peer, command.notification)
+        elif isinstance(command, DiagnosticsRequest):
+            await self.agent.control.received_diagnostics_request(peer, command)
+        elif isinstance(command, DiagnosticsResponse):
+            await self.agent.control.received_diagnostics_response(peer, command)
+        elif isinstance(command, Restart):
+            self.agent.spawn(self.agent.control.received_restart(peer, command))
+        elif isinstance(command, PlannerRulesRequest):
+            self.agent.spawn(self.agent.planner_rules.received_request(peer, command))
+        elif isinstance(command, PlannerRulesResponse):
+            self.agent.planner_rules.received_response(peer, command)
+        elif isinstance(command, ErrorCommand):
+            log.warning("%s: %s reported an error: %s", self.agent.name, peer, command.error)
+
+    async def _received_put(self, peer: PeerId, job: Job) -> None:
+        try:
+            await self._route_put(peer, job)
+        except StoreError as exc:
+            log.warning("%s: refused %s from %s: %s", self.agent.name, job, peer, exc)
+            await self._refuse_unrecorded(peer, job)
+
+    async def _refuse_unrecorded(self, peer: PeerId, job: Job) -> None:
+        """Fail back a job our store would not take, so its sender is not left waiting."""
+        reason = f"{self.agent.name} could not record the job"
+        self.agent.trace(Action.REFUSED, job, peer, reason)
+        now = self.agent.clock()
+        try:
+            errored = (job.pending(now=now) if job.is_created else job).errored(reason, now=now)
+        except InvalidStateError:
+            return  # finished already: nothing to refuse
+        try:
+            await self.agent.update(peer, errored)
+        except StoreError:
+            # The store refuses the refusal too.  Say it unrecorded: the sender's board holds
+            # the job, and its next Sync brings the error back to ours.
+            await self.agent.send_control(peer, Update(errored))
+
+    async def _route_put(self, peer: PeerId, job: Job) -> None:
+        if job.is_expired(self.agent.clock()):
+            return
+        sender = self.agent.peer_info(peer)
+        self.agent.trace(Action.RECEIVED, job, peer)
+        position = job.destination.position(self.agent.name, peer.name)
+        if position in (Position.DOWNSTREAM, Position.DESTINATION):
+            reason = await self._refusal(sender, job)
+            if reason is not None:
+                self.agent.trace(Action.REFUSED, job, peer, reason)
+                log.warning("%s: refused %s from %s: %s", self.agent.name, job, peer, reason)
+                await self._fail_back(peer, job, reason)
+                return
+        if position is Position.DOWNSTREAM:
+            self.agent.record(peer, job)
+            next_name = job.destination.next(self.agent.name)
+            assert next_name is not None
+            try:
+                await self.agent.put(self.agent.peer_named(next_name, peer.zone), job)
+            except JobRefused as exc:
+                await self._fail_back(peer, job, str(exc))
+        elif position is Position.DESTINATION:
+            result = self.agent.record(peer, job)
+            if result.outcome is AddOutcome.DUPLICATE:
+                self.agent.trace(Action.DUPLICATE, result.stored, peer, result.stored.result or "")
+                await self.agent.send_job(peer, Update(result.stored))
+            elif result.should_send and not (
+                result.stored.is_finished or result.stored.is_duplicate
+            ):
+                self.start_execution(sender, result.stored)
+        else:
+            reason = (
+                "Job has got into an unknown position"
+                if position is Position.UPSTREAM
+                else "Job has got into an errored position"
+            )
+            self.agent.trace(Action.REFUSED, job, peer, reason)
+            await self._fail_back(peer, job, reason)
+
+    async def _refusal(self, sender: PeerInfo, job: Job) -> str | None:
+        if sender.agent_type is None and sender.link is Link.DOWN:
+            # A Put can overtake the peer's Register; give it a moment to arrive.
+            try:
+                async with asyncio.timeout(REGISTER_WAIT), self.agent.registrations:
+                    await self.agent.registrations.wait_for(
+                        lambda: sender.peer in self.agent.peer_types
+                    )
+            except TimeoutError:
+                pass
+            sender = self.agent.peer_info(sender.peer)
+        return refusal(
+            self.agent.agent_type, sender.link, sender.agent_type, job.instruction.keyword
+        )
+
+    async def _fail_back(self, peer: PeerId, job: Job, reason: str) -> None:
+        now = self.agent.clock()
+        if job.is_created:
+            job = job.pending(now=now)
+        await self.agent.update(peer, job.errored(reason, now=now))
+
+    async def _received_update(self, peer: PeerId, job: Job) -> None:
+        if job.is_expired(self.agent.clock()):
+            return
+        if self.agent.board(peer).get(job.id) is None:
+            # We never sent this job to that peer: nothing to update, nothing to pass on.
+            log.warning(
+                "%s: ignored an update from %s for unknown job %s", self.agent.name, peer, job.id
+            )
+            return
+        result = self.agent.record(peer, job)
+        if not result.should_send:
+            return
+        position = job.destination.position(self.agent.name, peer.name)
+        if position is Position.UPSTREAM:
+            previous = job.destination.previous(self.agent.name)
+            if previous is None:
+                self.agent.trace(
+                    Action.FINISHED if job.is_finished else Action.RECEIVED,
+                    job,
+                    peer,
+                    _outcome(job),
+                )
+                return
+            await self.agent.update(self.agent.peer_named(previous, peer.zone), result.stored)
+            self.agent.trace(Action.RETURNED, result.stored, peer, _outcome(result.stored))
+        elif position is Position.DOWNSTREAM:
+            next_name = job.destination.next(self.agent.name)
+            if next_name is not None:
+                await self.agent.update(self.agent.peer_named(next_name, peer.zone), result.stored)
+
+    async def _received_delete(self, peer: PeerId, job: Job) -> None:
+        removed = self.agent.remove(peer, job)
+        self.agent.wake(list(removed.woken))
+        position = job.destination.position(self.agent.name, peer.name)
+        onward = {
+            Position.DOWNSTREAM: job.destination.next(self.agent.name),
+            Position.UPSTREAM: job.destination.previous(self.agent.name),
+        }.get(position)
+        if onward is not None:
+            target = self.agent.peer_named(onward, peer.zone)
+            self.agent.remove(target, job)
+            await self.agent.send_job(target, Delete(job))
+
+    async def _received_sync(self, peer: PeerId, jobs: tuple[Job, ...]) -> None:
+        for decision in self.agent.board(peer).sync_actions(
+            jobs, self.agent.name, peer.name, self.agent.clock()
+        ):
+            try:
+                if decision.action is SyncAction.UPDATE:
+                    if self.agent.board(peer).get(decision.job.id) is None:
+                        continue
+                    await self._received_update(peer, decision.job)
+                elif decision.action is SyncAction.PUT:
+                    await self._received_put(peer, decision.job)
+            except (StoreError, JobRefused, ExpiredError) as exc:
+                # One job the store or the routing refuses must not cost the rest of the Sync.
+                log.warning(
+                    "%s: skipped %s of the Sync from %s: %s",
+                    self.agent.name,
+                    decision.job,
+                    peer,
+                    exc,
+                )
+
+    async def _received_notify(self, peer: PeerId, notification: Notification) -> None:
+        position = notification.destination.position(self.agent.name, peer.name)
+        if position is Position.DESTINATION:
+            if self.agent.notify_handler is not None:
+                await self.agent.notify_handler(self.agent.peer_info(peer), notification)
+        elif position is Position.DOWNSTREAM:
+            next_name = notification.destination.next(self.agent.name)
+            assert next_name is not None
+            await self.agent.send_control(
+                self.agent.peer_named(next_name, peer.zone), Notify(notification)
+            )
+
+    # --- execution ---------------------------------------------------------------------
+
+    def start_execution(self, sender: PeerInfo, job: Job) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(self.execute(sender, job))
+        self.executions[job.id] = task
+        self.agent.track(task)
+        task.add_done_callback(lambda _: self.executions.pop(job.id, None))
+
+    async def execute(self, sender: PeerInfo, job: Job) -> None:
+        peer = sender.peer
+        if self.agent.store is not None:
+            execution = self.agent.store.execution(job.id)
+            if execution is not None and execution.result is not None:
+                # Finished before a crash: answer from the record, never run it twice.
+                await self.agent.update(peer, execution.result)
+                return
+            self.agent.store.mark_started(job.id, self.agent.clock())
+        keyword = job.instruction.keyword
+        handler = self.agent.handlers.get(keyword)
+        async with self._workers:
+            self.running += 1
+            self.agent.trace(Action.STARTED, job, peer)
+            CURRENT_JOB.set(self.agent.job_context(job, peer))
+            try:
+                if handler is None:
+                    raise JobRefused(f"No default runner for job: {job}")
+                value = await handler(Envelope(self.agent.name, sender, job))
+                if isinstance(value, Job) and value.is_finished:
+                    # A sub-job's outcome passed through unchanged (result and its type).
+                    finished = job.copy_result_from(value, now=self.agent.clock())
+                elif isinstance(value, Typed):
+                    finished = job.complete_with(
+                        value.value, now=self.agent.clock(), result_type=value.result_type
+                    )
+                else:
+                    finished = job.complete_with(value, now=self.agent.clock())
+            except asyncio.CancelledError:
+                raise
+            except (JobRefused, JobFailed, GrammarError) as exc:
+                finished = job.errored(str(exc), now=self.agent.clock())
+            except Exception as exc:
+                log.exception("%s: handler for %s failed", self.agent.name, keyword)
+                finished = job.errored(f"{type(exc).__name__}: {exc}", now=self.agent.clock())
+            finally:
+                self.running -= 1
+        if self.agent.store is not None:
+            self.agent.store.mark_finished(job.id, self.agent.clock(), finished)
+        self.agent.trace(Action.FINISHED, finished, peer, _outcome(finished))
+        try:
+            await self.agent.update(peer, finished)
+        except StoreError as exc:
+            # The board still holds the job unfinished; its sender's Sync or the cleaner
+            # settles it.
+            log.error("%s: could not return %s: %s", self.agent.name, job, exc)
+
+    def resume(self) -> None:
+        """After a restart, finish what a crash interrupted, from the boards on disk.
+
+        * A job addressed to us and unfinished is run again (handlers are idempotent),
+          once its sender has re-registered: the direction rules need its type.
+        * A job we route that never left (killed between recording it on the sender's
+          board and the next one's) is passed on; a result that came back but never
+          went up is passed up.  Both are idempotent for the neighbours' boards.
+        """
+        agent = self.agent
+        now = agent.clock()
+        for peer, board in agent.boards_by_peer():
+            for job in board.jobs():
+                if job.is_duplicate or job.is_expired(now):
+                    continue
+                position = job.destination.position(agent.name, peer.name)
+                if position is Position.DESTINATION and not job.is_finished:
+                    agent.trace(Action.RESUMED, job, peer)
+                    agent.spawn(self._resume_execution(peer, job))
+                elif position is Position.DOWNSTREAM and not job.is_finished:
+                    agent.spawn(self._resume_forward(peer, job))
+                elif position is Position.UPSTREAM and job.is_finished:
+                    agent.spawn(self._resume_return(peer, job))
+
+    async def _resume_execution(self, peer: PeerId, job: Job) -> None:
+        agent = self.agent
+        try:
+            async with (
+                asyncio.timeout(max(0.0, job.expires - agent.clock())),
+                agent.registrations,
+            ):
+                await agent.registrations.wait_for(lambda: peer in agent.peer_types)
+        except TimeoutError:
+            return  # expired before its sender came back; the cleaner reports it
+        self.start_execution(agent.peer_info(peer), job)
+
+    def _neighbour(self, name: str | None, peer: PeerId, job: Job) -> PeerId | None:
+        """The neighbour ``name`` in ``peer``'s zone, or None (logged) if there is none."""
+        if name is None:
+            return None
+        try:
+            return self.agent.peer_named(name, peer.zone)
+        except JobRefused as exc:
+            log.warning("%s: cannot resume %s: %s", self.agent.name, job, exc)
+            return None
+
+    async def _resume_forward(self, peer: PeerId, job: Job) -> None:
+        onward = self._neighbour(job.destination.next(self.agent.name), peer, job)
+        if onward is not None and self.agent.board(onward).get(job.id) is None:
+            self.agent.trace(Action.RESUMED, job, onward, "forwarding again after a restart")
+            await self.agent.put(onward, job)
+
+    async def _resume_return(self, peer: PeerId, job: Job) -> None:
+        back = self._neighbour(job.destination.previous(self.agent.name), peer, job)
+        held = self.agent.board(back).get(job.id) if back is not None else None
+        if back is not None and held is not None and not held.is_finished:
+            self.agent.trace(Action.RESUMED, job, back, "returning a result after a restart")
+            await self.agent.update(back, job)
+
+
+def _outcome(job: Job) -> str:
+    if job.is_error:
+        return job.error_message or "error"
+    return job.result_type or job.state.value

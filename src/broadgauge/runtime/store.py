@@ -1,0 +1,424 @@
+"""Durable boards: jobs, queued commands and execution markers in SQLite.
+
+templemeads keeps boards in memory only, so a restart loses every in-flight
+job (notes §3.4).  Persisting them is the first improvement suggested in notes
+§7.2 and costs nothing on the wire: after a restart the agent reloads its
+boards and the usual ``Sync`` on reconnection reconciles with each peer.
+
+Three tables:
+
+``jobs``
+    The latest stored version of every job on every peer's board, as its
+    wire JSON (authoritative) plus a few columns for querying.  Rows keep
+    their rowid across updates, so reloading preserves insertion order.
+``outbox``
+    Commands queued for a peer that was not connected, in order.
+``executions``
+    A per-job marker written *before* an agent starts running a job and
+    completed *after* it finished, with the finished job.  After a crash the
+    runtime can tell a job it already ran (answer with the stored result) from
+    one it never started (run it) and one that was interrupted mid-run (its
+    side effects may or may not have happened - re-run only idempotent work,
+    or report an error).  This is what "loses no job and runs no job twice"
+    needs.
+
+Only this module in the jobs layer touches ``sqlite3``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+from broadgauge.jobs.errors import ProtocolError
+from broadgauge.jobs.job import Job, whole_seconds
+
+__all__ = ["DB_FILENAME", "BoardStore", "Execution", "QueuedPayload"]
+
+_log = logging.getLogger(__name__)
+
+#: File name of the database inside the data directory.
+DB_FILENAME: Final = "boards.sqlite3"
+
+_SCHEMA_VERSION: Final = 1
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS jobs (
+    peer      TEXT    NOT NULL,
+    job_id    TEXT    NOT NULL,
+    -- Versions are Rust u64 but SQLite integers are signed 64-bit, so the
+    -- version is stored as 20 zero-padded digits: text order = numeric order.
+    version   TEXT    NOT NULL,
+    state     TEXT    NOT NULL,
+    expires   INTEGER NOT NULL,
+    job_json  TEXT    NOT NULL,
+    UNIQUE (peer, job_id)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    peer     TEXT NOT NULL,
+    payload  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_by_peer ON outbox (peer, seq);
+CREATE TABLE IF NOT EXISTS executions (
+    job_id       TEXT PRIMARY KEY,
+    started_at   INTEGER NOT NULL,
+    finished_at  INTEGER,
+    result_json  TEXT
+);
+"""
+
+
+def _version_key(version: int) -> str:
+    return f"{version:020d}"
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """The execution marker of one job.
+
+    ``finished_at is None`` means the job was started but never finished:
+    the process died while running it.
+    """
+
+    job_id: str
+    started_at: int
+    finished_at: int | None
+    result: Job | None
+
+    @property
+    def is_finished(self) -> bool:
+        """Whether the run completed (and ``result`` may be replayed)."""
+        return self.finished_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedPayload:
+    """One queued outgoing command; ``seq`` orders and acknowledges it."""
+
+    seq: int
+    peer: str
+    payload: str
+
+
+class BoardStore:
+    """SQLite store of boards under a data directory (file :data:`DB_FILENAME`).
+
+    Every method is one transaction, committed before it returns.  Methods
+    are serialised by a lock, so the store may be shared with worker threads
+    (e.g. ``asyncio.to_thread``).
+    """
+
+    def __init__(
+        self, data_dir: str | os.PathLike[str], *, fsync_each_commit: bool = False
+    ) -> None:
+        """Open (creating if needed) the store in ``data_dir``."""
+        directory = Path(data_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / DB_FILENAME
+        self._lock = threading.Lock()
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so each public
+        # method is exactly one transaction.
+        self._db: sqlite3.Connection | None = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+        )
+        db = self._db
+        # WAL: readers never block the writer and a crash mid-write leaves the
+        # database intact (the torn tail of the WAL is ignored on recovery).
+        db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL by default: in WAL mode it survives a process crash (SIGKILL) and
+        # never corrupts the file; only a power loss or kernel panic can roll back
+        # the last commits.  That loses nothing the protocol cannot recover: every
+        # job also sits on the neighbour's mirror board and comes back in its Sync,
+        # and a job whose finished-marker was rolled back is run again, which the
+        # handlers' idempotency absorbs.  An fsync per commit (FULL) costs ~0.1 ms
+        # each, several per job; operators who want it pass fsync_each_commit=True.
+        db.execute(f"PRAGMA synchronous={'FULL' if fsync_each_commit else 'NORMAL'}")
+        db.execute("PRAGMA busy_timeout=10000")
+        with self._transaction() as cur:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    cur.execute(statement)
+            current = cur.execute("PRAGMA user_version").fetchone()[0]
+            if current > _SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} was written by a newer schema ({current} > {_SCHEMA_VERSION})"
+                )
+            cur.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+
+    # ------------------------------------------------------------ transactions
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("BoardStore is closed")
+        return self._db
+
+    class _Tx:
+        def __init__(self, store: BoardStore) -> None:
+            self._store = store
+            self._cur: sqlite3.Cursor | None = None
+
+        def __enter__(self) -> sqlite3.Cursor:
+            self._store._lock.acquire()
+            try:
+                db = self._store._conn()
+                # IMMEDIATE takes the write lock up front: no upgrade deadlocks
+                # if another process opened the same file.
+                db.execute("BEGIN IMMEDIATE")
+                self._cur = db.cursor()
+            except BaseException:
+                self._store._lock.release()
+                raise
+            return self._cur
+
+        def __exit__(
+            self,
+            exc_type: type[BaseException] | None,
+            exc: BaseException | None,
+            tb: TracebackType | None,
+        ) -> None:
+            try:
+                db = self._store._conn()
+                if exc_type is not None:
+                    db.execute("ROLLBACK")
+                    return
+                try:
+                    db.execute("COMMIT")
+                except BaseException:
+                    # A failed COMMIT (disk full, I/O error) can leave the
+                    # transaction open; end it so the next BEGIN works.
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+            finally:
+                self._store._lock.release()
+
+    def _transaction(self) -> BoardStore._Tx:
+        return BoardStore._Tx(self)
+
+    # -------------------------------------------------------------------- jobs
+
+    @staticmethod
+    def _upsert(cur: sqlite3.Cursor, peer: str, job: Job) -> bool:
+        cur.execute(
+            """
+            INSERT INTO jobs (peer, job_id, version, state, expires, job_json)
+            VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT (peer, job_id) DO UPDATE SET
+                version = excluded.version,
+                state = excluded.state,
+                expires = excluded.expires,
+                job_json = excluded.job_json
+            WHERE excluded.version >= jobs.version
+            """,
+            (
+                peer,
+                str(job.id),
+                _version_key(job.version),
+                job.state.value,
+                job.expires,
+                job.to_json(),
+            ),
+        )
+        return cur.rowcount > 0
+
+    def save(self, peer: str, job: Job) -> bool:
+        """Store ``job`` on ``peer``'s board.
+
+        An older version never overwrites a newer stored one (a guard against
+        out-of-order writes; boards only move versions forward).  Returns
+        whether the row was written.
+        """
+        with self._transaction() as cur:
+            return self._upsert(cur, peer, job)
+
+    def save_all(self, peer: str, jobs: Iterable[Job]) -> int:
+        """Store several jobs in one transaction; returns how many were written."""
+        with self._transaction() as cur:
+            return sum(self._upsert(cur, peer, job) for job in jobs)
+
+    def delete(self, peer: str, job_id: uuid.UUID | str) -> bool:
+        """Remove one job from ``peer``'s board; returns whether it was there."""
+        with self._transaction() as cur:
+            cur.execute("DELETE FROM jobs WHERE peer = ? AND job_id = ?", (peer, str(job_id)))
+            return cur.rowcount > 0
+
+    def delete_many(self, peer: str, job_ids: Iterable[uuid.UUID | str]) -> int:
+        """Remove several jobs (e.g. after a sweep) in one transaction."""
+        with self._transaction() as cur:
+            cur.executemany(
+                "DELETE FROM jobs WHERE peer = ? AND job_id = ?",
+                [(peer, str(job_id)) for job_id in job_ids],
+            )
+            return cur.rowcount
+
+    def forget_board(self, peer: str) -> None:
+        """Remove every job and queued payload of ``peer``'s board, in one transaction."""
+        with self._transaction() as cur:
+            cur.execute("DELETE FROM jobs WHERE peer = ?", (peer,))
+            cur.execute("DELETE FROM outbox WHERE peer = ?", (peer,))
+
+    def load_all(self) -> dict[str, list[Job]]:
+        """Every stored board: peer -> jobs in the order they were first stored.
+
+        A row that no longer decodes (for example after a grammar change) is
+        logged and skipped rather than preventing the agent from starting.
+        """
+        boards: dict[str, list[Job]] = {}
+        with self._transaction() as cur:
+            rows = cur.execute("SELECT peer, job_id, job_json FROM jobs ORDER BY rowid").fetchall()
+        for peer, job_id, text in rows:
+            try:
+                job = Job.from_json(text)
+            except (ProtocolError, ValueError) as exc:
+                _log.warning("skipping stored job %s on board %s: %s", job_id, peer, exc)
+                continue
+            boards.setdefault(peer, []).append(job)
+        return boards
+
+    # ------------------------------------------------------------------ outbox
+
+    def enqueue(self, peer: str, payload: str) -> int:
+        """Append a payload for ``peer``; returns its sequence number."""
+        with self._transaction() as cur:
+            cur.execute("INSERT INTO outbox (peer, payload) VALUES (?, ?)", (peer, payload))
+            seq = cur.lastrowid
+        assert seq is not None
+        return seq
+
+    def pending(self, peer: str) -> list[QueuedPayload]:
+        """Queued payloads for ``peer``, oldest first, without removing them."""
+        with self._transaction() as cur:
+            rows = cur.execute(
+                "SELECT seq, peer, payload FROM outbox WHERE peer = ? ORDER BY seq", (peer,)
+            ).fetchall()
+        return [QueuedPayload(seq, p, payload) for seq, p, payload in rows]
+
+    def ack(self, peer: str, up_to_seq: int) -> int:
+        """Drop ``peer``'s payloads with ``seq <= up_to_seq`` once they were sent."""
+        with self._transaction() as cur:
+            cur.execute("DELETE FROM outbox WHERE peer = ? AND seq <= ?", (peer, up_to_seq))
+            return cur.rowcount
+
+    def drain(self, peer: str) -> list[str]:
+        """Remove and return ``peer``'s queued payloads, oldest first (atomically).
+
+        At-most-once: if the process dies before they are sent they are gone.
+        Use :meth:`pending` + :meth:`ack` for at-least-once replay.
+        """
+        with self._transaction() as cur:
+            rows = cur.execute(
+                "SELECT payload FROM outbox WHERE peer = ? ORDER BY seq", (peer,)
+            ).fetchall()
+            cur.execute("DELETE FROM outbox WHERE peer = ?", (peer,))
+        return [payload for (payload,) in rows]
+
+    def queued_peers(self) -> list[str]:
+        """Peers that have queued payloads."""
+        with self._transaction() as cur:
+            rows = cur.execute("SELECT DISTINCT peer FROM outbox ORDER BY peer").fetchall()
+        return [peer for (peer,) in rows]
+
+    # -------------------------------------------------------------- executions
+
+    def mark_started(self, job_id: uuid.UUID | str, now: float) -> bool:
+        """Record that this agent is about to run ``job_id``.
+
+        Returns ``True`` if this is the first start, ``False`` if a marker
+        already exists (the job was started before - check :meth:`execution`).
+        """
+        with self._transaction() as cur:
+            cur.execute(
+                "INSERT OR IGNORE INTO executions (job_id, started_at) VALUES (?, ?)",
+                (str(job_id), whole_seconds(now)),
+            )
+            return cur.rowcount > 0
+
+    def mark_finished(self, job_id: uuid.UUID | str, now: float, result: Job | None = None) -> None:
+        """Record that the run of ``job_id`` ended, with the finished job if any."""
+        stamp = whole_seconds(now)
+        text = result.to_json() if result is not None else None
+        with self._transaction() as cur:
+            cur.execute(
+                """
+                INSERT INTO executions (job_id, started_at, finished_at, result_json)
+                VALUES (?, ?, ?, ?)
+                ON CONFLICT (job_id) DO UPDATE SET
+                    finished_at = excluded.finished_at,
+                    result_json = excluded.result_json
+                """,
+                (str(job_id), stamp, stamp, text),
+            )
+
+    def execution(self, job_id: uuid.UUID | str) -> Execution | None:
+        """The execution marker of ``job_id``, if any."""
+        with self._transaction() as cur:
+            row = cur.execute(
+                "SELECT job_id, started_at, finished_at, result_json FROM executions "
+                "WHERE job_id = ?",
+                (str(job_id),),
+            ).fetchone()
+        return None if row is None else self._execution(row)
+
+    def interrupted(self) -> list[Execution]:
+        """Jobs started but never finished - the process died while running them."""
+        with self._transaction() as cur:
+            rows = cur.execute(
+                "SELECT job_id, started_at, finished_at, result_json FROM executions "
+                "WHERE finished_at IS NULL ORDER BY started_at, job_id"
+            ).fetchall()
+        return [self._execution(row) for row in rows]
+
+    def prune_executions(self, finished_before: float) -> int:
+        """Forget finished markers older than ``finished_before`` (their jobs expired)."""
+        with self._transaction() as cur:
+            cur.execute(
+                "DELETE FROM executions WHERE finished_at IS NOT NULL AND finished_at < ?",
+                (whole_seconds(finished_before),),
+            )
+            return cur.rowcount
+
+    @staticmethod
+    def _execution(row: tuple[str, int, int | None, str | None]) -> Execution:
+        job_id, started, finished, text = row
+        result: Job | None = None
+        if text is not None:
+            try:
+                result = Job.from_json(text)
+            except ProtocolError as exc:
+                _log.warning("stored result of job %s no longer decodes: %s", job_id, exc)
+        return Execution(job_id, started, finished, result)
+
+    # --------------------------------------------------------------- lifecycle
+
+    def integrity_ok(self) -> bool:
+        """Whether SQLite's ``quick_check`` finds the database intact."""
+        with self._transaction() as cur:
+            rows = cur.execute("PRAGMA quick_check").fetchall()
+        return rows == [("ok",)]
+
+    def close(self) -> None:
+        """Checkpoint and close; further calls raise ``RuntimeError``."""
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> BoardStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -20,6 +20,7 @@ from broadgauge.wire import (
     ServiceConfig,
     Timers,
 )
+from broadgauge.wire.handshake import StandbyStatus
 
 FAST = Timers(reconnect_initial=0.05, reconnect_max=0.2, handshake=2.0, close=1.0)
 
@@ -43,6 +44,12 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 3.0) -> Non
             await asyncio.sleep(0.01)
 
 
+async def wait_for_peer(service: Service, peer: str = "server", timeout: float = 3.0) -> None:
+    """Wait until ``service`` has a live link to ``peer``."""
+    async with asyncio.timeout(timeout):
+        await service.wait_for_peer(peer)
+
+
 @asynccontextmanager
 async def running(service: Service, *, listen: bool = True) -> AsyncIterator[Service]:
     await service.start(listen=listen)
@@ -64,20 +71,38 @@ def make_client(
     return client
 
 
-@asynccontextmanager
-async def raw_link(
+async def open_link(
     invite: Invite, name: str = "client"
-) -> AsyncIterator[tuple[ClientConnection, Channel]]:
-    """Complete a handshake by hand, so a test can then misbehave on the wire."""
+) -> tuple[ClientConnection, Channel, StandbyStatus]:
+    """Complete a handshake by hand: the connection, its channel and the server's standby status.
+
+    The caller closes the connection.
+    """
     handshake = ClientHandshake(name, ServerEntry.from_invite(invite))
-    async with connect(invite.url, additional_headers=handshake.headers) as ws:
+    ws = await connect(invite.url, additional_headers=handshake.headers)
+    try:
         await ws.send(handshake.start())
         reply = handshake.receive(str(await ws.recv()))
         assert reply is not None
         await ws.send(reply)
         assert handshake.receive(str(await ws.recv())) is None
-        assert handshake.channel is not None
-        yield ws, handshake.channel
+        assert handshake.channel is not None and handshake.peer is not None
+    except BaseException:
+        await ws.close()
+        raise
+    return ws, handshake.channel, handshake.peer.standby
+
+
+@asynccontextmanager
+async def raw_link(
+    invite: Invite, name: str = "client"
+) -> AsyncIterator[tuple[ClientConnection, Channel]]:
+    """Complete a handshake by hand, so a test can then misbehave on the wire."""
+    ws, channel, _ = await open_link(invite, name)
+    try:
+        yield ws, channel
+    finally:
+        await ws.close()
 
 
 @pytest.fixture

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
-import os
-import stat
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import tomli_w
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broadgauge.wire import (
@@ -27,12 +24,24 @@ from broadgauge.wire import (
     SimpleEncryption,
 )
 
-K1 = "5b1c0e0d9a7f2e4c8b3a6d5e1f0a9c8b7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b"
-K2 = "c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7"
-K3 = "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20"
-K4 = "f0e0d0c0b0a090807060504030201000f1e1d1c1b1a191817161514131211101"
-K5 = "aa" * 32
-K6 = "bb" * 32
+from .tables import (
+    CLIENT,
+    FUZZ,
+    K1,
+    K2,
+    K3,
+    K4,
+    K5,
+    K6,
+    SERVER,
+    SERVICE,
+    keys,
+    load_service,
+    mostly,
+    table,
+    tables,
+    values,
+)
 
 REFERENCE_CONFIG = f"""\
 agent = "Instance"
@@ -219,90 +228,32 @@ def test_simple_encryption_round_trip() -> None:
     assert ServiceConfig.loads(text).encryption == SimpleEncryption()
 
 
-def test_saved_file_is_private(tmp_path: Path) -> None:
-    path = tmp_path / "c.toml"
-    path.write_text("old")
-    os.chmod(path, 0o644)
-    ServiceConfig.loads(REFERENCE_CONFIG).save(path)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    # No temporary file is left behind.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml"]
-
-
-def test_saved_file_is_private_despite_a_stale_temp_file(tmp_path: Path) -> None:
-    path = tmp_path / "c.toml"
-    stale = tmp_path / ".c.toml.tmp"
-    stale.write_text("left over from a crash")
-    os.chmod(stale, 0o666)
-    ServiceConfig.loads(REFERENCE_CONFIG).save(path)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert ServiceConfig.load(path) == ServiceConfig.loads(REFERENCE_CONFIG)
-
-
 def test_extra_top_level_keys_ignored() -> None:
     text = REFERENCE_CONFIG + '\n[quota_engines.home]\ntype = "fake"\n'
     assert ServiceConfig.loads(text) == ServiceConfig.loads(REFERENCE_CONFIG)
 
 
-def test_load_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError):
-        ServiceConfig.load(tmp_path / "missing.toml")
-    bad = tmp_path / "bad.toml"
-    bad.write_bytes(b"\xff\xfe not utf-8")
-    with pytest.raises(ConfigError):
-        ServiceConfig.load(bad)
-    with pytest.raises(ConfigError, match="TOML"):
-        ServiceConfig.loads("this is = = not toml")
+def test_a_document_without_a_service_table() -> None:
+    # Unreadable files and invalid TOML: see test_files.py.
     with pytest.raises(ConfigError, match=r"\[service\]"):
         ServiceConfig.loads('agent = "Instance"')
     with pytest.raises(ConfigError):
         ServiceConfig.loads('service = "x"')
-    with pytest.raises(ConfigError):  # absurd nesting must not escape as RecursionError
-        ServiceConfig.loads("x = " + "[" * 5000)
 
 
 # --- validation rules ----------------------------------------------------------------------
 
 
 def _service(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "name": "portal",
-        "url": "ws://localhost:8040",
-        "ip": "127.0.0.1",
-        "port": 8040,
-        "servers": [],
-        "clients": [],
-    }
-    base.update(overrides)
-    return {k: v for k, v in base.items() if v is not None}
+    return table(SERVICE, **overrides)
 
 
 def _client(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "name": "bridge",
-        "zone": "default",
-        "ip": {"IP": "10.0.0.1"},
-        "inner_key": {"data": K1},
-        "outer_key": {"data": K2},
-    }
-    base.update(overrides)
-    return {k: v for k, v in base.items() if v is not None}
+    return table(CLIENT, **overrides)
 
 
 def _server(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "name": "up",
-        "url": "ws://up:8040/",
-        "zone": "default",
-        "inner_key": {"data": K3},
-        "outer_key": {"data": K4},
-    }
-    base.update(overrides)
-    return {k: v for k, v in base.items() if v is not None}
-
-
-def _load(service: dict[str, Any]) -> ServiceConfig:
-    return ServiceConfig.loads(tomli_w.dumps({"agent": "Portal", "service": service}))
+    return table(SERVER, **overrides)
 
 
 @pytest.mark.parametrize("missing", ["name", "url", "ip", "port", "servers", "clients"])
@@ -310,7 +261,7 @@ def test_section_required_keys(missing: str) -> None:
     service = _service()
     del service[missing]
     with pytest.raises(ConfigError, match=missing):
-        _load(service)
+        load_service(service)
 
 
 @pytest.mark.parametrize("missing", ["name", "ip", "inner_key", "outer_key"])
@@ -318,7 +269,7 @@ def test_client_required_keys(missing: str) -> None:
     client = _client()
     del client[missing]
     with pytest.raises(ConfigError, match=missing):
-        _load(_service(clients=[client]))
+        load_service(_service(clients=[client]))
 
 
 @pytest.mark.parametrize("missing", ["name", "url", "inner_key", "outer_key"])
@@ -326,18 +277,20 @@ def test_server_required_keys(missing: str) -> None:
     server = _server()
     del server[missing]
     with pytest.raises(ConfigError, match=missing):
-        _load(_service(servers=[server]))
+        load_service(_service(servers=[server]))
 
 
 def test_zone_is_optional_and_defaults() -> None:
-    cfg = _load(_service(clients=[_client(zone=None)], servers=[_server(zone=None)]))
+    cfg = load_service(_service(clients=[_client(zone=None)], servers=[_server(zone=None)]))
     assert cfg.clients[0].zone == "default"
     assert cfg.servers[0].zone == "default"
 
 
 @pytest.mark.parametrize("name", ["a", "portal", "my-agent_2", "Ünïcödé", "数据", " trimmed "])
 def test_good_names(name: str) -> None:
-    cfg = _load(_service(name=name, clients=[_client(name=name)], servers=[_server(name=name)]))
+    cfg = load_service(
+        _service(name=name, clients=[_client(name=name)], servers=[_server(name=name)])
+    )
     assert cfg.name == name.strip()
     assert cfg.clients[0].name == name.strip()
     assert cfg.servers[0].name == name.strip()
@@ -353,12 +306,12 @@ def test_bad_names(name: Any) -> None:
         _service(servers=[_server(name=name)]),
     ):
         with pytest.raises(ConfigError):
-            _load(service)
+            load_service(service)
 
 
 @pytest.mark.parametrize("zone", ["default", "a-b_c", "remote>local", "x<y", "Zöne1"])
 def test_good_zones(zone: str) -> None:
-    cfg = _load(_service(clients=[_client(zone=zone)], servers=[_server(zone=zone)]))
+    cfg = load_service(_service(clients=[_client(zone=zone)], servers=[_server(zone=zone)]))
     assert cfg.clients[0].zone == zone
     assert cfg.servers[0].zone == zone
 
@@ -366,21 +319,21 @@ def test_good_zones(zone: str) -> None:
 @pytest.mark.parametrize("zone", ["", " ", "a.b", "a b", "a@b", "a/b", 7, ["default"]])
 def test_bad_zones(zone: Any) -> None:
     with pytest.raises(ConfigError):
-        _load(_service(clients=[_client(zone=zone)]))
+        load_service(_service(clients=[_client(zone=zone)]))
     with pytest.raises(ConfigError):
-        _load(_service(servers=[_server(zone=zone)]))
+        load_service(_service(servers=[_server(zone=zone)]))
 
 
 def test_duplicate_peers_rejected() -> None:
     with pytest.raises(ConfigError, match="bridge@default"):
-        _load(_service(clients=[_client(), _client(ip={"IP": "10.9.9.9"})]))
+        load_service(_service(clients=[_client(), _client(ip={"IP": "10.9.9.9"})]))
     with pytest.raises(ConfigError, match="up@default"):
-        _load(_service(servers=[_server(), _server(url="ws://elsewhere:1/")]))
+        load_service(_service(servers=[_server(), _server(url="ws://elsewhere:1/")]))
     # Trimmed names collide too.
     with pytest.raises(ConfigError):
-        _load(_service(clients=[_client(), _client(name=" bridge ")]))
+        load_service(_service(clients=[_client(), _client(name=" bridge ")]))
     # The same name in two zones, or as both client and server, is fine.
-    cfg = _load(
+    cfg = load_service(
         _service(
             clients=[_client(), _client(zone="other")],
             servers=[_server(name="bridge")],
@@ -401,9 +354,9 @@ def test_duplicate_rejected_when_constructed_directly() -> None:
 
 def test_bare_hex_key_gives_helpful_error() -> None:
     with pytest.raises(ConfigError, match=r"data = "):
-        _load(_service(clients=[_client(inner_key=K1)]))
+        load_service(_service(clients=[_client(inner_key=K1)]))
     with pytest.raises(ConfigError, match=r"data = "):
-        _load(_service(servers=[_server(outer_key=K2)]))
+        load_service(_service(servers=[_server(outer_key=K2)]))
 
 
 @pytest.mark.parametrize(
@@ -420,7 +373,7 @@ def test_bare_hex_key_gives_helpful_error() -> None:
 )
 def test_bad_keys_rejected(key: Any) -> None:
     with pytest.raises(ConfigError):
-        _load(_service(clients=[_client(outer_key=key)]))
+        load_service(_service(clients=[_client(outer_key=key)]))
 
 
 @pytest.mark.parametrize(
@@ -449,11 +402,11 @@ def test_bad_keys_rejected(key: Any) -> None:
 )
 def test_bad_section_fields(field: str, value: Any) -> None:
     with pytest.raises(ConfigError):
-        _load(_service(**{field: value}))
+        load_service(_service(**{field: value}))
 
 
 def test_ipv6_listen_address() -> None:
-    cfg = _load(_service(ip="::1", url="ws://[::1]:8040"))
+    cfg = load_service(_service(ip="::1", url="ws://[::1]:8040"))
     assert cfg.ip == "::1"
     assert cfg.url == "ws://[::1]:8040/"
 
@@ -529,7 +482,7 @@ def test_ip_allow_rejects(value: Any) -> None:
     with pytest.raises(ConfigError):
         IpAllow.from_toml(value)
     with pytest.raises(ConfigError):
-        _load(_service(clients=[_client(ip=value)]))
+        load_service(_service(clients=[_client(ip=value)]))
 
 
 def test_ip_tag_mismatch_message() -> None:
@@ -562,15 +515,7 @@ def test_with_and_without_peers() -> None:
     cfg = cfg.with_client(c1).with_client(c2).with_client(c1b)
     assert cfg.clients == (c2, c1b)
     assert cfg.without_client("bridge", "z2").clients == (c1b,)
-    invite = Invite.from_dict(
-        {
-            "name": "up",
-            "url": "https://up.example.org/x",
-            "zone": "default",
-            "inner_key": {"data": K3},
-            "outer_key": {"data": K4},
-        }
-    )
+    invite = Invite.from_dict(_server(url="https://up.example.org/x"))
     server = ServerEntry.from_invite(invite)
     assert server.inner_key == Key.from_hex(K3) and server.outer_key == Key.from_hex(K4)
     assert server.url == "wss://up.example.org"
@@ -582,50 +527,15 @@ def test_with_and_without_peers() -> None:
 
 # --- fuzzing ---------------------------------------------------------------------------------
 
-_scalars = st.one_of(
-    st.text(max_size=12),
-    st.integers(min_value=-(2**63), max_value=2**63 - 1),
-    st.booleans(),
-    st.floats(),
-    st.dates(),
-    st.datetimes(min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31)),
-    st.times(),
-)
-_values = st.recursive(
-    _scalars,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
-    ),
-    max_leaves=5,
-)
-
-
-def _mostly(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    """Usually a valid value, sometimes junk, so that whole documents often load."""
-    return st.sampled_from(range(12)).flatmap(lambda i: bad if i == 11 else good)
-
-
-_names = _mostly(
+_names = mostly(
     st.sampled_from(["portal", "bridge", "a_b-c", " x ", "ünï", "n1", "n2"]),
-    st.one_of(st.sampled_from(["", "a.b", "a>b", " "]), _values),
+    st.one_of(st.sampled_from(["", "a.b", "a>b", " "]), values),
 )
-_zones = _mostly(
+_zones = mostly(
     st.sampled_from(["default", "remote>local", "z", "x<y"]),
-    st.one_of(st.sampled_from(["", "a b", "a.b"]), _values),
+    st.one_of(st.sampled_from(["", "a b", "a.b"]), values),
 )
-_hex_keys = st.binary(min_size=32, max_size=32).filter(any).map(lambda b: {"data": b.hex()})
-_keys = _mostly(
-    _hex_keys,
-    st.one_of(
-        st.text(alphabet="0123456789abcdefABCDEF", min_size=60, max_size=68).map(
-            lambda t: {"data": t}
-        ),
-        st.just({"data": "00" * 32}),
-        st.binary(min_size=32, max_size=32).map(lambda b: b.hex()),
-        _values,
-    ),
-)
-_ips = _mostly(
+_ips = mostly(
     st.one_of(
         st.ip_addresses().map(lambda a: {"IP": str(a)}),
         st.builds(lambda a, p: {"Range": f"{a}/{p}"}, st.ip_addresses(v=4), st.integers(0, 32)),
@@ -640,10 +550,10 @@ _ips = _mostly(
                 st.text(max_size=15),
             ),
         ),
-        _values,
+        values,
     ),
 )
-_urls = _mostly(
+_urls = mostly(
     st.one_of(
         st.sampled_from(
             [
@@ -667,88 +577,54 @@ _urls = _mostly(
     st.one_of(
         st.sampled_from(["", "ws://:80", "http://[::1", "http://h:99999/", "http://h:-1/"]),
         st.text(max_size=30),
-        _values,
+        values,
     ),
 )
-_ports = _mostly(st.integers(0, 65535), st.one_of(st.integers(-5, 70_000), _values))
-_encryptions = _mostly(
+_ports = mostly(st.integers(0, 65535), st.one_of(st.integers(-5, 70_000), values))
+_encryptions = mostly(
     st.one_of(
         st.just({"Simple": {}}),
         st.from_regex(r"[A-Z_]{0,10}", fullmatch=True).map(lambda k: {"Environment": {"key": k}}),
     ),
     st.one_of(
-        st.builds(lambda k: {"Environment": {"key": k}}, _values),
-        st.dictionaries(st.sampled_from(["Simple", "Environment", "Other"]), _values, max_size=2),
-        _values,
+        st.builds(lambda k: {"Environment": {"key": k}}, values),
+        st.dictionaries(st.sampled_from(["Simple", "Environment", "Other"]), values, max_size=2),
+        values,
     ),
 )
 
 
-def _drop(keys: list[str]) -> st.SearchStrategy[frozenset[str]]:
-    return _mostly(st.just(frozenset()), st.frozensets(st.sampled_from(keys), max_size=2))
-
-
-@st.composite
-def _client_tables(draw: st.DrawFn) -> Any:
-    table = {
-        "name": draw(_names),
-        "zone": draw(_zones),
-        "ip": draw(_ips),
-        "inner_key": draw(_keys),
-        "outer_key": draw(_keys),
-    }
-    for key in draw(_drop(list(table))):
-        del table[key]
-    return draw(_mostly(st.just(table), _values))
-
-
-@st.composite
-def _server_tables(draw: st.DrawFn) -> Any:
-    table = {
-        "name": draw(_names),
-        "url": draw(_urls),
-        "zone": draw(_zones),
-        "inner_key": draw(_keys),
-        "outer_key": draw(_keys),
-    }
-    for key in draw(_drop(list(table))):
-        del table[key]
-    return draw(_mostly(st.just(table), _values))
+_client_tables = mostly(
+    tables({"name": _names, "zone": _zones, "ip": _ips, "inner_key": keys, "outer_key": keys}),
+    values,
+)
+_server_tables = mostly(
+    tables({"name": _names, "url": _urls, "zone": _zones, "inner_key": keys, "outer_key": keys}),
+    values,
+)
 
 
 @st.composite
 def _config_documents(draw: st.DrawFn) -> dict[str, Any]:
-    service: dict[str, Any] = {
-        "name": draw(_names),
-        "url": draw(_urls),
-        "ip": draw(_mostly(st.ip_addresses().map(str), _values)),
-        "port": draw(_ports),
-        "servers": draw(st.lists(_server_tables(), max_size=3)),
-        "clients": draw(st.lists(_client_tables(), max_size=3)),
+    required = {
+        "name": _names,
+        "url": _urls,
+        "ip": mostly(st.ip_addresses().map(str), values),
+        "port": _ports,
+        "servers": st.lists(_server_tables, max_size=3),
+        "clients": st.lists(_client_tables, max_size=3),
     }
     optional = {
         "heathcheck_port": _ports,
-        "proxy_header": _mostly(st.just("X-Real-IP"), _values),
+        "proxy_header": mostly(st.just("X-Real-IP"), values),
         "encryption": _encryptions,
         "zone": _zones,
-        "unknown_key": _values,
+        "unknown_key": values,
     }
-    for key, strategy in optional.items():
-        if draw(st.booleans()):
-            service[key] = draw(strategy)
-    for key in draw(_drop(list(service))):
-        del service[key]
-    document: dict[str, Any] = {"agent": "Instance", "service": service}
+    document: dict[str, Any] = {"agent": "Instance", "service": draw(tables(required, optional))}
     if draw(st.booleans()):
-        document["extras"] = draw(st.dictionaries(st.text(max_size=5), _values, max_size=2))
+        document["extras"] = draw(st.dictionaries(st.text(max_size=5), values, max_size=2))
     return document
-
-
-_FUZZ = settings(
-    max_examples=300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
 
 
 def _loads_or_config_error(text: str) -> ServiceConfig | None:
@@ -758,13 +634,13 @@ def _loads_or_config_error(text: str) -> ServiceConfig | None:
         return None
 
 
-@_FUZZ
+@FUZZ
 @given(st.text(max_size=500))
 def test_fuzz_arbitrary_text(text: str) -> None:
     _loads_or_config_error(text)
 
 
-@_FUZZ
+@FUZZ
 @given(
     st.lists(
         st.sampled_from(
@@ -800,7 +676,7 @@ def test_fuzz_toml_fragments(text: str) -> None:
     _loads_or_config_error(text)
 
 
-@settings(_FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=200)
 @given(_config_documents())
 def test_fuzz_structured_documents(document: dict[str, Any]) -> None:
     text = tomli_w.dumps(document)

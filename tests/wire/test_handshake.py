@@ -90,6 +90,16 @@ def pair(link: Link, *, client_name: str | None = None) -> tuple[ClientHandshake
     return client, server
 
 
+def _client_at_step_3(
+    link: Link, *, client_name: str | None = None
+) -> tuple[ClientHandshake, ServerHandshake, str]:
+    """Run the handshake up to the client's third frame (its PeerDetails), not yet received."""
+    client, server = pair(link, client_name=client_name)
+    f3 = client.receive(server.receive(client.start()))
+    assert f3 is not None
+    return client, server, f3
+
+
 def reason_of(call: Callable[[], Any]) -> str:
     with pytest.raises(HandshakeError) as info:
         call()
@@ -228,30 +238,25 @@ def test_independent_connections_use_independent_salts_and_keys() -> None:
 # --- rejections ----------------------------------------------------------------------------
 
 
-def test_wrong_inner_key_is_no_matching_key() -> None:
+def _wrong_inner_key(entry: ServerEntry) -> ServerEntry:
+    return replace(entry, inner_key=Key.generate())
+
+
+def _wrong_outer_key(entry: ServerEntry) -> ServerEntry:
+    return replace(entry, outer_key=Key.generate())
+
+
+def _swapped_keys(entry: ServerEntry) -> ServerEntry:
+    return replace(entry, inner_key=entry.outer_key, outer_key=entry.inner_key)
+
+
+@pytest.mark.parametrize("spoil", [_wrong_inner_key, _wrong_outer_key, _swapped_keys])
+def test_wrong_keys_are_no_matching_key(spoil: Callable[[ServerEntry], ServerEntry]) -> None:
     link = make_link()
-    bad = replace(link.server_entry, inner_key=Key.generate())
-    client = ClientHandshake("bridge", bad)
+    client = ClientHandshake("bridge", spoil(link.server_entry))
     server = ServerHandshake("portal", [link.client_entry], client.headers)
     assert reason_of(lambda: server.receive(client.start())) == "no-matching-key"
     assert server.client is None and server.channel is None and not server.done
-
-
-def test_wrong_outer_key_is_no_matching_key() -> None:
-    link = make_link()
-    bad = replace(link.server_entry, outer_key=Key.generate())
-    client = ClientHandshake("bridge", bad)
-    server = ServerHandshake("portal", [link.client_entry], client.headers)
-    assert reason_of(lambda: server.receive(client.start())) == "no-matching-key"
-
-
-def test_swapped_keys_are_no_matching_key() -> None:
-    link = make_link()
-    entry = link.server_entry
-    bad = replace(entry, inner_key=entry.outer_key, outer_key=entry.inner_key)
-    client = ClientHandshake("bridge", bad)
-    server = ServerHandshake("portal", [link.client_entry], client.headers)
-    assert reason_of(lambda: server.receive(client.start())) == "no-matching-key"
 
 
 def test_no_candidates_is_no_matching_key() -> None:
@@ -265,65 +270,50 @@ def _tamper(value: str) -> str:
     return ("0" if value[0] != "0" else "1") + value[1:]
 
 
-def test_tampered_outer_salt_header_is_no_matching_key() -> None:
-    # The outer salt is what every candidate's outer layer is tried under.
+@pytest.mark.parametrize(
+    ("header", "reasons"),
+    [
+        # The outer salt is what every candidate's outer layer is tried under.
+        (OUTER_SALT_HEADER, {"no-matching-key"}),
+        # The outer layer opens, so the caller is identified; its inner layer then fails.
+        # Whether that is reported as no-matching-key or bad-frame depends on whether the
+        # server tries the remaining candidates, which it need not: the outer layer already
+        # proved the keys.
+        (INNER_SALT_HEADER, {"no-matching-key", "bad-frame"}),
+    ],
+)
+def test_a_tampered_salt_header_is_rejected(header: str, reasons: set[str]) -> None:
     link = make_link()
     client = ClientHandshake("bridge", link.server_entry)
     headers = dict(client.headers)
-    headers[OUTER_SALT_HEADER] = _tamper(headers[OUTER_SALT_HEADER])
+    headers[header] = _tamper(headers[header])
     server = ServerHandshake("portal", [link.client_entry], headers)
-    assert reason_of(lambda: server.receive(client.start())) == "no-matching-key"
-    assert server.client is None and not server.done
-
-
-def test_tampered_inner_salt_header_is_rejected() -> None:
-    # The outer layer opens, so the caller is identified; its inner layer then fails.  Whether
-    # that is reported as no-matching-key or bad-frame depends on whether the server tries the
-    # remaining candidates, which it need not: the outer layer already proved the keys.
-    link = make_link()
-    client = ClientHandshake("bridge", link.server_entry)
-    headers = dict(client.headers)
-    headers[INNER_SALT_HEADER] = _tamper(headers[INNER_SALT_HEADER])
-    server = ServerHandshake("portal", [link.client_entry], headers)
-    assert reason_of(lambda: server.receive(client.start())) in {"no-matching-key", "bad-frame"}
-    assert server.channel is None and not server.done
+    assert reason_of(lambda: server.receive(client.start())) in reasons
+    assert server.client is None and server.channel is None and not server.done
 
 
 def test_wrong_zone() -> None:
     link = make_link(zone="default")
-    client = ClientHandshake("bridge", replace(link.server_entry, zone="elsewhere"))
-    server = ServerHandshake("portal", [link.client_entry], client.headers)
-    f3 = client.receive(server.receive(client.start()))
-    assert f3 is not None
+    link.server_entry = replace(link.server_entry, zone="elsewhere")
+    _, server, f3 = _client_at_step_3(link)
     assert reason_of(lambda: server.receive(f3)) == "wrong-zone"
     assert server.channel is None and server.peer is None and not server.done
 
 
 def test_client_claims_another_name() -> None:
     link = make_link(client_name="bridge")
-    client, server = pair(link, client_name="impostor")
-    f3 = client.receive(server.receive(client.start()))
-    assert f3 is not None
+    _, server, f3 = _client_at_step_3(link, client_name="impostor")
     assert reason_of(lambda: server.receive(f3)) == "wrong-name"
     assert server.channel is None and not server.done
 
 
 def test_server_claims_another_name() -> None:
     link = make_link(server_name="portal")
-    client = ClientHandshake("bridge", link.server_entry)
-    server = ServerHandshake("not-the-portal", [link.client_entry], client.headers)
-    f3 = client.receive(server.receive(client.start()))
-    assert f3 is not None
+    link.server_name = "not-the-portal"
+    client, server, f3 = _client_at_step_3(link)
     f4 = server.receive(f3)
     assert reason_of(lambda: client.receive(f4)) == "wrong-name"
     assert client.channel is None and client.peer is None
-
-
-def _client_at_step_3(link: Link) -> tuple[ClientHandshake, ServerHandshake, str]:
-    client, server = pair(link)
-    f3 = client.receive(server.receive(client.start()))
-    assert f3 is not None
-    return client, server, f3
 
 
 def _details(name: str, zone: str, version: Any) -> bytes:
@@ -601,9 +591,7 @@ def test_server_reply_replayed_as_step_four() -> None:
 
 def test_failed_server_stays_failed() -> None:
     link = make_link()
-    client, server = pair(link, client_name="impostor")
-    f3 = client.receive(server.receive(client.start()))
-    assert f3 is not None
+    _, server, f3 = _client_at_step_3(link, client_name="impostor")
     assert reason_of(lambda: server.receive(f3)) == "wrong-name"
     assert reason_of(lambda: server.receive(f3)) == "out-of-order"
     assert not server.done
@@ -611,11 +599,9 @@ def test_failed_server_stays_failed() -> None:
 
 def test_frame_of_one_handshake_fed_to_another() -> None:
     link = make_link()
-    c1, s1 = pair(link)
+    _, _, f3_from_1 = _client_at_step_3(link)
     c2, s2 = pair(link)
-    f3_from_1 = c1.receive(s1.receive(c1.start()))
     s2.receive(c2.start())
-    assert f3_from_1 is not None
     assert reason_of(lambda: s2.receive(f3_from_1)) == "bad-frame"
 
 
@@ -696,9 +682,7 @@ def test_handshake_frames_do_not_open_on_the_channel() -> None:
 @settings(max_examples=150, deadline=None)
 @given(st.text(max_size=600) | st.text(alphabet="0123456789abcdef", max_size=600))
 def test_fuzz_server_first_frame(text: str) -> None:
-    link = make_link()
-    client = ClientHandshake("bridge", link.server_entry)
-    server = ServerHandshake("portal", [link.client_entry], client.headers)
+    _, server = pair(make_link())
     with pytest.raises(HandshakeError):
         server.receive(text)
 

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import stat
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import tomli_w
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from broadgauge.wire import ConfigError, Invite, Key, ServerEntry
 
-K_IN = "5b1c0e0d9a7f2e4c8b3a6d5e1f0a9c8b7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b"
-K_OUT = "c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7"
+from .tables import FUZZ, K1, K2, SERVER, keys, mostly, table, tables, values
+
+K_IN, K_OUT = K1, K2  # the inner and outer keys of the invites written out below
 
 NOTES_INVITE = f"""\
 name = "portal"
@@ -41,15 +40,8 @@ data = "{K_OUT}"
 
 
 def _fields(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "name": "portal",
-        "url": "wss://portal.example.org",
-        "zone": "default",
-        "inner_key": {"data": K_IN},
-        "outer_key": {"data": K_OUT},
-    }
-    base.update(overrides)
-    return {k: v for k, v in base.items() if v is not None}
+    """An invite table: the layout of a config's server table."""
+    return table(SERVER, **overrides)
 
 
 def test_notes_example_loads() -> None:
@@ -86,28 +78,6 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     assert loaded == invite
     assert loaded.inner_key == invite.inner_key and loaded.outer_key == invite.outer_key
     assert Invite.loads(invite.dumps()) == invite
-
-
-def test_saved_file_is_0600(tmp_path: Path) -> None:
-    path = tmp_path / "deeper" / "invite_bridge_default.toml"
-    Invite.loads(NOTES_INVITE).save(path)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    # Overwriting a looser existing file tightens it.
-    os.chmod(path, 0o644)
-    Invite.loads(NOTES_INVITE).save(path)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert sorted(p.name for p in path.parent.iterdir()) == ["invite_bridge_default.toml"]
-
-
-def test_saved_file_is_0600_despite_stale_temp_file(tmp_path: Path) -> None:
-    path = tmp_path / "invite_bridge_default.toml"
-    stale = tmp_path / ".invite_bridge_default.toml.tmp"
-    stale.write_text("junk")
-    os.chmod(stale, 0o644)
-    Invite.loads(NOTES_INVITE).save(path)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert Invite.load(path) == Invite.loads(NOTES_INVITE)
-    assert not stale.exists()
 
 
 @pytest.mark.parametrize(
@@ -177,19 +147,6 @@ def test_not_a_table() -> None:
             Invite.from_dict(value)
 
 
-def test_load_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError):
-        Invite.load(tmp_path / "nope.toml")
-    bad = tmp_path / "bad.toml"
-    bad.write_bytes(b"\xc3\x28")
-    with pytest.raises(ConfigError):
-        Invite.load(bad)
-    with pytest.raises(ConfigError):
-        Invite.loads("name = ")
-    with pytest.raises(ConfigError):
-        Invite.loads("x = " + "{ a = " * 3000)
-
-
 def test_repr_redacts_keys() -> None:
     invite = Invite.loads(NOTES_INVITE)
     for text in (repr(invite), str(invite), f"{invite}", f"{invite!r}"):
@@ -201,57 +158,27 @@ def test_repr_redacts_keys() -> None:
 
 # --- fuzzing ---------------------------------------------------------------------------------
 
-_values = st.recursive(
-    st.one_of(st.text(max_size=10), st.integers(), st.booleans(), st.floats(), st.dates()),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
-    ),
-    max_leaves=5,
+_invite_documents = tables(
+    {
+        "name": mostly(st.sampled_from(["portal", "a-b_c", "ü"]), values),
+        "url": mostly(st.sampled_from(["ws://h:1/", "https://h/x", "h", "ftp://h:21"]), values),
+        "zone": mostly(st.sampled_from(["default", "a>b", "z"]), values),
+        "inner_key": keys,
+        "outer_key": keys,
+    },
+    {"extra": values},
 )
 
 
-def _mostly(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    return st.sampled_from(range(8)).flatmap(lambda i: bad if i == 7 else good)
-
-
-_keys = _mostly(
-    st.binary(min_size=32, max_size=32).filter(any).map(lambda b: {"data": b.hex()}),
-    st.one_of(
-        st.text(alphabet="0123456789abcdef", max_size=70).map(lambda t: {"data": t}), _values
-    ),
-)
-
-
-@st.composite
-def _invite_documents(draw: st.DrawFn) -> dict[str, Any]:
-    document = {
-        "name": draw(_mostly(st.sampled_from(["portal", "a-b_c", "ü"]), _values)),
-        "url": draw(
-            _mostly(st.sampled_from(["ws://h:1/", "https://h/x", "h", "ftp://h:21"]), _values)
-        ),
-        "zone": draw(_mostly(st.sampled_from(["default", "a>b", "z"]), _values)),
-        "inner_key": draw(_keys),
-        "outer_key": draw(_keys),
-    }
-    if draw(st.booleans()):
-        document["extra"] = draw(_values)
-    for key in draw(_mostly(st.just(set()), st.sets(st.sampled_from(list(document))))):
-        document.pop(key, None)
-    return document
-
-
-_FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-@_FUZZ
+@FUZZ
 @given(st.text(max_size=400))
 def test_fuzz_arbitrary_text(text: str) -> None:
     with contextlib.suppress(ConfigError):
         Invite.loads(text)
 
 
-@_FUZZ
-@given(_invite_documents())
+@FUZZ
+@given(_invite_documents)
 def test_fuzz_structured_documents(document: dict[str, Any]) -> None:
     try:
         invite = Invite.loads(tomli_w.dumps(document))

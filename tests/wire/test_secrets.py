@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import pytest
 from argon2.low_level import Type, hash_secret_raw
@@ -21,6 +22,8 @@ from broadgauge.wire import (
 from broadgauge.wire.envelope import seal
 from broadgauge.wire.secrets import scheme_from_dict, scheme_to_dict
 
+from .tables import SERVICE, load_service, table
+
 ARGON2_VECTORS = {
     "password": "45d42ce3fe56f785f184ea88f65a0fd3a42be522502954e7b6450898b54a1e05",
     "portal": "b13ba2e21ce7f24954be9cb923b8925602283165f52bbb30e999394039bb1a7d",
@@ -37,29 +40,22 @@ def test_argon2_vectors(password: str, expected: str) -> None:
     assert key_from_password(password).to_table() == {"data": expected}
 
 
+# The reference's Argon2 parameters, written out independently of broadgauge.wire.secrets.
+REFERENCE_ARGON2: dict[str, Any] = {
+    "salt": bytes.fromhex("3a7f1b4c5d6e2f8a9bacbdcedfeff001"),
+    "time_cost": 3,
+    "memory_cost": 8,
+    "parallelism": 1,
+    "hash_len": 32,
+    "version": 0x13,
+}
+
+
 def test_argon2_parameters_are_the_reference_ones() -> None:
-    raw = hash_secret_raw(
-        b"portal",
-        bytes.fromhex("3a7f1b4c5d6e2f8a9bacbdcedfeff001"),
-        time_cost=3,
-        memory_cost=8,
-        parallelism=1,
-        hash_len=32,
-        type=Type.I,
-        version=0x13,
-    )
+    raw = hash_secret_raw(b"portal", type=Type.I, **REFERENCE_ARGON2)
     assert key_from_password("portal").secret_bytes == raw
     # Argon2id with the same inputs differs: the variant matters.
-    other = hash_secret_raw(
-        b"portal",
-        bytes.fromhex("3a7f1b4c5d6e2f8a9bacbdcedfeff001"),
-        time_cost=3,
-        memory_cost=8,
-        parallelism=1,
-        hash_len=32,
-        type=Type.ID,
-        version=0x13,
-    )
+    other = hash_secret_raw(b"portal", type=Type.ID, **REFERENCE_ARGON2)
     assert key_from_password("portal").secret_bytes != other
 
 
@@ -177,20 +173,8 @@ def test_simple_uses_the_agent_name() -> None:
 
 
 def test_end_to_end_with_a_config() -> None:
-    cfg = ServiceConfig.loads(
-        """
-[service]
-name = "freeipa"
-url = "ws://localhost:8046"
-ip = "127.0.0.1"
-port = 8046
-servers = []
-clients = []
-
-[service.encryption.Environment]
-key = "OPENPORTAL_CONFIG_PASSWORD"
-"""
-    )
+    encryption = {"Environment": {"key": "OPENPORTAL_CONFIG_PASSWORD"}}
+    cfg = load_service(table(SERVICE, name="freeipa", encryption=encryption))
     assert cfg.encryption is not None
     password = cfg.encryption.password(cfg.name, {"OPENPORTAL_CONFIG_PASSWORD": "portal"})
     key = key_from_password(password)

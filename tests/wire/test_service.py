@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 
 import pytest
@@ -19,7 +20,6 @@ from broadgauge.wire import (
     MessageTooLarge,
     PeerId,
     PeerNotConnected,
-    ServerEntry,
     Service,
     ServiceConfig,
     Timers,
@@ -28,11 +28,20 @@ from broadgauge.wire.handshake import (
     INNER_SALT_HEADER,
     OUTER_SALT_HEADER,
     Channel,
-    ClientHandshake,
     StandbyStatus,
 )
 
-from .conftest import FAST, Inbox, eventually, make_client, make_server, raw_link, running
+from .conftest import (
+    FAST,
+    Inbox,
+    eventually,
+    make_client,
+    make_server,
+    open_link,
+    raw_link,
+    running,
+    wait_for_peer,
+)
 
 
 async def test_payloads_flow_both_ways(server: Service) -> None:
@@ -41,8 +50,7 @@ async def test_payloads_flow_both_ways(server: Service) -> None:
         client = make_client(server.add_client("client", "127.0.0.1"))
         client_inbox = Inbox(client)
         async with running(client, listen=False):
-            async with asyncio.timeout(3):
-                await client.wait_for_peer("server")
+            await wait_for_peer(client)
             await client.send("server", "ping ✓")
             message = await server_inbox.next()
             assert (message.peer.name, message.peer.zone, message.payload) == (
@@ -94,8 +102,7 @@ async def test_bad_clients_are_refused_while_good_ones_connect(
         inbox = Inbox(server)
         async with running(bad, listen=False), running(good, listen=False):
             await eventually(lambda: server.stats.connections_rejected[reason] >= 2)
-            async with asyncio.timeout(3):
-                await good.wait_for_peer("server")
+            await wait_for_peer(good)
             await good.send("server", "still serving")
             assert (await inbox.next()).payload == "still serving"
             assert bad.connected_peers() == []
@@ -104,15 +111,20 @@ async def test_bad_clients_are_refused_while_good_ones_connect(
     assert refusals and all("127.0.0.1" in text and reason in text for text in refusals)
 
 
+async def _refused_upgrade(url: str, headers: dict[str, str] | None = None) -> int:
+    """The HTTP status with which the server refuses a WebSocket upgrade to ``url``."""
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, additional_headers=headers):
+            pass
+    return refused.value.response.status_code
+
+
 async def test_ip_outside_the_allowed_range_is_refused_before_any_crypto(
     server: Service,
 ) -> None:
     async with running(server):
         outside = server.add_client("outside", "10.0.0.0/8")
-        with pytest.raises(InvalidStatus) as refused:
-            async with connect(outside.url):
-                pass
-        assert refused.value.response.status_code == 403
+        assert await _refused_upgrade(outside.url) == 403
         blocked = make_client(outside, name="outside")
         async with running(blocked, listen=False):
             await eventually(lambda: server.stats.connections_rejected["ip-not-allowed"] >= 3)
@@ -122,8 +134,7 @@ async def test_ip_outside_the_allowed_range_is_refused_before_any_crypto(
         blocked = make_client(outside, name="outside")
         allowed = make_client(inside, name="inside")
         async with running(blocked, listen=False), running(allowed, listen=False):
-            async with asyncio.timeout(3):
-                await allowed.wait_for_peer("server")
+            await wait_for_peer(allowed)
             await eventually(lambda: server.stats.connections_rejected["no-matching-key"] >= 2)
         assert blocked.connected_peers() == []
 
@@ -135,15 +146,13 @@ async def test_rotation_issues_a_new_invite_that_works_and_drops_the_old_link(
         old_invite = server.add_client("client", "127.0.0.1")
         client = make_client(old_invite)
         async with running(client, listen=False):
-            async with asyncio.timeout(3):
-                await client.wait_for_peer("server")
+            await wait_for_peer(client)
             new_invite = server.rotate_client("client")
             assert new_invite.inner_key != old_invite.inner_key
             await eventually(lambda: client.connected_peers() == [])
             await eventually(lambda: server.stats.connections_rejected["no-matching-key"] >= 1)
             client.add_server(new_invite)
-            async with asyncio.timeout(3):
-                await client.wait_for_peer("server")
+            await wait_for_peer(client)
 
 
 async def test_proxy_header_supplies_the_caller_address() -> None:
@@ -153,10 +162,7 @@ async def test_proxy_header_supplies_the_caller_address() -> None:
         invite = server.add_client("client", "192.0.2.0/24")
         salts = {INNER_SALT_HEADER: "00" * 32, OUTER_SALT_HEADER: "00" * 32}
         for value, status in [("203.0.113.9", 403), ("192.0.2.1, 10.0.0.1", 403)]:
-            with pytest.raises(InvalidStatus) as refused:
-                async with connect(invite.url, additional_headers={"X-Real-IP": value, **salts}):
-                    pass
-            assert refused.value.response.status_code == status
+            assert await _refused_upgrade(invite.url, {"X-Real-IP": value, **salts}) == status
         assert server.stats.connections_rejected["ip-not-allowed"] == 1
         assert server.stats.connections_rejected["bad-address"] == 1
         # An allowed proxy address passes admission; the handshake is then what fails.
@@ -172,10 +178,7 @@ async def test_proxy_header_supplies_the_caller_address() -> None:
 async def test_missing_salt_headers_are_a_bad_request(server: Service) -> None:
     async with running(server):
         invite = server.add_client("client", "127.0.0.1")
-        with pytest.raises(InvalidStatus) as refused:
-            async with connect(invite.url):
-                pass
-        assert refused.value.response.status_code == 400
+        assert await _refused_upgrade(invite.url) == 400
         assert server.stats.connections_rejected["missing-salt"] == 1
 
 
@@ -237,8 +240,7 @@ async def test_oversized_frames_close_only_that_link(caplog: pytest.LogCaptureFi
         client = make_client(invite, limits=Limits(max_frame=4096))
         inbox = Inbox(server)
         async with running(client, listen=False):
-            async with asyncio.timeout(3):
-                await client.wait_for_peer("server")
+            await wait_for_peer(client)
             await client.send("server", "small")
             assert (await inbox.next()).payload == "small"
             with pytest.raises(MessageTooLarge):
@@ -257,8 +259,7 @@ async def test_handler_errors_are_counted_and_do_not_drop_the_link(server: Servi
     async with running(server):
         client = make_client(server.add_client("client", "127.0.0.1"))
         async with running(client, listen=False):
-            async with asyncio.timeout(3):
-                await client.wait_for_peer("server")
+            await wait_for_peer(client)
             await client.send("server", "boom")
             await client.send("server", "after")
             await eventually(lambda: received == ["after"])
@@ -278,15 +279,13 @@ async def test_client_reconnects_after_the_server_restarts() -> None:
 
     client.on_connected(on_connected)
     async with running(client, listen=False):
-        async with asyncio.timeout(3):
-            await client.wait_for_peer("server")
+        await wait_for_peer(client)
         await first.stop()
         await eventually(lambda: client.connected_peers() == [])
         second = Service(config, timers=FAST)  # same keys, same port
         inbox = Inbox(second)
         async with running(second):
-            async with asyncio.timeout(5):
-                await client.wait_for_peer("server")
+            await wait_for_peer(client, timeout=5)
             await client.send("server", "back again")
             assert (await inbox.next()).payload == "back again"
     assert connects == ["server@default", "server@default"]
@@ -313,8 +312,7 @@ async def test_keepalive_ping_pong_keeps_a_quiet_link_alive() -> None:
     async with running(server):
         client = make_client(server.add_client("client", "127.0.0.1"), timers=timers)
         async with running(client, listen=False):
-            async with asyncio.timeout(3):
-                await client.wait_for_peer("server")
+            await wait_for_peer(client)
             await asyncio.sleep(1.5)  # three inactivity periods with no application traffic
             assert [p.name for p in server.connected_peers()] == ["client"]
     assert server.stats.watchdog_closures == 0
@@ -325,28 +323,33 @@ async def test_polite_disconnect_and_unknown_peers(server: Service) -> None:
     async with running(server):
         client = make_client(server.add_client("client", "127.0.0.1"))
         async with running(client, listen=False):
-            async with asyncio.timeout(3):
-                await client.wait_for_peer("server")
+            await wait_for_peer(client)
             with pytest.raises(PeerNotConnected):
                 await client.send("nobody", "hello")
             await server.disconnect("client")
             await eventually(lambda: client.connected_peers() == [])
             # The client still holds the server entry, so it dials again by itself.
-            async with asyncio.timeout(3):
-                await client.wait_for_peer("server")
+            await wait_for_peer(client)
 
 
-async def _standby_link(invite: Invite) -> tuple[ClientConnection, Channel, StandbyStatus]:
-    """A second handshake by hand for a name the server already holds."""
-    handshake = ClientHandshake("client", ServerEntry.from_invite(invite))
-    ws = await connect(invite.url, additional_headers=handshake.headers)
-    await ws.send(handshake.start())
-    reply = handshake.receive(str(await ws.recv()))
-    assert reply is not None
-    await ws.send(reply)
-    assert handshake.receive(str(await ws.recv())) is None
-    assert handshake.channel is not None and handshake.peer is not None
-    return ws, handshake.channel, handshake.peer.standby
+@asynccontextmanager
+async def _primary_and_standby(
+    server: Service, invite: Invite
+) -> AsyncIterator[
+    tuple[tuple[ClientConnection, Channel], tuple[ClientConnection, Channel, StandbyStatus]]
+]:
+    """A link made by hand, then a second handshake by hand for the name the server now holds.
+
+    Yields the primary's connection and channel, and the second connection's, with the
+    standby status the server gave it.
+    """
+    async with raw_link(invite) as primary:
+        await eventually(lambda: len(server.connected_peers()) == 1)
+        second_ws, second, standby = await open_link(invite)
+        try:
+            yield primary, (second_ws, second, standby)
+        finally:
+            await second_ws.close()
 
 
 async def test_a_second_connection_waits_as_a_standby_until_the_primary_goes(
@@ -355,34 +358,33 @@ async def test_a_second_connection_waits_as_a_standby_until_the_primary_goes(
     async with running(server):
         invite = server.add_client("client", "127.0.0.1")
         inbox = Inbox(server)
-        async with raw_link(invite) as (first_ws, first):
-            await eventually(lambda: len(server.connected_peers()) == 1)
-            second_ws, second, standby = await _standby_link(invite)
-            try:
-                assert standby == StandbyStatus(client_is_secondary=True)
-                # The primary keeps the link; the standby is told to keep waiting.
-                await first_ws.send(first.seal("from the primary"))
-                assert (await inbox.next()).payload == "from the primary"
-                await second_ws.send(second.seal_value({}))
-                assert second.open_status(str(await second_ws.recv())) == standby
-                await first_ws.close()
-                await eventually(lambda: not server.connected_peers())
-                await second_ws.send(second.seal_value({}))
-                assert second.open_status(str(await second_ws.recv())).is_primary
-                await second_ws.send(second.seal("from the promoted standby"))
-                assert (await inbox.next()).payload == "from the promoted standby"
-                assert server.connected_peers() == [PeerId("client", "default")]
-            finally:
-                await second_ws.close()
+        async with _primary_and_standby(server, invite) as (
+            (first_ws, first),
+            (second_ws, second, standby),
+        ):
+            assert standby == StandbyStatus(client_is_secondary=True)
+            # The primary keeps the link; the standby is told to keep waiting.
+            await first_ws.send(first.seal("from the primary"))
+            assert (await inbox.next()).payload == "from the primary"
+            await second_ws.send(second.seal_value({}))
+            assert second.open_status(str(await second_ws.recv())) == standby
+            await first_ws.close()
+            await eventually(lambda: not server.connected_peers())
+            await second_ws.send(second.seal_value({}))
+            assert second.open_status(str(await second_ws.recv())).is_primary
+            await second_ws.send(second.seal("from the promoted standby"))
+            assert (await inbox.next()).payload == "from the promoted standby"
+            assert server.connected_peers() == [PeerId("client", "default")]
 
 
 async def test_a_standby_may_only_poll(server: Service) -> None:
     async with running(server):
         invite = server.add_client("client", "127.0.0.1")
         inbox = Inbox(server)
-        async with raw_link(invite) as (first_ws, first):
-            await eventually(lambda: len(server.connected_peers()) == 1)
-            second_ws, second, _ = await _standby_link(invite)
+        async with _primary_and_standby(server, invite) as (
+            (first_ws, first),
+            (second_ws, second, _),
+        ):
             await second_ws.send(second.seal("a message from a standby"))
             with pytest.raises(ConnectionClosed):
                 async with asyncio.timeout(3):
@@ -400,25 +402,20 @@ async def test_changing_a_clients_keys_also_closes_its_standbys(
     async with running(server):
         invite = server.add_client("client", "127.0.0.1")
         inbox = Inbox(server)
-        async with raw_link(invite) as (first_ws, _first):
-            await eventually(lambda: len(server.connected_peers()) == 1)
-            second_ws, second, _ = await _standby_link(invite)
-            try:
-                await second_ws.send(second.seal_value({}))
-                assert not second.open_status(str(await second_ws.recv())).is_primary
-                if change == "rotate":
-                    server.rotate_client("client")
-                else:
-                    server.remove_client("client")
-                for ws in (first_ws, second_ws):
-                    with pytest.raises(ConnectionClosed):
-                        async with asyncio.timeout(3):
-                            while True:  # the standby's last poll may still be answered
-                                await ws.recv()
-                await eventually(lambda: not server.connected_peers())
-                assert inbox.queue.empty()  # nothing sent with the old keys got through
-            finally:
-                await second_ws.close()
+        async with _primary_and_standby(server, invite) as ((first_ws, _), (second_ws, second, _)):
+            await second_ws.send(second.seal_value({}))
+            assert not second.open_status(str(await second_ws.recv())).is_primary
+            if change == "rotate":
+                server.rotate_client("client")
+            else:
+                server.remove_client("client")
+            for ws in (first_ws, second_ws):
+                with pytest.raises(ConnectionClosed):
+                    async with asyncio.timeout(3):
+                        while True:  # the standby's last poll may still be answered
+                            await ws.recv()
+            await eventually(lambda: not server.connected_peers())
+            assert inbox.queue.empty()  # nothing sent with the old keys got through
 
 
 async def _pong_never_comes() -> asyncio.Future[float]:
@@ -439,22 +436,17 @@ async def test_a_half_open_primary_is_cut_for_its_standby(
     monkeypatch.setattr("broadgauge.wire.service.PRIMARY_PING_TIMEOUT", 0.2)
     async with running(server):
         invite = server.add_client("client", "127.0.0.1")
-        async with raw_link(invite):
-            await eventually(lambda: len(server.connected_peers()) == 1)
+        async with _primary_and_standby(server, invite) as (_, (second_ws, second, _)):
             # A half-open primary: quiet for a while, and its ping goes unanswered.
             link = server._links[PeerId("client", "default")]
             link.last_activity -= 60
             monkeypatch.setattr(link.connection, "ping", ping)
-            second_ws, second, _ = await _standby_link(invite)
-            try:
-                promoted = False
-                async with asyncio.timeout(5):
-                    while not promoted:
-                        await second_ws.send(second.seal_value({}))
-                        promoted = second.open_status(str(await second_ws.recv())).is_primary
-                assert server._links[PeerId("client", "default")] is not link
-            finally:
-                await second_ws.close()
+            promoted = False
+            async with asyncio.timeout(5):
+                while not promoted:
+                    await second_ws.send(second.seal_value({}))
+                    promoted = second.open_status(str(await second_ws.recv())).is_primary
+            assert server._links[PeerId("client", "default")] is not link
 
 
 async def test_a_hot_spare_agent_takes_over_when_the_primary_stops(server: Service) -> None:
@@ -473,8 +465,7 @@ async def test_a_hot_spare_agent_takes_over_when_the_primary_stops(server: Servi
             await primary.send("server", "from the primary")
             assert (await inbox.next()).payload == "from the primary"
             await primary.stop()
-            async with asyncio.timeout(10):
-                await spare.wait_for_peer("server")
+            await wait_for_peer(spare, timeout=10)
             await spare.send("server", "from the spare")
             assert (await inbox.next()).payload == "from the spare"
             await server.send("client", "to whoever is primary")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,7 +31,8 @@ from typing import Any, TypeVar
 import tomli_w
 
 from broadgauge.wire.errors import ConfigError
-from broadgauge.wire.invite import Invite, write_private
+from broadgauge.wire.files import parse_toml, read_text_file, write_private
+from broadgauge.wire.invite import Invite, ServerCredentials, require_keys
 from broadgauge.wire.keys import Key
 from broadgauge.wire.names import DEFAULT_ZONE, check_name, check_zone
 from broadgauge.wire.secrets import EncryptionScheme, scheme_from_dict, scheme_to_dict
@@ -106,7 +106,7 @@ class ClientEntry:
         """Parse one ``[[service.clients]]`` table."""
         if not isinstance(data, dict):
             raise ConfigError("each client must be a table")
-        _require(data, "client", "name", "ip", "inner_key", "outer_key")
+        require_keys(data, "client", "name", "ip", "inner_key", "outer_key")
         return cls(
             name=check_name(data["name"], "client name"),
             zone=check_zone(data.get("zone", DEFAULT_ZONE)),
@@ -132,14 +132,8 @@ class ClientEntry:
 
 
 @dataclass(frozen=True)
-class ServerEntry:
+class ServerEntry(ServerCredentials):
     """A peer this service dials (imported from that server's invite)."""
-
-    name: str
-    url: str
-    zone: str
-    inner_key: Key
-    outer_key: Key
 
     @classmethod
     def from_invite(cls, invite: Invite) -> ServerEntry:
@@ -151,26 +145,11 @@ class ServerEntry:
         """Parse one ``[[service.servers]]`` table."""
         if not isinstance(data, dict):
             raise ConfigError("each server must be a table")
-        _require(data, "server", "name", "url", "inner_key", "outer_key")
-        if not isinstance(data["url"], str):
-            raise ConfigError("server url must be a string")
-        return cls(
-            name=check_name(data["name"], "server name"),
-            url=canonical_websocket_url(data["url"]),
-            zone=check_zone(data.get("zone", DEFAULT_ZONE)),
-            inner_key=Key.from_table(data["inner_key"]),
-            outer_key=Key.from_table(data["outer_key"]),
-        )
+        return cls._from_table(data, "server", zone_required=False)
 
     def to_toml(self) -> dict[str, Any]:
         """Render the table."""
-        return {
-            "name": self.name,
-            "url": self.url,
-            "zone": self.zone,
-            "inner_key": self.inner_key.to_table(),
-            "outer_key": self.outer_key.to_table(),
-        }
+        return self._to_table()
 
     @property
     def peer(self) -> str:
@@ -254,7 +233,7 @@ class ServiceConfig:
         """Parse the ``[service]`` table."""
         if not isinstance(data, dict):
             raise ConfigError("[service] must be a table")
-        _require(data, "service", "name", "url", "ip", "port", "servers", "clients")
+        require_keys(data, "service", "name", "url", "ip", "port", "servers", "clients")
         url, port = data["url"], data["port"]
         if not isinstance(url, str):
             raise ConfigError("service url must be a string")
@@ -308,10 +287,7 @@ class ServiceConfig:
     @classmethod
     def loads(cls, text: str) -> ServiceConfig:
         """Parse a TOML document and read its ``[service]`` table."""
-        try:
-            document = tomllib.loads(text)
-        except (tomllib.TOMLDecodeError, RecursionError) as exc:
-            raise ConfigError(f"config is not valid TOML: {exc}") from None
+        document = parse_toml(text, "config")
         if "service" not in document:
             raise ConfigError("config has no [service] table")
         return cls.from_toml(document["service"])
@@ -323,21 +299,11 @@ class ServiceConfig:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ServiceConfig:
         """Read a config file."""
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read config {path}: {exc}") from None
-        return cls.loads(text)
+        return cls.loads(read_text_file(path, "config"))
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the config with mode 0600 (it holds every peer's keys)."""
         write_private(Path(path), self.dumps())
-
-
-def _require(data: dict[str, Any], what: str, *keys: str) -> None:
-    missing = [k for k in keys if k not in data]
-    if missing:
-        raise ConfigError(f"{what} is missing {', '.join(missing)}")
 
 
 def _unique(what: str, peers: list[str]) -> None:

@@ -19,7 +19,6 @@ import binascii
 import hmac
 import json
 import os
-import re
 from collections import deque
 from typing import Any
 
@@ -33,6 +32,7 @@ from nacl.bindings import (
 )
 from nacl.exceptions import CryptoError
 
+from broadgauge.text import decoded_lone_surrogate
 from broadgauge.wire.errors import FrameError
 from broadgauge.wire.keys import Key
 
@@ -171,40 +171,6 @@ def parse_json(data: bytes) -> Any:
     if decoded_lone_surrogate(text, value):
         raise FrameError("bad-json", "a string holds a lone UTF-16 surrogate")
     return value
-
-
-# \uD800 to \uDFFF, hex digits in either case.  It also matches an escaped backslash
-# followed by "uD8.." (a payload string holding JSON with such an escape), which costs
-# only a walk that finds nothing.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def decoded_lone_surrogate(text: str, value: Any) -> bool:
-    """Whether ``value``, decoded by ``json.loads`` from ``text``, holds a lone surrogate.
-
-    Shared by everything that decodes JSON from outside (frames, commands, the bridge's
-    bodies).  A lone surrogate is not text: no Rust string can hold one, and no UTF-8
-    encoder (SQLite, the next frame) can write it back.  In text that decoded as UTF-8 only
-    an escape can make one (strict decoding refuses encoded surrogates), and senders write
-    non-ASCII raw, so ``\\u`` is rare and the walk of ``value`` almost never runs.  A valid
-    pair (``\\ud83d\\ude00``) decodes to one character, which is not a surrogate.  The walk
-    is iterative, so any nesting ``json.loads`` accepted is walked without recursion.
-    """
-    if "\\u" not in text or _SURROGATE_ESCAPE.search(text) is None:
-        return False
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if not item.isascii() and _SURROGATE.search(item):
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
 
 
 def dump_json(value: Any) -> bytes:

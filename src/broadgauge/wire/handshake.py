@@ -20,7 +20,7 @@ import enum
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from broadgauge import OPENPORTAL_VERSION
 from broadgauge.wire.config import ClientEntry, ServerEntry
@@ -43,6 +43,8 @@ OUTER_SALT_HEADER = "openportal-outer-salt"
 PROTOCOL_VERSION = 2
 ENGINE = "paddington"
 KEEPALIVE = "KEEPALIVE"
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,22 @@ def _session_key_from(plaintext: bytes) -> Key:
         raise HandshakeError("bad-handshake", f"bad session key: {exc}") from None
 
 
+class _Machine:
+    """What both ends' state machines share: a failure on any frame is final."""
+
+    _state: _State
+
+    def _step(self, receive: Callable[[str], _T], frame: str) -> _T:
+        """Feed ``frame`` to ``receive``; on failure stay FAILED, and raise HandshakeError."""
+        try:
+            return receive(frame)
+        except (HandshakeError, FrameError) as exc:
+            self._state = _State.FAILED
+            if isinstance(exc, FrameError):
+                raise HandshakeError("bad-frame", str(exc)) from None
+            raise
+
+
 def _check_details(details: PeerDetails, name: str, zone: str, who: str) -> None:
     if details.version != PROTOCOL_VERSION:
         raise HandshakeError(
@@ -206,7 +224,7 @@ def _check_details(details: PeerDetails, name: str, zone: str, who: str) -> None
         raise HandshakeError("wrong-name", f"{who} says it is {details.name!r}, not {name!r}")
 
 
-class ClientHandshake:
+class ClientHandshake(_Machine):
     """The dialling side.  Usage::
 
     hs = ClientHandshake("me", server_entry)
@@ -252,13 +270,7 @@ class ClientHandshake:
 
     def receive(self, frame: str) -> str | None:
         """Consume a server frame; return the frame to send next, or ``None`` when done."""
-        try:
-            return self._receive(frame)
-        except (HandshakeError, FrameError) as exc:
-            self._state = _State.FAILED
-            if isinstance(exc, FrameError):
-                raise HandshakeError("bad-frame", str(exc)) from None
-            raise
+        return self._step(self._receive, frame)
 
     def _receive(self, frame: str) -> str | None:
         if self._state is _State.AWAIT_SESSION_KEY:
@@ -314,7 +326,7 @@ def check_salt_headers(headers: dict[str, str | None]) -> dict[str, str]:
     return checked
 
 
-class ServerHandshake:
+class ServerHandshake(_Machine):
     """The listening side, for one incoming connection.
 
     ``candidates`` are the client entries whose IP allowlist matched the caller, in config
@@ -347,13 +359,7 @@ class ServerHandshake:
 
     def receive(self, frame: str) -> str:
         """Consume a client frame and return the frame to send back."""
-        try:
-            return self._receive(frame)
-        except (HandshakeError, FrameError) as exc:
-            self._state = _State.FAILED
-            if isinstance(exc, FrameError):
-                raise HandshakeError("bad-frame", str(exc)) from None
-            raise
+        return self._step(self._receive, frame)
 
     @property
     def done(self) -> bool:

@@ -7,22 +7,36 @@ pre-shared keys.  Whoever holds it can connect as that client, so files are writ
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import tomli_w
 
 from broadgauge.wire.errors import ConfigError
+from broadgauge.wire.files import parse_toml, read_text_file, write_private
 from broadgauge.wire.keys import Key
-from broadgauge.wire.names import check_name, check_zone
+from broadgauge.wire.names import DEFAULT_ZONE, check_name, check_zone
 from broadgauge.wire.urls import canonical_websocket_url
+
+# write_private lived here before broadgauge.wire.files; it is still importable from here.
+__all__ = ["Invite", "ServerCredentials", "require_keys", "write_private"]
+
+
+def require_keys(data: dict[str, Any], what: str, *keys: str) -> None:
+    """Raise :class:`ConfigError` naming every one of ``keys`` missing from the table."""
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise ConfigError(f"{what} is missing {', '.join(missing)}")
 
 
 @dataclass(frozen=True)
-class Invite:
-    """The credentials a client needs to dial one server."""
+class ServerCredentials:
+    """What a client needs to dial one server: its name, URL, the zone and the two keys.
+
+    An :class:`Invite` hands them over; a config keeps them as a ``ServerEntry``.  Both are
+    written as the same TOML table, with keys in the reference's ``{data = ...}`` form.
+    """
 
     name: str
     url: str
@@ -31,26 +45,24 @@ class Invite:
     outer_key: Key
 
     @classmethod
-    def from_dict(cls, data: Any) -> Invite:
-        """Validate the fields of a parsed invite table."""
-        if not isinstance(data, dict):
-            raise ConfigError("an invite must be a table")
-        missing = [k for k in ("name", "url", "zone", "inner_key", "outer_key") if k not in data]
-        if missing:
-            raise ConfigError(f"invite is missing {', '.join(missing)}")
+    def _from_table(cls, data: dict[str, Any], what: str, *, zone_required: bool) -> Self:
+        """Validate the fields of a ``what`` table; without ``zone_required``, zone defaults."""
+        if zone_required:
+            require_keys(data, what, "name", "url", "zone", "inner_key", "outer_key")
+        else:
+            require_keys(data, what, "name", "url", "inner_key", "outer_key")
         url = data["url"]
         if not isinstance(url, str):
-            raise ConfigError("invite url must be a string")
+            raise ConfigError(f"{what} url must be a string")
         return cls(
-            name=check_name(data["name"], "invite name"),
+            name=check_name(data["name"], f"{what} name"),
             url=canonical_websocket_url(url),
-            zone=check_zone(data["zone"]),
+            zone=check_zone(data.get("zone", DEFAULT_ZONE)),
             inner_key=Key.from_table(data["inner_key"]),
             outer_key=Key.from_table(data["outer_key"]),
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the TOML table, with keys in the reference's ``{data = ...}`` form."""
+    def _to_table(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "url": self.url,
@@ -59,14 +71,26 @@ class Invite:
             "outer_key": self.outer_key.to_table(),
         }
 
+
+@dataclass(frozen=True)
+class Invite(ServerCredentials):
+    """The credentials a client needs to dial one server."""
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Invite:
+        """Validate the fields of a parsed invite table."""
+        if not isinstance(data, dict):
+            raise ConfigError("an invite must be a table")
+        return cls._from_table(data, "invite", zone_required=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the TOML table, with keys in the reference's ``{data = ...}`` form."""
+        return self._to_table()
+
     @classmethod
     def loads(cls, text: str) -> Invite:
         """Parse invite TOML text."""
-        try:
-            data = tomllib.loads(text)
-        except (tomllib.TOMLDecodeError, RecursionError) as exc:
-            raise ConfigError(f"invite is not valid TOML: {exc}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(parse_toml(text, "invite"))
 
     def dumps(self) -> str:
         """Render invite TOML text."""
@@ -75,11 +99,7 @@ class Invite:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Invite:
         """Read an invite file."""
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read invite {path}: {exc}") from None
-        return cls.loads(text)
+        return cls.loads(read_text_file(path, "invite"))
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the invite readable by its owner only."""
@@ -87,17 +107,3 @@ class Invite:
 
     def __repr__(self) -> str:
         return f"Invite(name={self.name!r}, url={self.url!r}, zone={self.zone!r}, keys=<redacted>)"
-
-
-def write_private(path: Path, text: str) -> None:
-    """Atomically write ``text`` to ``path`` with mode 0600 (it holds keys)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    # A stale temp file (say from a crash) would keep its old, possibly looser, mode: start afresh.
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from broadgauge.text import first_bad_name_character
 from broadgauge.wire.errors import ConfigError
 
 DEFAULT_ZONE = "default"
@@ -14,9 +15,9 @@ def check_name(value: object, what: str = "name") -> str:
     name = value.strip()
     if not name:
         raise ConfigError(f"{what} must not be empty")
-    bad = [c for c in name if not (c.isalnum() or c in "-_")]
-    if bad:
-        raise ConfigError(f"{what} {name!r} contains {bad[0]!r}; use letters, digits, - and _")
+    bad = first_bad_name_character(name)
+    if bad is not None:
+        raise ConfigError(f"{what} {name!r} contains {bad!r}; use letters, digits, - and _")
     return name
 
 
@@ -27,7 +28,7 @@ def check_zone(value: object) -> str:
     zone = value.strip()
     if not zone:
         raise ConfigError("zone must not be empty")
-    bad = [c for c in zone if not (c.isalnum() or c in "-_<>")]
-    if bad:
-        raise ConfigError(f"zone {zone!r} contains {bad[0]!r}; use letters, digits, -, _, < and >")
+    bad = first_bad_name_character(zone, "-_<>")
+    if bad is not None:
+        raise ConfigError(f"zone {zone!r} contains {bad!r}; use letters, digits, -, _, < and >")
     return zone

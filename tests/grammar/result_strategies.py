@@ -78,19 +78,17 @@ project_usage = st.builds(
 usage_reports = st.builds(
     UsageReport, portal=portals, reports=st.dictionaries(projects, project_usage, max_size=2)
 )
-daily_storage = st.builds(
-    DailyStorageReport,
-    project=projects,
-    generated_at=timestamps,
-    project_quotas=quota_maps,
-    user_quotas=st.dictionaries(users, quota_maps, max_size=2),
-)
+# the fields a project's storage report shares with its daily snapshots
+storage_snapshot: dict[str, st.SearchStrategy[Any]] = {
+    "project": projects,
+    "generated_at": timestamps,
+    "project_quotas": quota_maps,
+    "user_quotas": st.dictionaries(users, quota_maps, max_size=2),
+}
+daily_storage = st.builds(DailyStorageReport, **storage_snapshot)
 project_storage = st.builds(
     ProjectStorageReport,
-    project=projects,
-    generated_at=timestamps,
-    project_quotas=quota_maps,
-    user_quotas=st.dictionaries(users, quota_maps, max_size=2),
+    **storage_snapshot,
     users=st.dictionaries(users, names, max_size=2),
     daily_reports=st.dictionaries(dates, daily_storage, max_size=2),
 )

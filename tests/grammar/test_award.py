@@ -18,10 +18,7 @@ from broadgauge.grammar import (
     Timestamp,
 )
 
-EMPTY = (
-    '{"name":null,"template":null,"key":null,"description":null,"members":null,'
-    '"start_date":null,"end_date":null,"allocation":null,"notes":[],"allowed_domains":null}'
-)
+from .cases import EMPTY_DETAILS
 
 
 def canonical(text: str) -> str:
@@ -29,8 +26,8 @@ def canonical(text: str) -> str:
 
 
 def test_empty_object_has_nine_nulls_and_notes() -> None:
-    assert canonical("{}") == EMPTY
-    assert str(AwardDetails()) == EMPTY
+    assert canonical("{}") == EMPTY_DETAILS
+    assert str(AwardDetails()) == EMPTY_DETAILS
 
 
 def test_members_sorted_and_allocation_canonical() -> None:
@@ -98,44 +95,12 @@ def test_optional_members_omitted_or_kept() -> None:
     assert '"membership_control":"open"' in canonical('{"membership_control":{"open":null}}')
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "[]",
-        "null",
-        '{"name":"x","name":"y"}',
-        '{"name":1}',
-        '{"notes":null}',
-        '{"notes":{}}',
-        '{"breakdown":null}',
-        '{"members":{"a":1}}',
-        '{"template":"gpu.x"}',
-        '{"start_date":"2024-02-30"}',
-        '{"allocation":"5"}',
-        '{"allocation":"-1 nhr"}',
-        '{"award":{"url":"notaurl"}}',
-        '{"award":{"id":"x","id":"y"}}',
-        '{"allowed_domains":["*.*.x"]}',
-        '{"allowed_domains":{}}',
-        '{"membership_control":"Open"}',
-        '{"name":"\\ud800"}',
-        '{"\\ud800":1}',
-        '{"x":NaN}',
-        '{"name":"x"} trailing',
-        '{"name":"x",}',
-    ],
-)
-def test_rejected(text: str) -> None:
-    with pytest.raises(GrammarError):
-        AwardDetails.parse(text)
-
-
 def test_serde_leniencies_kept() -> None:
     # repeated unknown keys, lone surrogates in ignored values and any nesting
     # depth inside ignored values are all accepted by serde_json
-    assert canonical('{"x":1,"x":2}') == EMPTY
-    assert canonical('{"x":"\\udc00"}') == EMPTY
-    assert canonical('{"x":' + "[" * 3000 + "]" * 3000 + "}") == EMPTY
+    assert canonical('{"x":1,"x":2}') == EMPTY_DETAILS
+    assert canonical('{"x":"\\udc00"}') == EMPTY_DETAILS
+    assert canonical('{"x":' + "[" * 3000 + "]" * 3000 + "}") == EMPTY_DETAILS
     # maps keep the last duplicate
     assert '"members":{"a":"2"}' in canonical('{"members":{"a":"1","a":"2"}}')
 
@@ -163,12 +128,6 @@ def test_allocation(text: str, shown: str) -> None:
     assert str(Allocation.parse(text)) == shown
 
 
-@pytest.mark.parametrize("text", ["", "5", "-inf x", "1_000 x", "0x10 x", "five x"])
-def test_allocation_rejected(text: str) -> None:
-    with pytest.raises(GrammarError):
-        Allocation.parse(text)
-
-
 def test_domain_patterns() -> None:
     wildcard = DomainPattern.parse("*.example.com")
     assert wildcard.matches("a.b.EXAMPLE.com")
@@ -177,9 +136,6 @@ def test_domain_patterns() -> None:
     assert exact.matches("Example.COM") and not exact.matches("a.example.com")
     email = DomainPattern.parse("a+b@x.org")
     assert email.is_email and email.matches_email("A+B@X.org") and not email.matches("x.org")
-    for bad in ["", "*", "*.", "a.*.com", "-a.com", "a_b.com", " a.com", "a@b@c", "é@x.org"]:
-        with pytest.raises(GrammarError):
-            DomainPattern.parse(bad)
 
 
 def test_allowed_domains_checks() -> None:

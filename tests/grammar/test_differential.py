@@ -12,43 +12,24 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from broadgauge.grammar import AwardDetails, Command, GrammarError, Instruction
 
 from . import strategies as gs
+from .cases import RUST_PANICS, check_against, examples
 from .oracle import Oracle
-
-
-def examples(count: int) -> settings:
-    """Shared settings: no deadline (the oracle is a subprocess), ``count`` examples."""
-    return settings(
-        max_examples=count,
-        deadline=None,
-        database=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    )
 
 
 def check_instruction(oracle: Oracle, text: str) -> None:
     """Compare one instruction string with the oracle."""
-    answer = oracle.instruction(text)
-    if answer.ok:
-        assert str(Instruction.parse(text)) == answer.value, text
-    else:
-        with pytest.raises(GrammarError):
-            Instruction.parse(text)
+    check_against(oracle.instruction(text), lambda: Instruction.parse(text), text)
 
 
 def check_command(oracle: Oracle, text: str) -> None:
     """Compare one job command string with the oracle's Job deserialisation."""
-    answer = oracle.command(text)
-    if answer.ok:
-        assert str(Command.parse(text)) == answer.value, text
-    else:
-        with pytest.raises(GrammarError):
-            Command.parse(text)
+    check_against(oracle.command(text), lambda: Command.parse(text), text)
 
 
 @examples(2500)
@@ -82,11 +63,7 @@ def test_award_merge_matches_oracle(oracle: Oracle, base: str, other: str) -> No
     except GrammarError:
         return
     answer = oracle.merge(base, other)
-    if answer.ok:
-        assert ours_base.merge(ours_other).to_json() == answer.value
-    else:
-        with pytest.raises(GrammarError):
-            ours_base.merge(ours_other)
+    check_against(answer, lambda: ours_base.merge(ours_other).to_json(), f"{base} + {other}")
 
 
 @examples(800)
@@ -101,19 +78,7 @@ def test_arbitrary_text_never_crashes(oracle: Oracle, text: str) -> None:
     check_instruction(oracle, text)
 
 
-# Inputs that abort the Rust parser (panic = "abort"): we must reject them cleanly.
-PANICS = [
-    "submit",
-    "create_project",
-    "create_award",
-    "update_project",
-    "update_award",
-    "create_project p.portal",
-    "create_award p.portal",
-]
-
-
-@pytest.mark.parametrize("text", PANICS)
+@pytest.mark.parametrize("text", RUST_PANICS)
 def test_oracle_panics_are_grammar_errors(oracle: Oracle, text: str) -> None:
     answer = oracle.instruction(text)
     assert answer.crashed, "the wheel no longer aborts on this input"

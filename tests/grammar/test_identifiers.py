@@ -13,15 +13,12 @@ from broadgauge.grammar import (
     UserMapping,
 )
 
+from .cases import check_refused
+
 
 class TestPortalIdentifier:
     def test_trimmed(self) -> None:
         assert str(PortalIdentifier.parse("  brics\t")) == "brics"
-
-    @pytest.mark.parametrize("text", ["", "   ", "my portal", "a.b"])
-    def test_rejected(self, text: str) -> None:
-        with pytest.raises(GrammarError):
-            PortalIdentifier.parse(text)
 
     def test_rust_whitespace_not_python_whitespace(self) -> None:
         # U+001F is whitespace to Python's str.strip but not to Rust's trim.
@@ -38,11 +35,6 @@ class TestProjectIdentifier:
     def test_parts_are_trimmed_but_inner_spaces_kept(self) -> None:
         assert str(ProjectIdentifier.parse(" a b . portal ")) == "a b.portal"
 
-    @pytest.mark.parametrize("text", ["portal", "a.b.c", ".portal", "proj.", " . ", ""])
-    def test_rejected(self, text: str) -> None:
-        with pytest.raises(GrammarError):
-            ProjectIdentifier.parse(text)
-
     def test_case_sensitive(self) -> None:
         assert ProjectIdentifier.parse("P.portal") != ProjectIdentifier.parse("p.portal")
 
@@ -55,11 +47,6 @@ class TestUserIdentifier:
 
     def test_components_trimmed(self) -> None:
         assert str(UserIdentifier.parse("a . b . c")) == "a.b.c"
-
-    @pytest.mark.parametrize("text", ["a.b", "a.b.c.d", "a..c", ".b.c", "a.b. "])
-    def test_rejected(self, text: str) -> None:
-        with pytest.raises(GrammarError):
-            UserIdentifier.parse(text)
 
     def test_constructor_validates(self) -> None:
         with pytest.raises(GrammarError):
@@ -78,20 +65,5 @@ class TestMappings:
         assert mapping.project_mapping == ProjectMapping.parse("proj.portal:portal.proj")
         assert str(mapping) == "alice.proj.portal:alice.proj:portal.proj"
 
-    @pytest.mark.parametrize(
-        "text", ["p.portal:.bad", "p.portal:bad.", "p.portal:/g", "p.portal:g/", "p.portal: ", "p"]
-    )
-    def test_bad_project_mappings(self, text: str) -> None:
-        with pytest.raises(GrammarError):
-            ProjectMapping.parse(text)
-
-    @pytest.mark.parametrize(
-        "text", ["a.b.c:u", "a.b.c:u:g:x", "a.b.c::g", "a.b.c:.u:g", "a.b.c:u:g/", "a.b:u:g"]
-    )
-    def test_bad_user_mappings(self, text: str) -> None:
-        with pytest.raises(GrammarError):
-            UserMapping.parse(text)
-
     def test_error_names_the_offending_part(self) -> None:
-        with pytest.raises(GrammarError, match="local_group"):
-            ProjectMapping.parse("p.portal:.bad")
+        check_refused(ProjectMapping.parse, "p.portal:.bad", "local_group")

@@ -3,33 +3,41 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from broadgauge.grammar import decode_result, encode_result
 
+from .cases import examples
 from .oracle import Oracle
 from .result_strategies import ROUND_TRIP
 
-_SETTINGS = settings(
-    max_examples=40,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+TestOfOneType = Callable[..., None]
 
 
-@pytest.mark.parametrize("result_type", sorted(ROUND_TRIP))
-@_SETTINGS
-@given(data=st.data())
-def test_oracle_decodes_our_results(oracle: Oracle, result_type: str, data: st.DataObject) -> None:
-    """Our (result, result_type) decodes in the wheel; its re-encoding equals ours."""
+def for_each_result_type(test: TestOfOneType) -> TestOfOneType:
+    """Run ``test`` for every round-trippable result type, on 40 drawn values of each."""
+    test = examples(40)(given(data=st.data())(test))
+    return pytest.mark.parametrize("result_type", sorted(ROUND_TRIP))(test)
+
+
+def draw_encoded(data: st.DataObject, result_type: str) -> tuple[Any, str]:
+    """A drawn value of ``result_type`` and its ``result`` JSON text, as we encode it."""
     value = data.draw(ROUND_TRIP[result_type])
     text, name = encode_result(value, result_type)
-    assert name == result_type
-    answer = oracle.decode(text, name)
+    assert name == result_type and text is not None
+    return value, text
+
+
+@for_each_result_type
+def test_oracle_decodes_our_results(oracle: Oracle, result_type: str, data: st.DataObject) -> None:
+    """Our (result, result_type) decodes in the wheel; its re-encoding equals ours."""
+    value, text = draw_encoded(data, result_type)
+    answer = oracle.decode(text, result_type)
     assert answer.ok, answer.error
     if result_type == "bool":
         # Wheel quirk: Job.result returns a bool as the int 0/1, which its own
@@ -38,20 +46,16 @@ def test_oracle_decodes_our_results(oracle: Oracle, result_type: str, data: st.D
         return
     again = answer.value["reencoded"]
     # the display of sizes is lossy, so compare with our own decode+encode
-    expected, _ = encode_result(decode_result(text, name), name)
+    expected, _ = encode_result(decode_result(text, result_type), result_type)
     # Wheel quirk: Job.completed([]) always reports "Vec<UserIdentifier>".
-    assert again["result_type"] == ("Vec<UserIdentifier>" if value == [] else name)
+    assert again["result_type"] == ("Vec<UserIdentifier>" if value == [] else result_type)
     assert json.loads(again["result"]) == json.loads(expected or "null")
 
 
-@pytest.mark.parametrize("result_type", sorted(ROUND_TRIP))
-@_SETTINGS
-@given(data=st.data())
+@for_each_result_type
 def test_we_decode_oracle_results(oracle: Oracle, result_type: str, data: st.DataObject) -> None:
     """Values the wheel encodes with ``Job.completed`` decode with ``decode_result``."""
-    value = data.draw(ROUND_TRIP[result_type])
-    text, _ = encode_result(value, result_type)
-    assert text is not None
+    _, text = draw_encoded(data, result_type)
     built = oracle.encode(result_type, text)
     assert built.ok, built.error
     result, name = built.value["result"], built.value["result_type"]

@@ -18,22 +18,15 @@ from broadgauge.grammar import (
 )
 from broadgauge.grammar.calendar import Date
 
+from .cases import Parser, each
+
 MONDAY = dt.date(2026, 11, 23)
 
-
-class TestVolume:
-    def test_trimmed(self) -> None:
-        assert str(Volume.parse(" scratch ")) == "scratch"
-
-    @pytest.mark.parametrize("text", ["", "  ", "my vol"])
-    def test_rejected(self, text: str) -> None:
-        with pytest.raises(GrammarError):
-            Volume.parse(text)
-
-
-class TestStorageSize:
-    @pytest.mark.parametrize(
-        ("text", "shown"),
+#: (parser, text, canonical display)
+SHOWN = [
+    # binary units; Rust's "{:.2}" rounds the exact binary value half-to-even
+    *each(
+        StorageSize.parse,
         [
             ("100GB", "100.00 GB"),
             ("1TB", "1024.00 GB"),
@@ -52,15 +45,51 @@ class TestStorageSize:
             (".5KB", "512 B"),
             ("1.KB", "1024 B"),
         ],
-    )
-    def test_parse_and_display(self, text: str, shown: str) -> None:
-        assert str(StorageSize.parse(text)) == shown
+    ),
+    # chrono's lenient date syntax and its full year range
+    *each(
+        Date.parse,
+        [
+            ("+10000-01-01", "+10000-01-01"),
+            ("0000-01-01", "0000-01-01"),
+            ("-0004-02-29", "-0004-02-29"),
+            ("+2024-01-01", "2024-01-01"),
+            ("1-1-1", "0001-01-01"),
+            ("2024-\t1-05", "2024-01-05"),
+            ("+262142-12-31", "+262142-12-31"),
+            ("-262143-01-01", "-262143-01-01"),
+        ],
+    ),
+    # chrono's RFC 3339 forms, converted to UTC
+    *each(
+        Timestamp.parse,
+        [
+            ("2024-01-01T00:00:00+01:00", "2023-12-31T23:00:00Z"),
+            ("2024-01-01T00:00:00.5Z", "2024-01-01T00:00:00.500Z"),
+            ("2024-01-01T00:00:00.1234Z", "2024-01-01T00:00:00.123400Z"),
+            ("2024-01-01T00:00:00.123456789123Z", "2024-01-01T00:00:00.123456789Z"),
+            ("2024-01-01 00:00:00z", "2024-01-01T00:00:00Z"),
+            ("2024-01-01T00:00:00-0130", "2024-01-01T01:30:00Z"),
+            ("2024-01-01T00:00:00UTC", "2024-01-01T00:00:00Z"),
+            ("2016-12-31T23:59:60Z", "2016-12-31T23:59:60Z"),
+            ("0001-01-01T00:00:00+01:00", "0000-12-31T23:00:00Z"),
+            (" 2024 -01-01T00 :00:00 Z ", "2024-01-01T00:00:00Z"),
+        ],
+    ),
+]
 
-    @pytest.mark.parametrize("text", ["1024", "5GiB", "1e3GB", "-5GB", "1,5GB", ".GB", "1.2.3GB"])
-    def test_rejected(self, text: str) -> None:
-        with pytest.raises(GrammarError):
-            StorageSize.parse(text)
 
+@pytest.mark.parametrize(("parse", "text", "shown"), SHOWN)
+def test_canonical_display(parse: Parser, text: str, shown: str) -> None:
+    assert str(parse(text)) == shown
+
+
+class TestVolume:
+    def test_trimmed(self) -> None:
+        assert str(Volume.parse(" scratch ")) == "scratch"
+
+
+class TestStorageSize:
     def test_unknown_unit_is_named(self) -> None:
         with pytest.raises(GrammarError, match="Unknown unit ''"):
             StorageSize.parse("1024")
@@ -115,13 +144,6 @@ class TestUsage:
     def test_parse(self, text: str, seconds: int) -> None:
         assert Usage.parse(text).seconds == seconds
 
-    @pytest.mark.parametrize(
-        "text", ["", "ten", "-1", "1.5", "10 fortnights", "18446744073709551616"]
-    )
-    def test_rejected(self, text: str) -> None:
-        with pytest.raises(GrammarError):
-            Usage.parse(text)
-
     def test_wraps_like_release_rust(self) -> None:
         assert Usage.parse("18446744073709551615 h").seconds == 18446744073709548016
 
@@ -170,44 +192,12 @@ class TestDateRange:
         # start > end is kept as written
         assert str(DateRange.parse("2024-03-05:2024-03-01")) == "2024-03-05:2024-03-01"
 
-    @pytest.mark.parametrize(
-        "text",
-        ["", "2024-02-30", "2024-01-05:", "a:b", "2024-01-01:2024-01-02:2024-01-03", "next_week"],
-    )
-    def test_rejected(self, text: str) -> None:
-        with pytest.raises(GrammarError):
-            DateRange.parse(text)
-
     def test_days(self) -> None:
         days = DateRange.parse("2024-02-28:2024-03-01").days()
         assert [str(d) for d in days] == ["2024-02-28", "2024-02-29", "2024-03-01"]
 
 
 class TestChronoDates:
-    @pytest.mark.parametrize(
-        ("text", "shown"),
-        [
-            ("+10000-01-01", "+10000-01-01"),
-            ("0000-01-01", "0000-01-01"),
-            ("-0004-02-29", "-0004-02-29"),
-            ("+2024-01-01", "2024-01-01"),
-            ("1-1-1", "0001-01-01"),
-            ("2024-\t1-05", "2024-01-05"),
-            ("+262142-12-31", "+262142-12-31"),
-            ("-262143-01-01", "-262143-01-01"),
-        ],
-    )
-    def test_lenient_syntax_and_range(self, text: str, shown: str) -> None:
-        assert str(Date.parse(text)) == shown
-
-    @pytest.mark.parametrize(
-        "text",
-        ["-0001-02-29", "99999-01-01", "02024-01-01", "2024-001-05", "+262143-01-01", "2024- 1"],
-    )
-    def test_rejected(self, text: str) -> None:
-        with pytest.raises(GrammarError):
-            Date.parse(text)
-
     def test_weekday_and_arithmetic(self) -> None:
         monday = Date.from_python(MONDAY)
         assert monday.weekday == 0
@@ -216,41 +206,6 @@ class TestChronoDates:
 
 
 class TestTimestamp:
-    @pytest.mark.parametrize(
-        ("text", "shown"),
-        [
-            ("2024-01-01T00:00:00+01:00", "2023-12-31T23:00:00Z"),
-            ("2024-01-01T00:00:00.5Z", "2024-01-01T00:00:00.500Z"),
-            ("2024-01-01T00:00:00.1234Z", "2024-01-01T00:00:00.123400Z"),
-            ("2024-01-01T00:00:00.123456789123Z", "2024-01-01T00:00:00.123456789Z"),
-            ("2024-01-01 00:00:00z", "2024-01-01T00:00:00Z"),
-            ("2024-01-01T00:00:00-0130", "2024-01-01T01:30:00Z"),
-            ("2024-01-01T00:00:00UTC", "2024-01-01T00:00:00Z"),
-            ("2016-12-31T23:59:60Z", "2016-12-31T23:59:60Z"),
-            ("0001-01-01T00:00:00+01:00", "0000-12-31T23:00:00Z"),
-            (" 2024 -01-01T00 :00:00 Z ", "2024-01-01T00:00:00Z"),
-        ],
-    )
-    def test_chrono_forms(self, text: str, shown: str) -> None:
-        assert str(Timestamp.parse(text)) == shown
-
-    @pytest.mark.parametrize(
-        "text",
-        [
-            "2024-01-01T00:00Z",
-            "2024-01-01T00:00:00+01",
-            "2024-01-01T00:00:00+24:00",
-            "2024-01-01T24:00:00Z",
-            "2024-01-01T00:00:00.Z",
-            "2024-01-01",
-            "2024-01-01T00:00:00",
-            "2024-01-01T00:00:00Zjunk",
-        ],
-    )
-    def test_rejected(self, text: str) -> None:
-        with pytest.raises(GrammarError):
-            Timestamp.parse(text)
-
     def test_ordering(self) -> None:
         early = Timestamp.parse("2024-01-01T00:00:00Z")
         late = Timestamp.parse("2024-01-01T00:00:00.1Z")

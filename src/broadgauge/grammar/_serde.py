@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._text import U64_MAX, Pairs, has_lone_surrogate, is_array
+from broadgauge.text import has_lone_surrogate
+
+from ._text import U64_MAX, Pairs, is_array
 from .errors import GrammarError
 
 __all__ = ["map_value", "string_value", "struct_fields", "u64_value"]

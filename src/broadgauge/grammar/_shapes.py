@@ -1,19 +1,22 @@
 """Building blocks of :mod:`broadgauge.grammar.instructions`.
 
 The :class:`Instruction` base class (with the keyword dispatch of
-``Instruction.parse``) and the private "shape" base classes that implement
-parsing for each argument layout: identifiers taken from the rest of the line,
-single tokens, ``<subject> <volume> [limit]`` and ``<subject> [date range]``.
-Concrete instructions live in :mod:`broadgauge.grammar.instructions`, which
-registers them in :data:`REGISTRY`.
+``Instruction.parse``) reads and writes every instruction from a table: each
+instruction class lists its arguments as :class:`_Arg` entries, and the base
+class splits, checks, parses and renders them.  The private "shape" classes
+below declare the typed fields of each argument layout (identifiers taken from
+the rest of the line, single tokens, ``<subject> <volume> [limit]`` and
+``<subject> [date range]``); concrete instructions in
+:mod:`broadgauge.grammar.instructions` subclass a shape with their keyword and
+register themselves in :data:`REGISTRY`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import ClassVar, TypeVar
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
 from .award import AwardDetails
 from .destination import Destinations
@@ -29,18 +32,10 @@ from .values import DateRange, QuotaLimit, Volume
 
 __all__ = ["REGISTRY", "Instruction"]
 
-_T = TypeVar("_T")
+Identifier = UserIdentifier | ProjectIdentifier | PortalIdentifier
 
-#: keyword (including aliases) -> instruction class; filled by ``instructions``
+#: keyword (including aliases) -> instruction class; filled as classes are defined
 REGISTRY: dict[str, type[Instruction]] = {}
-
-
-def _arg(keyword: str, what: str, text: str, parser: Callable[[str], _T]) -> _T:
-    """Parse one argument, re-raising with the keyword and token named."""
-    try:
-        return parser(text)
-    except GrammarError as exc:
-        raise GrammarError(f"{keyword} failed to parse {what} {text!r}: {exc}") from None
 
 
 def _need(keyword: str, parts: list[str], count: int, usage: str) -> None:
@@ -50,14 +45,99 @@ def _need(keyword: str, parts: list[str], count: int, usage: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class _Arg:
+    """How one argument of an instruction is read and which field it fills.
+
+    Argument ``i`` (counting from 1 after the keyword) is ``parts[i]``, or with
+    ``rest`` the tokens from ``i`` on re-joined with single spaces.  Every
+    ``required`` argument must be there (an error quoting ``usage`` otherwise);
+    a missing optional token falls back to the class's ``default_range``.
+    ``parse`` gets the text (and ``today=`` when ``dated``); its error is
+    reported as ``<keyword> failed to parse <label> ...``.  ``identity`` picks
+    the identifier the portal check inspects from the value.
+    """
+
+    field: str
+    parse: Callable[..., Any]
+    label: str = ""
+    usage: str = ""
+    rest: bool = False
+    required: bool = True
+    dated: bool = False
+    identity: Callable[[Any], Identifier] | None = None
+
+    def __post_init__(self) -> None:
+        label = self.label or self.field
+        object.__setattr__(self, "label", label)
+        object.__setattr__(self, "usage", self.usage or f"<{label}>")
+
+    def read(self, keyword: str, text: str, today: _dt.date | None) -> Any:
+        """Parse this argument from ``text``, naming the keyword and token on error."""
+        try:
+            return self.parse(text, today=today) if self.dated else self.parse(text)
+        except GrammarError as exc:
+            raise GrammarError(f"{keyword} failed to parse {self.label} {text!r}: {exc}") from None
+
+
+def _itself(value: Identifier) -> Identifier:
+    return value
+
+
+_USER = _Arg("user", UserIdentifier.parse, identity=_itself)
+_PROJECT = _Arg("project", ProjectIdentifier.parse, identity=_itself)
+_PORTAL = _Arg("portal", PortalIdentifier.parse, identity=_itself)
+_USER_MAPPING = _Arg("mapping", UserMapping.parse, identity=lambda mapping: mapping.user)
+_PROJECT_MAPPING = _Arg("mapping", ProjectMapping.parse, identity=lambda mapping: mapping.project)
+_OFFERINGS = _Arg("offerings", Destinations.parse)
+_VOLUME = _Arg("volume", Volume.parse)
+_LIMIT = _Arg("limit", QuotaLimit.parse, label="quota", usage="<limit>", rest=True)
+_RANGE = _Arg(
+    "date_range",
+    DateRange.parse,
+    label="date range",
+    usage="[date range]",
+    required=False,
+    dated=True,
+)
+_DETAILS = _Arg("details", AwardDetails.parse, usage="<details-json>", rest=True)
+
+
+def _whole_line(arg: _Arg) -> _Arg:
+    """``arg`` read from everything after the keyword, with no count check (as Rust)."""
+    return replace(arg, rest=True, required=False)
+
+
 class Instruction:
-    """Base class of every instruction; use :meth:`parse` to build one."""
+    """Base class of every instruction; use :meth:`parse` to build one.
+
+    A subclass names its keyword (and which identifier the portal check
+    inspects) in its class statement, ``class AddUser(_UserRest,
+    keyword="add_user", check="user")``, and is registered for :meth:`parse`.
+    """
 
     keyword: ClassVar[str]
     #: which identifier the bridge/portal "portal check" inspects (notes §4.4)
     portal_check: ClassVar[str | None] = None
+    #: the arguments after the keyword, in field order
+    _args: ClassVar[tuple[_Arg, ...]] = ()
+    #: how many of them must be present (worked out once per class)
+    _required: ClassVar[int] = 0
+    #: the range a report instruction covers when none is given
+    default_range: ClassVar[str]
 
     __slots__ = ()
+
+    def __init_subclass__(
+        cls, *, keyword: str | None = None, check: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._required = sum(arg.required for arg in cls._args)
+        if check is not None:
+            cls.portal_check = check
+        if keyword is not None:
+            cls.keyword = keyword
+            REGISTRY[keyword] = cls
 
     @staticmethod
     def parse(text: str, *, today: _dt.date | None = None) -> Instruction:
@@ -71,426 +151,216 @@ class Instruction:
 
     @classmethod
     def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        raise NotImplementedError
+        """Check the token count, then parse each argument in order (surplus is ignored)."""
+        keyword = cls.keyword
+        # Every job's command is parsed at every hop: the common shapes take a fast path.
+        if len(parts) <= cls._required:
+            _need(keyword, parts, 1 + cls._required, cls._usage())
+        values = []
+        index = 1
+        for arg in cls._args:
+            if arg.rest:
+                text = " ".join(parts[index:])
+            else:
+                text = parts[index] if index < len(parts) else cls.default_range
+            values.append(arg.read(keyword, text, today))
+            index += 1
+        return cls(*values)
+
+    @classmethod
+    def _usage(cls) -> str:
+        return " ".join(arg.usage for arg in cls._args)
 
     def arguments(self) -> list[str]:
         """The canonical argument strings (as Rust ``Instruction::arguments``)."""
-        raise NotImplementedError
+        return [str(getattr(self, arg.field)) for arg in self._args]
 
     @property
     def command(self) -> str:
         """The canonical keyword (aliases are normalised)."""
         return self.keyword
 
-    def _identity(self) -> UserIdentifier | ProjectIdentifier | PortalIdentifier | None:
-        return None
-
-    def checked_identifier(self) -> UserIdentifier | ProjectIdentifier | PortalIdentifier | None:
+    def checked_identifier(self) -> Identifier | None:
         """The identifier whose portal the portal check (notes §4.4) compares.
 
         ``None`` for instructions the check does not cover.
         """
-        return None if self.portal_check is None else self._identity()
+        if self.portal_check is None:
+            return None
+        subject = self._args[0]
+        assert subject.identity is not None
+        return subject.identity(getattr(self, subject.field))
 
     def __str__(self) -> str:
         return " ".join([self.keyword, *self.arguments()])
 
 
-# --- shapes: one identifier / mapping taken from "the rest" ----------------------
+# --- shapes: the subject of an instruction (its first argument's field) -----------------
+#
+# Each layout below adds its fields to a subject (``<subject> <volume>``, then
+# ``<subject> <volume> <limit>``...) and lists how all its arguments are read.
 
 
 @dataclass(frozen=True)
-class _UserRest(Instruction):
+class _User(Instruction):
     user: UserIdentifier
 
-    @classmethod
-    def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        return cls(_arg(cls.keyword, "user", " ".join(parts[1:]), UserIdentifier.parse))
-
-    def arguments(self) -> list[str]:
-        return [str(self.user)]
-
-    def _identity(self) -> UserIdentifier:
-        return self.user
-
 
 @dataclass(frozen=True)
-class _ProjectRest(Instruction):
+class _Project(Instruction):
     project: ProjectIdentifier
 
-    @classmethod
-    def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        return cls(_arg(cls.keyword, "project", " ".join(parts[1:]), ProjectIdentifier.parse))
-
-    def arguments(self) -> list[str]:
-        return [str(self.project)]
-
-    def _identity(self) -> ProjectIdentifier:
-        return self.project
-
 
 @dataclass(frozen=True)
-class _PortalRest(Instruction):
+class _Portal(Instruction):
     portal: PortalIdentifier
 
-    @classmethod
-    def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        return cls(_arg(cls.keyword, "portal", " ".join(parts[1:]), PortalIdentifier.parse))
-
-    def arguments(self) -> list[str]:
-        return [str(self.portal)]
-
-    def _identity(self) -> PortalIdentifier:
-        return self.portal
-
 
 @dataclass(frozen=True)
-class _UserMappingRest(Instruction):
+class _UserMapping(Instruction):
     mapping: UserMapping
 
-    @classmethod
-    def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        return cls(_arg(cls.keyword, "mapping", " ".join(parts[1:]), UserMapping.parse))
-
-    def arguments(self) -> list[str]:
-        return [str(self.mapping)]
-
-    def _identity(self) -> UserIdentifier:
-        return self.mapping.user
-
 
 @dataclass(frozen=True)
-class _ProjectMappingRest(Instruction):
+class _ProjectMapping(Instruction):
     mapping: ProjectMapping
 
-    @classmethod
-    def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        return cls(_arg(cls.keyword, "mapping", " ".join(parts[1:]), ProjectMapping.parse))
 
-    def arguments(self) -> list[str]:
-        return [str(self.mapping)]
+# --- shapes: the subject taken from the rest of the line ------------------------------
 
-    def _identity(self) -> ProjectIdentifier:
-        return self.mapping.project
+
+class _UserRest(_User):
+    _args = (_whole_line(_USER),)
+
+
+class _ProjectRest(_Project):
+    _args = (_whole_line(_PROJECT),)
+
+
+class _PortalRest(_Portal):
+    _args = (_whole_line(_PORTAL),)
+
+
+class _UserMappingRest(_UserMapping):
+    _args = (_whole_line(_USER_MAPPING),)
+
+
+class _ProjectMappingRest(_ProjectMapping):
+    _args = (_whole_line(_PROJECT_MAPPING),)
 
 
 @dataclass(frozen=True)
 class _DestinationsRest(Instruction):
     offerings: Destinations
-
-    @classmethod
-    def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        return cls(_arg(cls.keyword, "offerings", " ".join(parts[1:]), Destinations.parse))
-
-    def arguments(self) -> list[str]:
-        return [str(self.offerings)]
+    _args = (_whole_line(_OFFERINGS),)
 
 
-# --- shapes: single tokens ----------------------------------------------------------
+# --- shapes: the subject as a single token --------------------------------------------
 
 
-@dataclass(frozen=True)
-class _ProjectToken(Instruction):
-    project: ProjectIdentifier
+class _ProjectToken(_Project):
+    _args = (_PROJECT,)
 
-    @classmethod
-    def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        _need(cls.keyword, parts, 2, "<project>")
-        return cls(_arg(cls.keyword, "project", parts[1], ProjectIdentifier.parse))
 
-    def arguments(self) -> list[str]:
-        return [str(self.project)]
+class _UserToken(_User):
+    _args = (_USER,)
 
-    def _identity(self) -> ProjectIdentifier:
-        return self.project
+
+class _ProjectMappingToken(_ProjectMapping):
+    _args = (_PROJECT_MAPPING,)
+
+
+class _UserMappingToken(_UserMapping):
+    _args = (_USER_MAPPING,)
+
+
+# --- shapes: <subject> <volume>, then <subject> <volume> <limit...> -------------------
 
 
 @dataclass(frozen=True)
-class _UserToken(Instruction):
-    user: UserIdentifier
-
-    @classmethod
-    def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        _need(cls.keyword, parts, 2, "<user>")
-        return cls(_arg(cls.keyword, "user", parts[1], UserIdentifier.parse))
-
-    def arguments(self) -> list[str]:
-        return [str(self.user)]
-
-    def _identity(self) -> UserIdentifier:
-        return self.user
-
-
-@dataclass(frozen=True)
-class _ProjectMappingToken(Instruction):
-    mapping: ProjectMapping
-
-    @classmethod
-    def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        _need(cls.keyword, parts, 2, "<mapping>")
-        return cls(_arg(cls.keyword, "mapping", parts[1], ProjectMapping.parse))
-
-    def arguments(self) -> list[str]:
-        return [str(self.mapping)]
-
-    def _identity(self) -> ProjectIdentifier:
-        return self.mapping.project
-
-
-@dataclass(frozen=True)
-class _UserMappingToken(Instruction):
-    mapping: UserMapping
-
-    @classmethod
-    def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        _need(cls.keyword, parts, 2, "<mapping>")
-        return cls(_arg(cls.keyword, "mapping", parts[1], UserMapping.parse))
-
-    def arguments(self) -> list[str]:
-        return [str(self.mapping)]
-
-    def _identity(self) -> UserIdentifier:
-        return self.mapping.user
-
-
-@dataclass(frozen=True)
-class _ProjectVolume(Instruction):
-    project: ProjectIdentifier
+class _ProjectVolume(_Project):
     volume: Volume
-
-    @classmethod
-    def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        _need(cls.keyword, parts, 3, "<project> <volume>")
-        project = _arg(cls.keyword, "project", parts[1], ProjectIdentifier.parse)
-        return cls(project, _arg(cls.keyword, "volume", parts[2], Volume.parse))
-
-    def arguments(self) -> list[str]:
-        return [str(self.project), str(self.volume)]
-
-    def _identity(self) -> ProjectIdentifier:
-        return self.project
+    _args: ClassVar[tuple[_Arg, ...]] = (_PROJECT, _VOLUME)  # extended below
 
 
 @dataclass(frozen=True)
-class _UserVolume(Instruction):
-    user: UserIdentifier
+class _UserVolume(_User):
     volume: Volume
-
-    @classmethod
-    def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        _need(cls.keyword, parts, 3, "<user> <volume>")
-        user = _arg(cls.keyword, "user", parts[1], UserIdentifier.parse)
-        return cls(user, _arg(cls.keyword, "volume", parts[2], Volume.parse))
-
-    def arguments(self) -> list[str]:
-        return [str(self.user), str(self.volume)]
-
-    def _identity(self) -> UserIdentifier:
-        return self.user
+    _args: ClassVar[tuple[_Arg, ...]] = (_USER, _VOLUME)  # extended below
 
 
 @dataclass(frozen=True)
-class _ProjectMappingVolume(Instruction):
-    mapping: ProjectMapping
+class _ProjectMappingVolume(_ProjectMapping):
     volume: Volume
-
-    @classmethod
-    def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        _need(cls.keyword, parts, 3, "<mapping> <volume>")
-        mapping = _arg(cls.keyword, "mapping", parts[1], ProjectMapping.parse)
-        return cls(mapping, _arg(cls.keyword, "volume", parts[2], Volume.parse))
-
-    def arguments(self) -> list[str]:
-        return [str(self.mapping), str(self.volume)]
-
-    def _identity(self) -> ProjectIdentifier:
-        return self.mapping.project
+    _args: ClassVar[tuple[_Arg, ...]] = (_PROJECT_MAPPING, _VOLUME)  # extended below
 
 
 @dataclass(frozen=True)
-class _UserMappingVolume(Instruction):
-    mapping: UserMapping
+class _UserMappingVolume(_UserMapping):
     volume: Volume
-
-    @classmethod
-    def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        _need(cls.keyword, parts, 3, "<mapping> <volume>")
-        mapping = _arg(cls.keyword, "mapping", parts[1], UserMapping.parse)
-        return cls(mapping, _arg(cls.keyword, "volume", parts[2], Volume.parse))
-
-    def arguments(self) -> list[str]:
-        return [str(self.mapping), str(self.volume)]
-
-    def _identity(self) -> UserIdentifier:
-        return self.mapping.user
-
-
-def _limit(keyword: str, parts: list[str]) -> QuotaLimit:
-    return _arg(keyword, "quota", " ".join(parts[3:]), QuotaLimit.parse)
+    _args: ClassVar[tuple[_Arg, ...]] = (_USER_MAPPING, _VOLUME)  # extended below
 
 
 @dataclass(frozen=True)
-class _ProjectVolumeLimit(Instruction):
-    project: ProjectIdentifier
-    volume: Volume
+class _ProjectVolumeLimit(_ProjectVolume):
     limit: QuotaLimit
-
-    @classmethod
-    def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        _need(cls.keyword, parts, 4, "<project> <volume> <limit>")
-        project = _arg(cls.keyword, "project", parts[1], ProjectIdentifier.parse)
-        volume = _arg(cls.keyword, "volume", parts[2], Volume.parse)
-        return cls(project, volume, _limit(cls.keyword, parts))
-
-    def arguments(self) -> list[str]:
-        return [str(self.project), str(self.volume), str(self.limit)]
-
-    def _identity(self) -> ProjectIdentifier:
-        return self.project
+    _args = (*_ProjectVolume._args, _LIMIT)
 
 
 @dataclass(frozen=True)
-class _UserVolumeLimit(Instruction):
-    user: UserIdentifier
-    volume: Volume
+class _UserVolumeLimit(_UserVolume):
     limit: QuotaLimit
-
-    @classmethod
-    def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        _need(cls.keyword, parts, 4, "<user> <volume> <limit>")
-        user = _arg(cls.keyword, "user", parts[1], UserIdentifier.parse)
-        volume = _arg(cls.keyword, "volume", parts[2], Volume.parse)
-        return cls(user, volume, _limit(cls.keyword, parts))
-
-    def arguments(self) -> list[str]:
-        return [str(self.user), str(self.volume), str(self.limit)]
-
-    def _identity(self) -> UserIdentifier:
-        return self.user
+    _args = (*_UserVolume._args, _LIMIT)
 
 
 @dataclass(frozen=True)
-class _ProjectMappingVolumeLimit(Instruction):
-    mapping: ProjectMapping
-    volume: Volume
+class _ProjectMappingVolumeLimit(_ProjectMappingVolume):
     limit: QuotaLimit
-
-    @classmethod
-    def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        _need(cls.keyword, parts, 4, "<mapping> <volume> <limit>")
-        mapping = _arg(cls.keyword, "mapping", parts[1], ProjectMapping.parse)
-        volume = _arg(cls.keyword, "volume", parts[2], Volume.parse)
-        return cls(mapping, volume, _limit(cls.keyword, parts))
-
-    def arguments(self) -> list[str]:
-        return [str(self.mapping), str(self.volume), str(self.limit)]
-
-    def _identity(self) -> ProjectIdentifier:
-        return self.mapping.project
+    _args = (*_ProjectMappingVolume._args, _LIMIT)
 
 
 @dataclass(frozen=True)
-class _UserMappingVolumeLimit(Instruction):
-    mapping: UserMapping
-    volume: Volume
+class _UserMappingVolumeLimit(_UserMappingVolume):
     limit: QuotaLimit
-
-    @classmethod
-    def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        _need(cls.keyword, parts, 4, "<mapping> <volume> <limit>")
-        mapping = _arg(cls.keyword, "mapping", parts[1], UserMapping.parse)
-        volume = _arg(cls.keyword, "volume", parts[2], Volume.parse)
-        return cls(mapping, volume, _limit(cls.keyword, parts))
-
-    def arguments(self) -> list[str]:
-        return [str(self.mapping), str(self.volume), str(self.limit)]
-
-    def _identity(self) -> UserIdentifier:
-        return self.mapping.user
+    _args = (*_UserMappingVolume._args, _LIMIT)
 
 
-def _range(keyword: str, parts: list[str], default: str, today: _dt.date | None) -> DateRange:
-    text = parts[2] if len(parts) > 2 else default
-    return _arg(keyword, "date range", text, lambda t: DateRange.parse(t, today=today))
+# --- shapes: <subject> [date range] -------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _ReportInstruction(Instruction):
-    """Shared behaviour of the report instructions (``<subject> [range]``)."""
-
-    default_range: ClassVar[str]
-
-    def _subject(self) -> str:
-        raise NotImplementedError
-
-    def _range(self) -> DateRange:
-        raise NotImplementedError
-
-    def arguments(self) -> list[str]:
-        return [self._subject(), str(self._range())]
+class _ProjectReport(_Project):
+    date_range: DateRange
+    _args = (_PROJECT, _RANGE)
 
 
 @dataclass(frozen=True)
-class _ProjectDetailsInstruction(Instruction):
-    project: ProjectIdentifier
+class _PortalReport(_Portal):
+    date_range: DateRange
+    _args = (_PORTAL, _RANGE)
+
+
+@dataclass(frozen=True)
+class _ProjectMappingReport(_ProjectMapping):
+    date_range: DateRange
+    _args = (_PROJECT_MAPPING, _RANGE)
+
+
+# --- the award-details shape (create_project, update_project) ----------------------
+
+
+@dataclass(frozen=True)
+class _ProjectDetailsInstruction(_Project):
     details: AwardDetails
     portal_check = "project"
+    _args = (_PROJECT, _DETAILS)
 
     @classmethod
     def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
         # Rust panics (aborting the process) for fewer than two tokens and, for
         # create_*, when the details are missing; here both are plain errors.
-        _need(cls.keyword, parts, 2, "<project> <details-json>")
-        project = _arg(cls.keyword, "project", parts[1], ProjectIdentifier.parse)
-        rest = " ".join(parts[2:])
+        _need(cls.keyword, parts, 2, cls._usage())
+        project = _PROJECT.read(cls.keyword, parts[1], today)
         if len(parts) == 2:
             raise GrammarError(f"{cls.keyword} failed to parse: no award details for {project}")
-        return cls(project, _arg(cls.keyword, "details", rest, AwardDetails.parse))
-
-    def arguments(self) -> list[str]:
-        return [str(self.project), str(self.details)]
-
-    def _identity(self) -> ProjectIdentifier:
-        return self.project
-
-
-@dataclass(frozen=True)
-class _ProjectReport(_ReportInstruction):
-    project: ProjectIdentifier
-    date_range: DateRange
-
-    @classmethod
-    def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        _need(cls.keyword, parts, 2, "<project> [date range]")
-        project = _arg(cls.keyword, "project", parts[1], ProjectIdentifier.parse)
-        return cls(project, _range(cls.keyword, parts, cls.default_range, today))
-
-    def _subject(self) -> str:
-        return str(self.project)
-
-    def _range(self) -> DateRange:
-        return self.date_range
-
-    def _identity(self) -> ProjectIdentifier:
-        return self.project
-
-
-@dataclass(frozen=True)
-class _PortalReport(_ReportInstruction):
-    portal: PortalIdentifier
-    date_range: DateRange
-
-    @classmethod
-    def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        _need(cls.keyword, parts, 2, "<portal> [date range]")
-        portal = _arg(cls.keyword, "portal", parts[1], PortalIdentifier.parse)
-        return cls(portal, _range(cls.keyword, parts, cls.default_range, today))
-
-    def _subject(self) -> str:
-        return str(self.portal)
-
-    def _range(self) -> DateRange:
-        return self.date_range
-
-    def _identity(self) -> PortalIdentifier:
-        return self.portal
+        return cls(project, _DETAILS.read(cls.keyword, " ".join(parts[2:]), today))

@@ -180,6 +180,31 @@ def json_loads(text: str) -> Any:
     def fail(message: str) -> JsonSyntaxError:
         return JsonSyntaxError(f"{message} at offset {pos}")
 
+    def read_key() -> str:
+        """Read ``"key" :`` at ``pos``, leaving ``pos`` after the colon."""
+        nonlocal pos
+        if pos >= length or text[pos] != '"':
+            raise fail("expected a key")
+        key, pos = _scan_string(text, pos + 1)
+        pos = skip(pos)
+        if pos >= length or text[pos] != ":":
+            raise fail("expected ':'")
+        pos += 1
+        return key
+
+    def attach(value: Any) -> bool:
+        """Add a finished value to the open container; True if it is the document."""
+        if not stack:
+            return True
+        frame, pending = stack[-1]
+        if isinstance(frame, Pairs):
+            key = pending[0]
+            assert key is not None
+            frame.append((key, value))
+        else:
+            frame.append(value)
+        return False
+
     expect_value = True
     while True:
         pos = skip(pos)
@@ -195,15 +220,7 @@ def json_loads(text: str) -> Any:
                     pos += 1
                     value = container
                 else:
-                    stack.append((container, [None]))
-                    if pos >= length or text[pos] != '"':
-                        raise fail("expected a key")
-                    key, pos = _scan_string(text, pos + 1)
-                    pos = skip(pos)
-                    if pos >= length or text[pos] != ":":
-                        raise fail("expected ':'")
-                    pos += 1
-                    stack[-1][1][0] = key
+                    stack.append((container, [read_key()]))
                     continue
             elif ch == "[":
                 pos = skip(pos + 1)
@@ -229,17 +246,9 @@ def json_loads(text: str) -> Any:
                         break
                 else:
                     raise fail("expected value")
-            # attach the finished value
-            if not stack:
+            if attach(value):
                 result = value
                 break
-            frame, pending = stack[-1]
-            if isinstance(frame, Pairs):
-                key_text = pending[0]
-                assert key_text is not None
-                frame.append((key_text, value))
-            else:
-                frame.append(value)
             expect_value = False
             continue
         # after a value inside a container: ',' or the closing bracket
@@ -248,30 +257,15 @@ def json_loads(text: str) -> Any:
         if pos < length and text[pos] == ",":
             pos = skip(pos + 1)
             if isinstance(frame, Pairs):
-                if pos >= length or text[pos] != '"':
-                    raise fail("expected a key")
-                key, pos = _scan_string(text, pos + 1)
-                pos = skip(pos)
-                if pos >= length or text[pos] != ":":
-                    raise fail("expected ':'")
-                pos += 1
-                pending[0] = key
+                pending[0] = read_key()
             expect_value = True
             continue
         if pos < length and text[pos] == closing:
             pos += 1
             stack.pop()
-            finished: Any = frame
-            if not stack:
-                result = finished
+            if attach(frame):
+                result = frame
                 break
-            parent, parent_pending = stack[-1]
-            if isinstance(parent, Pairs):
-                parent_key = parent_pending[0]
-                assert parent_key is not None
-                parent.append((parent_key, finished))
-            else:
-                parent.append(finished)
             continue
         raise fail(f"expected ',' or {closing!r}")
     pos = skip(pos)
@@ -285,8 +279,3 @@ def _scan_string(text: str, start: int) -> tuple[str, int]:
         return json.decoder.scanstring(text, start, True)  # type: ignore[attr-defined,no-any-return]
     except json.JSONDecodeError as exc:
         raise JsonSyntaxError(exc.msg) from None
-
-
-def has_lone_surrogate(text: str) -> bool:
-    """serde_json refuses unpaired surrogate escapes in strings it decodes."""
-    return any(0xD800 <= ord(ch) <= 0xDFFF for ch in text)

@@ -129,20 +129,17 @@ def _scan_ymd(scanner: _Scanner, space_between: bool) -> tuple[int, int, int] | 
     year = scanner.year()
     if year is None:
         return None
-    if space_between:
-        scanner.skip_space()
-    if not scanner.literal("-"):
-        return None
-    month = scanner.number(2)
-    if month is None:
-        return None
-    if space_between:
-        scanner.skip_space()
-    if not scanner.literal("-"):
-        return None
-    day = scanner.number(2)
-    if day is None:
-        return None
+    numbers = [year]
+    for _ in range(2):  # "-" month, then "-" day
+        if space_between:
+            scanner.skip_space()
+        if not scanner.literal("-"):
+            return None
+        number = scanner.number(2)
+        if number is None:
+            return None
+        numbers.append(number)
+    year, month, day = numbers
     return (year, month, day)
 
 

@@ -18,7 +18,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._text import has_lone_surrogate, is_array, rust_trim
+from broadgauge.text import has_lone_surrogate
+
+from ._text import is_array, rust_trim
 from .errors import GrammarError
 
 __all__ = ["Destination", "Destinations", "Position"]

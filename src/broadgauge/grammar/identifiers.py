@@ -30,11 +30,28 @@ __all__ = [
 ]
 
 
-def _component(value: str, kind: str, what: str, original: str) -> str:
-    trimmed = rust_trim(value)
-    if not trimmed:
-        raise GrammarError(f"Invalid {kind} - {what} cannot be empty {original!r}")
-    return trimmed
+def _split(text: str, separator: str, kind: str, count: int) -> list[str]:
+    parts = text.split(separator)
+    if len(parts) != count:
+        needs = "one" if count == 2 else "two"
+        raise GrammarError(f"Invalid {kind}: {text!r} needs exactly {needs} {separator!r}")
+    return parts
+
+
+def _dotted(text: str, kind: str, names: tuple[str, ...]) -> list[str]:
+    """The ``.``-separated parts of an identifier, each trimmed and non-empty."""
+    parts = _split(text, ".", kind, len(names))
+    for index, (part, what) in enumerate(zip(parts, names, strict=True)):
+        parts[index] = rust_trim(part)
+        if not parts[index]:
+            raise GrammarError(f"Invalid {kind} - {what} cannot be empty {text!r}")
+    return parts
+
+
+def _check_components(kind: str, *parts: str) -> None:
+    for part in parts:
+        if not part or part != rust_trim(part) or "." in part:
+            raise GrammarError(f"Invalid {kind} component {part!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,19 +93,12 @@ class ProjectIdentifier:
     portal: str
 
     def __post_init__(self) -> None:
-        for part in (self.project, self.portal):
-            if not part or part != rust_trim(part) or "." in part:
-                raise GrammarError(f"Invalid ProjectIdentifier component {part!r}")
+        _check_components("ProjectIdentifier", self.project, self.portal)
 
     @classmethod
     def parse(cls, text: str) -> ProjectIdentifier:
         """Parse ``project.portal``; each part is trimmed and must be non-empty."""
-        parts = text.split(".")
-        if len(parts) != 2:
-            raise GrammarError(f"Invalid ProjectIdentifier: {text!r} needs exactly one '.'")
-        project = _component(parts[0], "ProjectIdentifier", "project", text)
-        portal = _component(parts[1], "ProjectIdentifier", "portal", text)
-        return cls(project, portal)
+        return cls(*_dotted(text, "ProjectIdentifier", ("project", "portal")))
 
     @property
     def portal_identifier(self) -> PortalIdentifier:
@@ -108,20 +118,12 @@ class UserIdentifier:
     portal: str
 
     def __post_init__(self) -> None:
-        for part in (self.username, self.project, self.portal):
-            if not part or part != rust_trim(part) or "." in part:
-                raise GrammarError(f"Invalid UserIdentifier component {part!r}")
+        _check_components("UserIdentifier", self.username, self.project, self.portal)
 
     @classmethod
     def parse(cls, text: str) -> UserIdentifier:
         """Parse ``username.project.portal``; each part is trimmed, non-empty."""
-        parts = text.split(".")
-        if len(parts) != 3:
-            raise GrammarError(f"Invalid UserIdentifier: {text!r} needs exactly two '.'")
-        username = _component(parts[0], "UserIdentifier", "username", text)
-        project = _component(parts[1], "UserIdentifier", "project", text)
-        portal = _component(parts[2], "UserIdentifier", "portal", text)
-        return cls(username, project, portal)
+        return cls(*_dotted(text, "UserIdentifier", ("username", "project", "portal")))
 
     @property
     def project_identifier(self) -> ProjectIdentifier:
@@ -146,6 +148,11 @@ def _local_name(value: str, kind: str, what: str) -> str:
     return name
 
 
+def _check_local_name(value: str, kind: str, what: str) -> None:
+    if _local_name(value, kind, what) != value:
+        raise GrammarError(f"Invalid {kind} {what} {value!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class ProjectMapping:
     """A project mapped to its local (Unix) group: ``project.portal:group``."""
@@ -154,15 +161,12 @@ class ProjectMapping:
     local_group: str
 
     def __post_init__(self) -> None:
-        if _local_name(self.local_group, "ProjectMapping", "local_group") != self.local_group:
-            raise GrammarError(f"Invalid ProjectMapping local_group {self.local_group!r}")
+        _check_local_name(self.local_group, "ProjectMapping", "local_group")
 
     @classmethod
     def parse(cls, text: str) -> ProjectMapping:
         """Parse ``project.portal:local_group``."""
-        parts = text.split(":")
-        if len(parts) != 2:
-            raise GrammarError(f"Invalid ProjectMapping: {text!r} needs exactly one ':'")
+        parts = _split(text, ":", "ProjectMapping", 2)
         project = ProjectIdentifier.parse(parts[0])
         return cls(project, _local_name(parts[1], "ProjectMapping", "local_group"))
 
@@ -179,17 +183,13 @@ class UserMapping:
     local_group: str
 
     def __post_init__(self) -> None:
-        if _local_name(self.local_user, "UserMapping", "local_user") != self.local_user:
-            raise GrammarError(f"Invalid UserMapping local_user {self.local_user!r}")
-        if _local_name(self.local_group, "UserMapping", "local_group") != self.local_group:
-            raise GrammarError(f"Invalid UserMapping local_group {self.local_group!r}")
+        _check_local_name(self.local_user, "UserMapping", "local_user")
+        _check_local_name(self.local_group, "UserMapping", "local_group")
 
     @classmethod
     def parse(cls, text: str) -> UserMapping:
         """Parse ``username.project.portal:local_user:local_group``."""
-        parts = text.split(":")
-        if len(parts) != 3:
-            raise GrammarError(f"Invalid UserMapping: {text!r} needs exactly two ':'")
+        parts = _split(text, ":", "UserMapping", 3)
         user = UserIdentifier.parse(parts[0])
         local_user = _local_name(parts[1], "UserMapping", "local_user")
         local_group = _local_name(parts[2], "UserMapping", "local_group")

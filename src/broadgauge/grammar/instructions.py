@@ -8,6 +8,10 @@ token 0 is the case-sensitive keyword; arguments are either single tokens or
 compare and hash by value (two instructions of different kinds never compare
 equal).
 
+Each class below is one row of the instruction table: its argument shape (a
+base class from :mod:`broadgauge.grammar._shapes`, which does the parsing and
+rendering), its keyword and the identifier the portal check inspects.
+
 Every malformed input raises :class:`GrammarError`, including the inputs that
 make the Rust parser panic (``submit`` or ``create_project`` without
 arguments, ``create_project p.portal`` without details).
@@ -19,14 +23,18 @@ import datetime as _dt
 from dataclasses import dataclass
 
 from ._shapes import (
+    _PROJECT,
+    _PROJECT_MAPPING,
+    _USER,
     REGISTRY,
     Instruction,
-    _arg,
+    _Arg,
     _DestinationsRest,
     _need,
     _PortalReport,
     _PortalRest,
     _ProjectDetailsInstruction,
+    _ProjectMappingReport,
     _ProjectMappingRest,
     _ProjectMappingToken,
     _ProjectMappingVolume,
@@ -36,8 +44,6 @@ from ._shapes import (
     _ProjectToken,
     _ProjectVolume,
     _ProjectVolumeLimit,
-    _range,
-    _ReportInstruction,
     _UserMappingRest,
     _UserMappingToken,
     _UserMappingVolume,
@@ -51,7 +57,7 @@ from ._text import rust_trim
 from .destination import Destination
 from .errors import GrammarError
 from .identifiers import ProjectIdentifier, ProjectMapping, UserIdentifier
-from .values import DateRange, Usage
+from .values import Usage
 
 __all__ = ["ALIASES", "INSTRUCTION_TYPES", "KEYWORDS", "Instruction"]
 
@@ -60,559 +66,322 @@ __all__ = ["ALIASES", "INSTRUCTION_TYPES", "KEYWORDS", "Instruction"]
 
 
 @dataclass(frozen=True)
-class Submit(Instruction):
+class Submit(Instruction, keyword="submit"):
     """``submit <destination> <instruction...>`` - a bridge job for the portal."""
 
-    keyword = "submit"
     destination: Destination
     instruction: Instruction
-
-    @classmethod
-    def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        # Rust indexes parts[1] unchecked here and aborts; we report an error.
-        _need(cls.keyword, parts, 2, "<destination> <instruction>")
-        destination = _arg(cls.keyword, "destination", parts[1], Destination.parse)
-        inner = _arg(
-            cls.keyword,
-            "instruction",
-            " ".join(parts[2:]),
-            lambda t: Instruction.parse(t, today=today),
-        )
-        return cls(destination, inner)
-
-    def arguments(self) -> list[str]:
-        return [str(self.destination), str(self.instruction)]
+    # Rust indexes parts[1] unchecked and aborts on a bare "submit"; the count check
+    # reports an error instead.
+    _args = (
+        _Arg("destination", Destination.parse),
+        _Arg("instruction", Instruction.parse, rest=True, required=False, dated=True),
+    )
 
 
-@dataclass(frozen=True)
-class CreateProject(_ProjectDetailsInstruction):
+class CreateProject(_ProjectDetailsInstruction, keyword="create_project"):
     """``create_project <project> <json>`` (alias ``create_award``)."""
 
-    keyword = "create_project"
 
-
-@dataclass(frozen=True)
-class UpdateProject(_ProjectDetailsInstruction):
+class UpdateProject(_ProjectDetailsInstruction, keyword="update_project"):
     """``update_project <project> <json>`` (alias ``update_award``)."""
 
-    keyword = "update_project"
 
-
-class GetProject(_ProjectRest):
+class GetProject(_ProjectRest, keyword="get_project", check="project"):
     """``get_project <project>``."""
 
-    keyword = "get_project"
-    portal_check = "project"
 
-
-class GetProjects(_PortalRest):
+class GetProjects(_PortalRest, keyword="get_projects", check="portal"):
     """``get_projects <portal>``."""
 
-    keyword = "get_projects"
-    portal_check = "portal"
 
-
-class GetAward(_ProjectRest):
+class GetAward(_ProjectRest, keyword="get_award", check="project"):
     """``get_award <project>``."""
 
-    keyword = "get_award"
-    portal_check = "project"
 
-
-class GetAwards(_PortalRest):
+class GetAwards(_PortalRest, keyword="get_awards"):
     """``get_awards <portal>`` (alias ``list_awards``)."""
 
-    keyword = "get_awards"
 
-
-class AddProject(_ProjectRest):
+class AddProject(_ProjectRest, keyword="add_project", check="project"):
     """``add_project <project>``."""
 
-    keyword = "add_project"
-    portal_check = "project"
 
-
-class RemoveProject(_ProjectRest):
+class RemoveProject(_ProjectRest, keyword="remove_project", check="project"):
     """``remove_project <project>``."""
 
-    keyword = "remove_project"
-    portal_check = "project"
 
-
-class GetUsers(_ProjectRest):
+class GetUsers(_ProjectRest, keyword="get_users", check="project"):
     """``get_users <project>``."""
 
-    keyword = "get_users"
-    portal_check = "project"
 
-
-class AddUser(_UserRest):
+class AddUser(_UserRest, keyword="add_user", check="user"):
     """``add_user <user>``."""
 
-    keyword = "add_user"
-    portal_check = "user"
 
-
-class RemoveUser(_UserRest):
+class RemoveUser(_UserRest, keyword="remove_user", check="user"):
     """``remove_user <user>``."""
 
-    keyword = "remove_user"
-    portal_check = "user"
 
-
-class BlockUser(_UserRest):
+class BlockUser(_UserRest, keyword="block_user"):
     """``block_user <user>``."""
 
-    keyword = "block_user"
 
-
-class UnblockUser(_UserRest):
+class UnblockUser(_UserRest, keyword="unblock_user"):
     """``unblock_user <user>``."""
 
-    keyword = "unblock_user"
 
-
-class IsBlockedUser(_UserRest):
+class IsBlockedUser(_UserRest, keyword="is_blocked_user"):
     """``is_blocked_user <user>``."""
 
-    keyword = "is_blocked_user"
 
-
-class BlockProject(_ProjectRest):
+class BlockProject(_ProjectRest, keyword="block_project"):
     """``block_project <project>``."""
 
-    keyword = "block_project"
 
-
-class UnblockProject(_ProjectRest):
+class UnblockProject(_ProjectRest, keyword="unblock_project"):
     """``unblock_project <project>``."""
 
-    keyword = "unblock_project"
 
-
-class IsBlockedProject(_ProjectRest):
+class IsBlockedProject(_ProjectRest, keyword="is_blocked_project"):
     """``is_blocked_project <project>``."""
 
-    keyword = "is_blocked_project"
 
-
-class GetUserMapping(_UserRest):
+class GetUserMapping(_UserRest, keyword="get_user_mapping", check="user"):
     """``get_user_mapping <user>``."""
 
-    keyword = "get_user_mapping"
-    portal_check = "user"
 
-
-class GetProjectMapping(_ProjectRest):
+class GetProjectMapping(_ProjectRest, keyword="get_project_mapping", check="project"):
     """``get_project_mapping <project>``."""
 
-    keyword = "get_project_mapping"
-    portal_check = "project"
 
-
-class GetHomeDir(_UserRest):
+class GetHomeDir(_UserRest, keyword="get_home_dir", check="user"):
     """``get_home_dir <user>``."""
 
-    keyword = "get_home_dir"
-    portal_check = "user"
 
-
-class GetUserDirs(_UserRest):
+class GetUserDirs(_UserRest, keyword="get_user_dirs", check="user"):
     """``get_user_dirs <user>``."""
 
-    keyword = "get_user_dirs"
-    portal_check = "user"
 
-
-class GetProjectDirs(_ProjectRest):
+class GetProjectDirs(_ProjectRest, keyword="get_project_dirs", check="project"):
     """``get_project_dirs <project>``."""
 
-    keyword = "get_project_dirs"
-    portal_check = "project"
 
-
-class AddLocalUser(_UserMappingRest):
+class AddLocalUser(_UserMappingRest, keyword="add_local_user", check="user"):
     """``add_local_user <user mapping>``."""
 
-    keyword = "add_local_user"
-    portal_check = "user"
 
-
-class RemoveLocalUser(_UserMappingRest):
+class RemoveLocalUser(_UserMappingRest, keyword="remove_local_user", check="user"):
     """``remove_local_user <user mapping>``."""
 
-    keyword = "remove_local_user"
-    portal_check = "user"
 
-
-class AddLocalProject(_ProjectMappingRest):
+class AddLocalProject(_ProjectMappingRest, keyword="add_local_project", check="project"):
     """``add_local_project <project mapping>``."""
 
-    keyword = "add_local_project"
-    portal_check = "project"
 
-
-class RemoveLocalProject(_ProjectMappingRest):
+class RemoveLocalProject(_ProjectMappingRest, keyword="remove_local_project", check="project"):
     """``remove_local_project <project mapping>``."""
 
-    keyword = "remove_local_project"
-    portal_check = "project"
 
-
-@dataclass(frozen=True)
-class GetLocalUsageReport(_ReportInstruction):
+class GetLocalUsageReport(_ProjectMappingReport, keyword="get_local_usage_report", check="project"):
     """``get_local_usage_report <project mapping> [range=this_week]``."""
 
-    keyword = "get_local_usage_report"
-    portal_check = "project"
-    mapping: ProjectMapping
-    date_range: DateRange
-
-    @classmethod
-    def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        _need(cls.keyword, parts, 2, "<mapping> [date range]")
-        mapping = _arg(cls.keyword, "mapping", parts[1], ProjectMapping.parse)
-        return cls(mapping, _range(cls.keyword, parts, "this_week", today))
-
-    def _subject(self) -> str:
-        return str(self.mapping)
-
-    def _range(self) -> DateRange:
-        return self.date_range
-
-    def _identity(self) -> ProjectIdentifier:
-        return self.mapping.project
+    default_range = "this_week"
 
 
-@dataclass(frozen=True)
-class GetLocalStorageReport(_ReportInstruction):
+class GetLocalStorageReport(_ProjectMappingReport, keyword="get_local_storage_report"):
     """``get_local_storage_report <project mapping> [range=today]``."""
 
-    keyword = "get_local_storage_report"
-    mapping: ProjectMapping
-    date_range: DateRange
-
-    @classmethod
-    def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        _need(cls.keyword, parts, 2, "<mapping> [date range]")
-        mapping = _arg(cls.keyword, "mapping", parts[1], ProjectMapping.parse)
-        return cls(mapping, _range(cls.keyword, parts, "today", today))
-
-    def _subject(self) -> str:
-        return str(self.mapping)
-
-    def _range(self) -> DateRange:
-        return self.date_range
+    default_range = "today"
 
 
-class GetStorageReport(_ProjectReport):
+class GetStorageReport(_ProjectReport, keyword="get_storage_report"):
     """``get_storage_report <project> [range=today]``."""
 
-    keyword = "get_storage_report"
     default_range = "today"
 
 
-class GetStorageReports(_PortalReport):
+class GetStorageReports(_PortalReport, keyword="get_storage_reports"):
     """``get_storage_reports <portal> [range=today]``."""
 
-    keyword = "get_storage_reports"
     default_range = "today"
 
 
-class GetUsageReport(_ProjectReport):
+class GetUsageReport(_ProjectReport, keyword="get_usage_report", check="project"):
     """``get_usage_report <project> [range=this_week]``."""
 
-    keyword = "get_usage_report"
     default_range = "this_week"
-    portal_check = "project"
 
 
-class GetUsageReports(_PortalReport):
+class GetUsageReports(_PortalReport, keyword="get_usage_reports", check="portal"):
     """``get_usage_reports <portal> [range=this_week]``."""
 
-    keyword = "get_usage_reports"
     default_range = "this_week"
-    portal_check = "portal"
 
 
 @dataclass(frozen=True)
-class SetLocalLimit(Instruction):
+class SetLocalLimit(Instruction, keyword="set_local_limit", check="project"):
     """``set_local_limit <project mapping> <seconds>``.
 
     Only token 2 is read, so a unit in token 3 is silently lost
     (``10 hours`` -> 10 seconds), exactly as in Rust.
     """
 
-    keyword = "set_local_limit"
-    portal_check = "project"
     mapping: ProjectMapping
     usage: Usage
-
-    @classmethod
-    def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        _need(cls.keyword, parts, 3, "<mapping> <seconds>")
-        mapping = _arg(cls.keyword, "mapping", parts[1], ProjectMapping.parse)
-        return cls(mapping, _arg(cls.keyword, "usage", parts[2], Usage.parse))
-
-    def arguments(self) -> list[str]:
-        return [str(self.mapping), str(self.usage.seconds)]
-
-    def _identity(self) -> ProjectIdentifier:
-        return self.mapping.project
+    _args = (_PROJECT_MAPPING, _Arg("usage", Usage.parse, usage="<seconds>"))
 
 
-class GetLocalLimit(_ProjectMappingToken):
+class GetLocalLimit(_ProjectMappingToken, keyword="get_local_limit", check="project"):
     """``get_local_limit <project mapping>``."""
 
-    keyword = "get_local_limit"
-    portal_check = "project"
-
 
 @dataclass(frozen=True)
-class SetLimit(Instruction):
+class SetLimit(Instruction, keyword="set_limit", check="project"):
     """``set_limit <project> <count> [unit]`` - canonical form in seconds."""
 
-    keyword = "set_limit"
-    portal_check = "project"
     project: ProjectIdentifier
     usage: Usage
-
-    @classmethod
-    def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        _need(cls.keyword, parts, 3, "<project> <usage>")
-        project = _arg(cls.keyword, "project", parts[1], ProjectIdentifier.parse)
-        return cls(project, _arg(cls.keyword, "usage", " ".join(parts[2:]), Usage.parse))
-
-    def arguments(self) -> list[str]:
-        return [str(self.project), str(self.usage.seconds)]
-
-    def _identity(self) -> ProjectIdentifier:
-        return self.project
+    _args = (_PROJECT, _Arg("usage", Usage.parse, rest=True))
 
 
-class GetLimit(_ProjectToken):
+class GetLimit(_ProjectToken, keyword="get_limit", check="project"):
     """``get_limit <project>``."""
 
-    keyword = "get_limit"
-    portal_check = "project"
 
-
-class ClearProjectQuota(_ProjectVolume):
+class ClearProjectQuota(_ProjectVolume, keyword="clear_project_quota", check="project"):
     """``clear_project_quota <project> <volume>``."""
 
-    keyword = "clear_project_quota"
-    portal_check = "project"
 
-
-class SetProjectQuota(_ProjectVolumeLimit):
+class SetProjectQuota(_ProjectVolumeLimit, keyword="set_project_quota", check="project"):
     """``set_project_quota <project> <volume> <limit...>``."""
 
-    keyword = "set_project_quota"
-    portal_check = "project"
 
-
-class GetProjectQuota(_ProjectVolume):
+class GetProjectQuota(_ProjectVolume, keyword="get_project_quota", check="project"):
     """``get_project_quota <project> <volume>``."""
 
-    keyword = "get_project_quota"
-    portal_check = "project"
 
-
-class GetProjectQuotas(_ProjectToken):
+class GetProjectQuotas(_ProjectToken, keyword="get_project_quotas", check="project"):
     """``get_project_quotas <project>``."""
 
-    keyword = "get_project_quotas"
-    portal_check = "project"
 
-
-class ClearUserQuota(_UserVolume):
+class ClearUserQuota(_UserVolume, keyword="clear_user_quota", check="user"):
     """``clear_user_quota <user> <volume>``."""
 
-    keyword = "clear_user_quota"
-    portal_check = "user"
 
-
-class SetUserQuota(_UserVolumeLimit):
+class SetUserQuota(_UserVolumeLimit, keyword="set_user_quota", check="user"):
     """``set_user_quota <user> <volume> <limit...>``."""
 
-    keyword = "set_user_quota"
-    portal_check = "user"
 
-
-class GetUserQuota(_UserVolume):
+class GetUserQuota(_UserVolume, keyword="get_user_quota", check="user"):
     """``get_user_quota <user> <volume>``."""
 
-    keyword = "get_user_quota"
-    portal_check = "user"
 
-
-class GetUserQuotas(_UserToken):
+class GetUserQuotas(_UserToken, keyword="get_user_quotas", check="user"):
     """``get_user_quotas <user>``."""
 
-    keyword = "get_user_quotas"
-    portal_check = "user"
 
-
-class ClearLocalProjectQuota(_ProjectMappingVolume):
+class ClearLocalProjectQuota(
+    _ProjectMappingVolume, keyword="clear_local_project_quota", check="project"
+):
     """``clear_local_project_quota <project mapping> <volume>``."""
 
-    keyword = "clear_local_project_quota"
-    portal_check = "project"
 
-
-class SetLocalProjectQuota(_ProjectMappingVolumeLimit):
+class SetLocalProjectQuota(
+    _ProjectMappingVolumeLimit, keyword="set_local_project_quota", check="project"
+):
     """``set_local_project_quota <project mapping> <volume> <limit...>``."""
 
-    keyword = "set_local_project_quota"
-    portal_check = "project"
 
-
-class GetLocalProjectQuota(_ProjectMappingVolume):
+class GetLocalProjectQuota(
+    _ProjectMappingVolume, keyword="get_local_project_quota", check="project"
+):
     """``get_local_project_quota <project mapping> <volume>``."""
 
-    keyword = "get_local_project_quota"
-    portal_check = "project"
 
-
-class GetLocalProjectQuotas(_ProjectMappingToken):
+class GetLocalProjectQuotas(
+    _ProjectMappingToken, keyword="get_local_project_quotas", check="project"
+):
     """``get_local_project_quotas <project mapping>``."""
 
-    keyword = "get_local_project_quotas"
-    portal_check = "project"
 
-
-class ClearLocalUserQuota(_UserMappingVolume):
+class ClearLocalUserQuota(_UserMappingVolume, keyword="clear_local_user_quota", check="user"):
     """``clear_local_user_quota <user mapping> <volume>``."""
 
-    keyword = "clear_local_user_quota"
-    portal_check = "user"
 
-
-class SetLocalUserQuota(_UserMappingVolumeLimit):
+class SetLocalUserQuota(_UserMappingVolumeLimit, keyword="set_local_user_quota", check="user"):
     """``set_local_user_quota <user mapping> <volume> <limit...>``."""
 
-    keyword = "set_local_user_quota"
-    portal_check = "user"
 
-
-class GetLocalUserQuota(_UserMappingVolume):
+class GetLocalUserQuota(_UserMappingVolume, keyword="get_local_user_quota", check="user"):
     """``get_local_user_quota <user mapping> <volume>``."""
 
-    keyword = "get_local_user_quota"
-    portal_check = "user"
 
-
-class GetLocalUserQuotas(_UserMappingToken):
+class GetLocalUserQuotas(_UserMappingToken, keyword="get_local_user_quotas", check="user"):
     """``get_local_user_quotas <user mapping>``."""
 
-    keyword = "get_local_user_quotas"
-    portal_check = "user"
 
-
-class IsProtectedUser(_UserRest):
+class IsProtectedUser(_UserRest, keyword="is_protected_user", check="user"):
     """``is_protected_user <user>``."""
 
-    keyword = "is_protected_user"
-    portal_check = "user"
 
-
-class IsExistingUser(_UserRest):
+class IsExistingUser(_UserRest, keyword="is_existing_user", check="user"):
     """``is_existing_user <user>``."""
 
-    keyword = "is_existing_user"
-    portal_check = "user"
 
-
-class IsExistingProject(_ProjectRest):
+class IsExistingProject(_ProjectRest, keyword="is_existing_project", check="project"):
     """``is_existing_project <project>``."""
 
-    keyword = "is_existing_project"
-    portal_check = "project"
 
-
-class GetLocalHomeDir(_UserMappingRest):
+class GetLocalHomeDir(_UserMappingRest, keyword="get_local_home_dir", check="user"):
     """``get_local_home_dir <user mapping>``."""
 
-    keyword = "get_local_home_dir"
-    portal_check = "user"
 
-
-class GetLocalUserDirs(_UserMappingRest):
+class GetLocalUserDirs(_UserMappingRest, keyword="get_local_user_dirs", check="user"):
     """``get_local_user_dirs <user mapping>``."""
 
-    keyword = "get_local_user_dirs"
-    portal_check = "user"
 
-
-class GetLocalProjectDirs(_ProjectMappingRest):
+class GetLocalProjectDirs(_ProjectMappingRest, keyword="get_local_project_dirs", check="project"):
     """``get_local_project_dirs <project mapping>``."""
-
-    keyword = "get_local_project_dirs"
-    portal_check = "project"
 
 
 @dataclass(frozen=True)
-class UpdateHomeDir(Instruction):
+class UpdateHomeDir(Instruction, keyword="update_homedir", check="user"):
     """``update_homedir <user> <path>`` - a path with spaces is truncated."""
 
-    keyword = "update_homedir"
-    portal_check = "user"
     user: UserIdentifier
     homedir: str
+    _args = (_USER, _Arg("homedir", str, usage="<path>"))
 
     @classmethod
     def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        _need(cls.keyword, parts, 3, "<user> <path>")
+        # The path is checked before the user, as in Rust.
+        _need(cls.keyword, parts, 3, cls._usage())
         homedir = rust_trim(parts[2])
         if not homedir:
             raise GrammarError(f"update_homedir failed to parse: empty path in {parts[1:]!r}")
-        return cls(_arg(cls.keyword, "user", parts[1], UserIdentifier.parse), homedir)
-
-    def arguments(self) -> list[str]:
-        return [str(self.user), self.homedir]
-
-    def _identity(self) -> UserIdentifier:
-        return self.user
+        return cls(_USER.read(cls.keyword, parts[1], today), homedir)
 
 
-class SyncOfferings(_DestinationsRest):
+class SyncOfferings(_DestinationsRest, keyword="sync_offerings"):
     """``sync_offerings <destinations>``."""
 
-    keyword = "sync_offerings"
 
-
-class AddOfferings(_DestinationsRest):
+class AddOfferings(_DestinationsRest, keyword="add_offerings"):
     """``add_offerings <destinations>``."""
 
-    keyword = "add_offerings"
 
-
-class RemoveOfferings(_DestinationsRest):
+class RemoveOfferings(_DestinationsRest, keyword="remove_offerings"):
     """``remove_offerings <destinations>``."""
-
-    keyword = "remove_offerings"
 
 
 @dataclass(frozen=True)
-class GetOfferings(Instruction):
+class GetOfferings(Instruction, keyword="get_offerings"):
     """``get_offerings`` (any further tokens are ignored)."""
-
-    keyword = "get_offerings"
-
-    @classmethod
-    def _from_parts(cls, parts: list[str], today: _dt.date | None) -> Instruction:
-        return cls()
-
-    def arguments(self) -> list[str]:
-        return []
 
 
 # Every concrete instruction class defined above, in definition order.
-INSTRUCTION_TYPES: tuple[type[Instruction], ...] = tuple(
-    obj
-    for obj in list(globals().values())
-    if isinstance(obj, type) and issubclass(obj, Instruction) and "keyword" in vars(obj)
-)
+INSTRUCTION_TYPES: tuple[type[Instruction], ...] = tuple(REGISTRY.values())
 
 #: alias keyword -> canonical keyword
 ALIASES: dict[str, str] = {
@@ -623,7 +392,6 @@ ALIASES: dict[str, str] = {
 
 KEYWORDS: tuple[str, ...] = tuple(t.keyword for t in INSTRUCTION_TYPES)
 
-REGISTRY.update({t.keyword: t for t in INSTRUCTION_TYPES})
 REGISTRY.update({alias: REGISTRY[target] for alias, target in ALIASES.items()})
 
 assert len(KEYWORDS) == 64 == len(set(KEYWORDS))

@@ -8,8 +8,8 @@ always write keys sorted, which any reader accepts.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from ._serde import bool_value, map_value, string_value, struct_fields, u64_value
 from .calendar import Date, Timestamp
@@ -58,6 +58,11 @@ def encode_quota_map(quotas: dict[Volume, Quota]) -> dict[str, Any]:
     return _sorted_json(quotas, lambda q: q.to_json_value())
 
 
+def _field_names(cls: type) -> tuple[str, ...]:
+    """A report's JSON member names: its fields, in the Rust struct's order."""
+    return tuple(f.name for f in fields(cls))
+
+
 def _string_item(value: Any) -> str:
     return string_value(value, "value")
 
@@ -96,19 +101,10 @@ class DailyProjectUsageReport:
     @classmethod
     def from_json_value(cls, value: Any) -> DailyProjectUsageReport:
         """Decode (all maps and counters default to empty/zero when absent)."""
-        names = (
-            "reports",
-            "components",
-            "user_job_counts",
-            "user_wait_seconds",
-            "num_jobs",
-            "total_wait_seconds",
-            "is_complete",
-        )
         f = struct_fields(
             value,
-            "DailyProjectUsageReport",
-            names,
+            cls.__name__,
+            _field_names(cls),
             required=("reports", "is_complete"),
             defaults=("components", "user_job_counts", "user_wait_seconds", "num_jobs"),
         )
@@ -156,12 +152,8 @@ class ProjectUsageReport:
     @classmethod
     def from_json_value(cls, value: Any) -> ProjectUsageReport:
         """Decode the JSON object (all three fields are required)."""
-        f = struct_fields(
-            value,
-            "ProjectUsageReport",
-            ("project", "reports", "users"),
-            required=("project", "reports", "users"),
-        )
+        names = _field_names(cls)
+        f = struct_fields(value, cls.__name__, names, required=names)
         return cls(
             project=ProjectIdentifier.parse(string_value(f["project"], "project")),
             reports=_typed_map(
@@ -171,12 +163,18 @@ class ProjectUsageReport:
         )
 
 
+_R = TypeVar("_R", "ProjectUsageReport", "ProjectStorageReport")
+
+
 @dataclass(frozen=True)
-class UsageReport:
-    """Usage reports of every project of a portal."""
+class _PortalReports(Generic[_R]):
+    """The reports of every project of a portal (``UsageReport``, ``StorageReport``)."""
 
     portal: PortalIdentifier
-    reports: dict[ProjectIdentifier, ProjectUsageReport] = field(default_factory=dict)
+    reports: dict[ProjectIdentifier, _R] = field(default_factory=dict)
+
+    #: the class of each project's report
+    _project_report: ClassVar[type[Any]]
 
     def to_json_value(self) -> dict[str, Any]:
         """JSON object in Rust field order."""
@@ -186,10 +184,10 @@ class UsageReport:
         }
 
     @classmethod
-    def from_json_value(cls, value: Any) -> UsageReport:
+    def from_json_value(cls, value: Any) -> Self:
         """Decode the JSON object."""
         f = struct_fields(
-            value, "UsageReport", ("portal", "reports"), required=("portal", "reports")
+            value, cls.__name__, ("portal", "reports"), required=("portal", "reports")
         )
         return cls(
             portal=PortalIdentifier.parse(string_value(f["portal"], "portal")),
@@ -197,22 +195,21 @@ class UsageReport:
                 f["reports"],
                 "reports",
                 ProjectIdentifier.parse,
-                ProjectUsageReport.from_json_value,
+                cls._project_report.from_json_value,
             ),
         )
 
 
-def _user_quotas(value: Any) -> dict[UserIdentifier, dict[Volume, Quota]]:
-    return _typed_map(value, "user_quotas", UserIdentifier.parse, decode_quota_map)
+@dataclass(frozen=True)
+class UsageReport(_PortalReports[ProjectUsageReport]):
+    """Usage reports of every project of a portal."""
 
-
-def _timestamp(value: Any) -> Timestamp:
-    return Timestamp.parse(string_value(value, "generated_at"))
+    _project_report = ProjectUsageReport
 
 
 @dataclass(frozen=True)
-class DailyStorageReport:
-    """A historical storage snapshot kept inside :class:`ProjectStorageReport`."""
+class _StorageSnapshot:
+    """The quotas of one project and its users at one moment (fields shared below)."""
 
     project: ProjectIdentifier
     generated_at: Timestamp
@@ -228,39 +225,41 @@ class DailyStorageReport:
             "user_quotas": _sorted_json(self.user_quotas, encode_quota_map),
         }
 
-    @classmethod
-    def from_json_value(cls, value: Any) -> DailyStorageReport:
-        """Decode the JSON object."""
-        names = ("project", "generated_at", "project_quotas", "user_quotas")
-        f = struct_fields(value, "DailyStorageReport", names, required=names)
-        return cls(
-            project=ProjectIdentifier.parse(string_value(f["project"], "project")),
-            generated_at=_timestamp(f["generated_at"]),
-            project_quotas=decode_quota_map(f["project_quotas"], "project_quotas"),
-            user_quotas=_user_quotas(f["user_quotas"]),
-        )
+    @staticmethod
+    def _snapshot(f: dict[str, Any]) -> dict[str, Any]:
+        """Decode the shared fields from ``struct_fields`` output."""
+        return {
+            "project": ProjectIdentifier.parse(string_value(f["project"], "project")),
+            "generated_at": Timestamp.parse(string_value(f["generated_at"], "generated_at")),
+            "project_quotas": decode_quota_map(f["project_quotas"], "project_quotas"),
+            "user_quotas": _typed_map(
+                f["user_quotas"], "user_quotas", UserIdentifier.parse, decode_quota_map
+            ),
+        }
 
 
 @dataclass(frozen=True)
-class ProjectStorageReport:
+class DailyStorageReport(_StorageSnapshot):
+    """A historical storage snapshot kept inside :class:`ProjectStorageReport`."""
+
+    @classmethod
+    def from_json_value(cls, value: Any) -> DailyStorageReport:
+        """Decode the JSON object."""
+        names = _field_names(cls)
+        return cls(**cls._snapshot(struct_fields(value, cls.__name__, names, required=names)))
+
+
+@dataclass(frozen=True)
+class ProjectStorageReport(_StorageSnapshot):
     """Storage quotas and usage of one project (and its users)."""
 
-    project: ProjectIdentifier
-    generated_at: Timestamp
-    project_quotas: dict[Volume, Quota] = field(default_factory=dict)
-    user_quotas: dict[UserIdentifier, dict[Volume, Quota]] = field(default_factory=dict)
     users: dict[UserIdentifier, str] = field(default_factory=dict)
     daily_reports: dict[Date, DailyStorageReport] = field(default_factory=dict)
 
     def to_json_value(self) -> dict[str, Any]:
         """JSON object in Rust field order (``daily_reports`` omitted when empty)."""
-        value: dict[str, Any] = {
-            "project": str(self.project),
-            "generated_at": str(self.generated_at),
-            "project_quotas": encode_quota_map(self.project_quotas),
-            "user_quotas": _sorted_json(self.user_quotas, encode_quota_map),
-            "users": _sorted_json(self.users, str),
-        }
+        value = super().to_json_value()
+        value["users"] = _sorted_json(self.users, str)
         if self.daily_reports:
             value["daily_reports"] = _sorted_json(self.daily_reports, lambda r: r.to_json_value())
         return value
@@ -268,20 +267,9 @@ class ProjectStorageReport:
     @classmethod
     def from_json_value(cls, value: Any) -> ProjectStorageReport:
         """Decode the JSON object."""
-        names = (
-            "project",
-            "generated_at",
-            "project_quotas",
-            "user_quotas",
-            "users",
-            "daily_reports",
-        )
+        names = _field_names(cls)
         f = struct_fields(
-            value,
-            "ProjectStorageReport",
-            names,
-            required=names[:5],
-            defaults=("daily_reports",),
+            value, cls.__name__, names, required=names[:5], defaults=("daily_reports",)
         )
         daily: dict[Date, DailyStorageReport] = {}
         if "daily_reports" in f:
@@ -292,41 +280,14 @@ class ProjectStorageReport:
                 DailyStorageReport.from_json_value,
             )
         return cls(
-            project=ProjectIdentifier.parse(string_value(f["project"], "project")),
-            generated_at=_timestamp(f["generated_at"]),
-            project_quotas=decode_quota_map(f["project_quotas"], "project_quotas"),
-            user_quotas=_user_quotas(f["user_quotas"]),
+            **cls._snapshot(f),
             users=_typed_map(f["users"], "users", UserIdentifier.parse, _string_item),
             daily_reports=daily,
         )
 
 
 @dataclass(frozen=True)
-class StorageReport:
+class StorageReport(_PortalReports[ProjectStorageReport]):
     """Storage reports of every project of a portal."""
 
-    portal: PortalIdentifier
-    reports: dict[ProjectIdentifier, ProjectStorageReport] = field(default_factory=dict)
-
-    def to_json_value(self) -> dict[str, Any]:
-        """JSON object in Rust field order."""
-        return {
-            "portal": str(self.portal),
-            "reports": _sorted_json(self.reports, lambda r: r.to_json_value()),
-        }
-
-    @classmethod
-    def from_json_value(cls, value: Any) -> StorageReport:
-        """Decode the JSON object."""
-        f = struct_fields(
-            value, "StorageReport", ("portal", "reports"), required=("portal", "reports")
-        )
-        return cls(
-            portal=PortalIdentifier.parse(string_value(f["portal"], "portal")),
-            reports=_typed_map(
-                f["reports"],
-                "reports",
-                ProjectIdentifier.parse,
-                ProjectStorageReport.from_json_value,
-            ),
-        )
+    _project_report = ProjectStorageReport

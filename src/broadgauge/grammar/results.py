@@ -39,7 +39,7 @@ from .reports import (
     decode_quota_map,
     encode_quota_map,
 )
-from .values import DateRange, Quota, QuotaLimit, StorageSize, Usage, Volume, parse_date
+from .values import DateRange, Quota, QuotaLimit, StorageSize, Usage, Volume
 
 __all__ = [
     "RESULT_TYPES",
@@ -65,9 +65,9 @@ class _Codec:
     decode: Callable[[Any], Any]
 
 
-def _text_codec(py_type: type, parse: Callable[[str], Any], what: str) -> _Codec:
-    """Values serialised as their display string and parsed back from it."""
-    return _Codec(py_type, str, lambda v: parse(string_value(v, what)))
+def _text_codec(py_type: Any) -> _Codec:
+    """Values serialised as their display string and read back with the type's ``parse``."""
+    return _Codec(py_type, str, lambda v: py_type.parse(string_value(v, py_type.__name__)))
 
 
 def _json_codec(py_type: Any) -> _Codec:
@@ -91,18 +91,16 @@ def _string(value: Any) -> str:
 _SCALARS: dict[str, _Codec] = {
     "String": _Codec(str, str, _string),
     "bool": _Codec(bool, bool, lambda v: bool_value(v, "bool")),
-    "UserIdentifier": _text_codec(UserIdentifier, UserIdentifier.parse, "UserIdentifier"),
-    "ProjectIdentifier": _text_codec(
-        ProjectIdentifier, ProjectIdentifier.parse, "ProjectIdentifier"
-    ),
-    "PortalIdentifier": _text_codec(PortalIdentifier, PortalIdentifier.parse, "PortalIdentifier"),
-    "UserMapping": _text_codec(UserMapping, UserMapping.parse, "UserMapping"),
-    "ProjectMapping": _text_codec(ProjectMapping, ProjectMapping.parse, "ProjectMapping"),
+    "UserIdentifier": _text_codec(UserIdentifier),
+    "ProjectIdentifier": _text_codec(ProjectIdentifier),
+    "PortalIdentifier": _text_codec(PortalIdentifier),
+    "UserMapping": _text_codec(UserMapping),
+    "ProjectMapping": _text_codec(ProjectMapping),
     "ProjectDetails": _json_codec(AwardDetails),
-    "ProjectTemplate": _text_codec(ProjectTemplate, ProjectTemplate.parse, "ProjectTemplate"),
+    "ProjectTemplate": _text_codec(ProjectTemplate),
     "Usage": _json_codec(Usage),
-    "Date": _text_codec(Date, parse_date, "Date"),
-    "DateRange": _text_codec(DateRange, DateRange.parse, "DateRange"),
+    "Date": _text_codec(Date),
+    "DateRange": _text_codec(DateRange),
     "UsageReport": _json_codec(UsageReport),
     "ProjectUsageReport": _json_codec(ProjectUsageReport),
     "DailyProjectUsageReport": _json_codec(DailyProjectUsageReport),
@@ -115,64 +113,25 @@ _SCALARS: dict[str, _Codec] = {
     "StorageUsage": _json_codec(StorageSize),
     # Rust's Volume deserialises as a bare string without validation.
     "Volume": _Codec(Volume, str, lambda v: Volume(string_value(v, "Volume"))),
-    "Destination": _text_codec(Destination, Destination.parse, "Destination"),
+    "Destination": _text_codec(Destination),
 }
 
-RESULT_TYPES: dict[str, _Codec] = dict(_SCALARS)
-for _name in (
-    "String",
-    "UserIdentifier",
-    "ProjectIdentifier",
-    "PortalIdentifier",
-    "UserMapping",
-    "ProjectMapping",
-    "ProjectDetails",
-    "Usage",
-    "Date",
-    "DateRange",
-    "UsageReport",
-    "ProjectUsageReport",
-    "DailyProjectUsageReport",
-    "StorageReport",
-    "ProjectStorageReport",
-    "Quota",
-    "QuotaLimit",
-    "StorageSize",
-    "StorageUsage",
-    "Volume",
-    "Destination",
-):
-    RESULT_TYPES[f"Vec<{_name}>"] = _vec(_SCALARS[_name])
-RESULT_TYPES["HashMap<Volume, Quota>"] = _Codec(dict, encode_quota_map, decode_quota_map)
-RESULT_TYPES["Destinations"] = _Codec(
-    Destinations, lambda v: v.to_json_value(), Destinations.from_json_value
-)
+#: result types that have no ``Vec<...>`` form
+_NO_VEC = ("bool", "ProjectTemplate")
 
-# Which name ``encode_result`` picks for a Python type (first match wins).
-_BY_TYPE: tuple[tuple[type, str], ...] = (
-    (bool, "bool"),
-    (str, "String"),
-    (UserIdentifier, "UserIdentifier"),
-    (ProjectIdentifier, "ProjectIdentifier"),
-    (PortalIdentifier, "PortalIdentifier"),
-    (UserMapping, "UserMapping"),
-    (ProjectMapping, "ProjectMapping"),
-    (AwardDetails, "ProjectDetails"),
-    (ProjectTemplate, "ProjectTemplate"),
-    (Usage, "Usage"),
-    (Date, "Date"),
-    (DateRange, "DateRange"),
-    (UsageReport, "UsageReport"),
-    (ProjectUsageReport, "ProjectUsageReport"),
-    (DailyProjectUsageReport, "DailyProjectUsageReport"),
-    (StorageReport, "StorageReport"),
-    (ProjectStorageReport, "ProjectStorageReport"),
-    (Quota, "Quota"),
-    (QuotaLimit, "QuotaLimit"),
-    (StorageSize, "StorageSize"),
-    (Volume, "Volume"),
-    (Destination, "Destination"),
-    (Destinations, "Destinations"),
+RESULT_TYPES: dict[str, _Codec] = {
+    **_SCALARS,
+    **{f"Vec<{name}>": _vec(codec) for name, codec in _SCALARS.items() if name not in _NO_VEC},
+    "HashMap<Volume, Quota>": _Codec(dict, encode_quota_map, decode_quota_map),
+    "Destinations": _json_codec(Destinations),
+}
+
+# Which name ``encode_result`` picks for a Python type: every type but the
+# containers, and a StorageSize is never called by its alias "StorageUsage".
+_BY_TYPE: tuple[tuple[type, str], ...] = tuple(
+    (codec.py_type, name)
+    for name, codec in RESULT_TYPES.items()
+    if codec.py_type not in (list, dict) and name != "StorageUsage"
 )
 
 

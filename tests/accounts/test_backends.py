@@ -641,7 +641,7 @@ async def test_ldap_counter_is_atomic_across_directories(ldap: LdapHarness) -> N
 async def test_ldap_recovers_from_a_dropped_connection(ldap: LdapHarness) -> None:
     directory = cast("LdapDirectory", ldap.make())
     await directory.add_user(ALICE)
-    for session in directory._idle:  # the server (or a firewall) dropped them
+    for session in directory._pool.idle:  # the server (or a firewall) dropped them
         session.conn.socket.close()
     assert await directory.is_existing_user(ALICE)
     await directory.close()

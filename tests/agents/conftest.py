@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from broadgauge.demo import Network, start_network
+from broadgauge.demo import Network
 
 from .helpers import Site
+from .network import network
 
-
-@pytest.fixture
-async def network(tmp_path: Path) -> AsyncIterator[Network]:
-    """A started demo network (bridge → … → account/filesystem/scheduler), stopped after."""
-    started = await start_network(tmp_path)
-    try:
-        yield started
-    finally:
-        await started.stop()
+__all__ = ["network", "site"]
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -27,10 +27,10 @@ from broadgauge.agents.portal import Portal
 from broadgauge.agents.scheduler.ledger import LedgerScheduler
 from broadgauge.demo import FAST_RECONNECT, Network
 from broadgauge.grammar import ProjectMapping, UserIdentifier, UserMapping
-from broadgauge.jobs.agent import Agent, JobFailed
-from broadgauge.jobs.agent_config import AgentConfig
 from broadgauge.jobs.agent_type import AgentType
 from broadgauge.jobs.job import Job
+from broadgauge.runtime.agent import Agent, JobFailed
+from broadgauge.runtime.config import AgentConfig
 from broadgauge.wire import ServiceConfig
 
 #: Ownership is only changed when the filesystem agent runs as root (as it does here).
@@ -40,6 +40,14 @@ NOTIFY_PATH = "instance.platform.provider.portal"
 #: Modes of the default sandbox volumes.
 HOME_MODE = 0o755
 PROJECT_MODE = 0o2770
+
+T = TypeVar("T")
+
+
+def of_type(value: object, kind: type[T]) -> T:
+    """``value``, which must be a ``kind``."""
+    assert isinstance(value, kind), f"{value!r} is not a {kind.__name__}"
+    return value
 
 
 def mapping(user: str) -> UserMapping:
@@ -109,6 +117,13 @@ class Site:
         """The decoded result of ``instruction``."""
         return (await self.run(instruction)).result_value()
 
+    async def result(self, instruction: str, kind: type[T]) -> T:
+        """The result of ``instruction``, which must be a ``kind`` and say so: its result
+        type is the class's name (as for every report, and for ``Quota``)."""
+        job = await self.run(instruction)
+        assert job.result_type == kind.__name__
+        return of_type(job.result_value(), kind)
+
     async def refused(self, instruction: str) -> str:
         """Submit ``instruction``, which must fail; the error message."""
         with pytest.raises(JobFailed) as failed:
@@ -120,32 +135,24 @@ class Site:
     @property
     def accounts(self) -> LocalDirectory:
         """The account agent's directory object."""
-        backend = self.network.roles["account"].accounts
-        assert isinstance(backend, LocalDirectory)
-        return backend
+        return of_type(self.network.roles["account"].accounts, LocalDirectory)
 
     @property
     def ledger(self) -> LedgerScheduler:
         """The scheduler agent's ledger."""
-        backend = self.network.roles["scheduler"].scheduler
-        assert isinstance(backend, LedgerScheduler)
-        return backend
+        return of_type(self.network.roles["scheduler"].scheduler, LedgerScheduler)
 
     @property
     def quota_engine(self) -> LedgerQuotaEngine:
         """The filesystem agent's quota ledger."""
         role = self.network.roles["filesystem"].filesystem
         assert role is not None
-        engine = role.engines["ledger"]
-        assert isinstance(engine, LedgerQuotaEngine)
-        return engine
+        return of_type(role.engines["ledger"], LedgerQuotaEngine)
 
     @property
     def portal(self) -> Portal:
         """The portal's business rules (it keeps the notifications it received)."""
-        portal = self.network.roles["portal"].portal
-        assert portal is not None
-        return portal
+        return of_type(self.network.roles["portal"].portal, Portal)
 
     def agent(self, name: str) -> Agent:
         """One of the network's agents."""

@@ -7,22 +7,13 @@ from pathlib import Path
 import pytest
 
 from broadgauge.agents.assemble import assemble
-from broadgauge.jobs.agent import Agent
-from broadgauge.jobs.agent_config import AgentConfig
 from broadgauge.jobs.agent_type import AgentType
+from broadgauge.runtime.agent import Agent
+from broadgauge.runtime.config import AgentConfig
 from broadgauge.wire import ConfigError, ServiceConfig, Timers
 
-CONFIG = """
-agent = "Filesystem"
-
-[service]
-name = "filesystem"
-url = "ws://localhost:8047"
-ip = "127.0.0.1"
-port = 8047
-servers = []
-clients = []
-"""
+#: A filesystem agent's config file with nothing but its service.
+CONFIG = AgentConfig(AgentType.FILESYSTEM, ServiceConfig.create("filesystem", port=0), {}).dumps()
 
 
 def test_a_timers_table_changes_only_the_timers_it_names() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broadgauge.jobs.audit import verify
+from broadgauge.runtime.audit import verify
 
 from .helpers import Site
 

@@ -9,8 +9,8 @@ from contextlib import closing
 import pytest
 
 from broadgauge.grammar import ProjectIdentifier
-from broadgauge.jobs.agent import JobFailed
 from broadgauge.jobs.agent_type import AgentType
+from broadgauge.runtime.agent import JobFailed
 from broadgauge.wire import Invite, Key
 
 from .helpers import Site, eventually, identity, local_name, mapping, project_mapping

@@ -45,11 +45,9 @@ async def test_project_quota_set_get_clear_in_the_quota_ledger(site: Site) -> No
     path = str(site.project_dir(PROJECT))
     ten_gb = QuotaLimit.parse("10 GB")
 
-    job = await site.run(f"set_project_quota {PROJECT} projects 10 GB")
+    quota = await site.result(f"set_project_quota {PROJECT} projects 10 GB", Quota)
 
-    assert job.result_type == "Quota"
-    quota = job.result_value()
-    assert isinstance(quota, Quota) and quota.limit == ten_gb
+    assert quota.limit == ten_gb
     assert quota.usage is not None  # measured on the real directory
     assert site.quota_engine.limit(path, GROUP, True) == ten_gb
     assert site.quota_rows() == [(path, GROUP, "group", 10 * 2**30)]
@@ -136,11 +134,10 @@ async def test_usage_report_shows_recorded_usage_by_day_and_identity(site: Site)
     await site.ledger.record_usage(mapping(BOB), yesterday, 600, jobs=1)
     await site.ledger.record_usage(mapping(BOB), today, 400, jobs=2)
 
-    job = await site.run(f"get_usage_report {PROJECT} {yesterday}:{today}")
+    report = await site.result(
+        f"get_usage_report {PROJECT} {yesterday}:{today}", ProjectUsageReport
+    )
 
-    assert job.result_type == "ProjectUsageReport"
-    report = job.result_value()
-    assert isinstance(report, ProjectUsageReport)
     assert report.project == ProjectIdentifier.parse(PROJECT)
     assert report.users == {identity(ALICE): "alice.physics", identity(BOB): "bob.physics"}
     day0, day1 = Date.from_python(yesterday), Date.from_python(today)
@@ -169,11 +166,8 @@ async def test_usage_reports_cover_every_project_of_the_portal(site: Site) -> No
     await site.ledger.record_usage(mapping(ALICE), today, 100)
     await site.ledger.record_usage(mapping("carol.chem.portal"), today, 200, jobs=2)
 
-    job = await site.run(f"get_usage_reports portal {today}:{today}")
+    report = await site.result(f"get_usage_reports portal {today}:{today}", UsageReport)
 
-    assert job.result_type == "UsageReport"
-    report = job.result_value()
-    assert isinstance(report, UsageReport)
     assert report.portal == PortalIdentifier.parse("portal")
     day = Date.from_python(today)
     totals = {
@@ -196,11 +190,10 @@ async def test_storage_report_of_today_lists_project_and_user_quotas(site: Site)
     (site.home(ALICE) / "data.bin").write_bytes(b"x" * 100_000)
     today = dt.date.today()
 
-    job = await site.run(f"get_storage_report {PROJECT} {today}:{today}")
+    report = await site.result(
+        f"get_storage_report {PROJECT} {today}:{today}", ProjectStorageReport
+    )
 
-    assert job.result_type == "ProjectStorageReport"
-    report = job.result_value()
-    assert isinstance(report, ProjectStorageReport)
     assert report.project == ProjectIdentifier.parse(PROJECT)
     assert report.users == {identity(ALICE): "alice.physics", identity(BOB): "bob.physics"}
     assert {v: q.limit for v, q in report.project_quotas.items()} == {
@@ -211,10 +204,7 @@ async def test_storage_report_of_today_lists_project_and_user_quotas(site: Site)
     assert alice.usage is not None and alice.usage.bytes >= 100_000
     assert report.user_quotas[identity(BOB)][Volume("home")].limit.is_unlimited
 
-    reports = await site.run(f"get_storage_reports portal {today}:{today}")
-    assert reports.result_type == "StorageReport"
-    everything = reports.result_value()
-    assert isinstance(everything, StorageReport)
+    everything = await site.result(f"get_storage_reports portal {today}:{today}", StorageReport)
     assert list(everything.reports) == [ProjectIdentifier.parse(PROJECT)]
     assert everything.reports[ProjectIdentifier.parse(PROJECT)].users == report.users
 

@@ -14,7 +14,7 @@ temporary directory that is also the agents' HOME and XDG directories, so nothin
 it is read or written.  Each agent keeps its boards in its own ``--data-dir``; the backends'
 files (directory, sandbox, ledger) are named with ``extra`` so the test can read them.
 
-The bridge is not a process: it is an :class:`~broadgauge.jobs.agent.Agent` in the test's
+The bridge is not a process: it is an :class:`~broadgauge.runtime.agent.Agent` in the test's
 event loop (configured with the same CLI), dialling the portal with short reconnect timers.
 The CLI's ``run`` uses the default timers (reconnect backoff from 0.5 s, doubling, with
 jitter), which is what the restarted agents' neighbours use to find them again.
@@ -33,11 +33,11 @@ from pathlib import Path
 
 from broadgauge.cli import main
 from broadgauge.cli.roles import ROLES_BY_NAME
-from broadgauge.jobs.agent import Agent, JobFailed
-from broadgauge.jobs.agent_config import AgentConfig
 from broadgauge.jobs.agent_type import AgentType
 from broadgauge.jobs.job import Job
-from broadgauge.jobs.store import DB_FILENAME, BoardStore
+from broadgauge.runtime.agent import Agent, JobFailed
+from broadgauge.runtime.config import AgentConfig
+from broadgauge.runtime.store import DB_FILENAME, BoardStore
 from broadgauge.wire import Timers
 from tests.cli.processes import Broadgauge, free_port
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from broadgauge.jobs.audit import verify
+from broadgauge.runtime.audit import verify
 
 from .site import AGENTS, Bulk, Site
 

@@ -20,9 +20,9 @@ from broadgauge.agents.filesystem.ids import StaticResolver
 from broadgauge.agents.filesystem.layout import Layout, parse_layout
 from broadgauge.grammar import UserMapping
 from broadgauge.jobs import AgentType
-from broadgauge.jobs.agent import Envelope, PeerInfo
 from broadgauge.jobs.directions import Link
 from broadgauge.jobs.job import Job
+from broadgauge.runtime.agent import Envelope, JobRefused, PeerInfo
 from broadgauge.wire import PeerId
 from tests.jobs.agent_helpers import make_agent
 
@@ -78,6 +78,11 @@ class Sandbox:
     async def run(self, text: str) -> object:
         """Dispatch ``text`` as if it came from the instance; returns the handler's value."""
         return await self.role.dispatch(envelope(text))
+
+    async def assert_refused(self, text: str, match: str) -> None:
+        """Dispatch ``text``, which must be refused with a message that ``match`` finds."""
+        with pytest.raises(JobRefused, match=match):
+            await self.run(text)
 
     def home(self, name: str = "alice.proj") -> Path:
         return self.root / "home" / "proj" / name

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from broadgauge.jobs.agent import JobRefused
-
 from .conftest import (
     GID,
     OTHER_UID,
@@ -268,8 +266,7 @@ async def test_symlink_at_user_path_is_refused_and_not_followed(
     await sandbox.run(f"add_local_project {PROJECT}")
     sandbox.home().symlink_to(outside)
 
-    with pytest.raises(JobRefused, match="symlink or not a directory"):
-        await sandbox.run(ADD_USER)
+    await sandbox.assert_refused(ADD_USER, "symlink or not a directory")
 
     assert owner_mode(outside) == before
     assert sandbox.home().is_symlink()
@@ -280,8 +277,7 @@ async def test_symlink_as_project_component_is_refused(sandbox: Sandbox, tmp_pat
     outside.mkdir()
     (sandbox.root / "home" / "proj").symlink_to(outside)
 
-    with pytest.raises(JobRefused, match="refusing"):
-        await sandbox.run(ADD_USER)
+    await sandbox.assert_refused(ADD_USER, "refusing")
 
     assert list(outside.iterdir()) == []
 
@@ -295,11 +291,9 @@ async def test_symlink_at_user_path_is_not_removed_through(
     await sandbox.run(f"add_local_project {PROJECT}")
     sandbox.home().symlink_to(outside)
 
-    with pytest.raises(JobRefused, match="refusing to remove"):
-        await sandbox.run(REMOVE_USER)
+    await sandbox.assert_refused(REMOVE_USER, "refusing to remove")
     box = make_sandbox(sandbox.root, delete_on_remove=True)
-    with pytest.raises(JobRefused, match="refusing to remove"):
-        await box.run(REMOVE_USER)
+    await box.assert_refused(REMOVE_USER, "refusing to remove")
 
     assert (outside / "precious").read_text() == "keep"
 
@@ -313,26 +307,25 @@ async def test_symlink_at_user_path_is_not_removed_through(
     ],
 )
 async def test_names_that_would_leave_the_root_are_refused(sandbox: Sandbox, mapping: str) -> None:
-    with pytest.raises(JobRefused, match="'/' is not allowed"):
-        await sandbox.run(f"add_local_user {mapping}")
-    with pytest.raises(JobRefused, match="'/' is not allowed"):
-        await sandbox.run(f"get_local_home_dir {mapping}")
+    await sandbox.assert_refused(f"add_local_user {mapping}", "'/' is not allowed")
+    await sandbox.assert_refused(f"get_local_home_dir {mapping}", "'/' is not allowed")
 
 
 async def test_missing_root_is_a_clear_error(tmp_path: Path) -> None:
     box = make_sandbox(tmp_path / "fs")
     os.rmdir(box.root / "projects")
-    with pytest.raises(JobRefused, match=r"volume root .*projects does not exist"):
-        await box.run(ADD_USER)
+    await box.assert_refused(ADD_USER, r"volume root .*projects does not exist")
 
 
 async def test_unknown_names_are_a_clear_error(sandbox: Sandbox) -> None:
-    with pytest.raises(JobRefused, match=r"Could not find a user called carol\.proj"):
-        await sandbox.run("add_local_user carol.proj.portal:carol.proj:portal.proj")
-    with pytest.raises(JobRefused, match=r"Could not find a group called other\.grp"):
-        await sandbox.run("add_local_project x.portal:other.grp")
+    await sandbox.assert_refused(
+        "add_local_user carol.proj.portal:carol.proj:portal.proj",
+        r"Could not find a user called carol\.proj",
+    )
+    await sandbox.assert_refused(
+        "add_local_project x.portal:other.grp", r"Could not find a group called other\.grp"
+    )
 
 
 async def test_other_instructions_are_refused(sandbox: Sandbox) -> None:
-    with pytest.raises(JobRefused, match="Invalid instruction"):
-        await sandbox.run("get_local_limit p.portal:g")
+    await sandbox.assert_refused("get_local_limit p.portal:g", "Invalid instruction")

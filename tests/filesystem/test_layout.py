@@ -17,24 +17,17 @@ from broadgauge.agents.filesystem.layout import (
 )
 from broadgauge.grammar import ProjectMapping, QuotaLimit, UserMapping
 from broadgauge.jobs import AgentType
-from broadgauge.jobs.agent_config import AgentConfig
+from broadgauge.runtime.config import AgentConfig
+from broadgauge.wire import ServiceConfig
 from tests.jobs.agent_helpers import make_agent
 
 USER = UserMapping.parse("alice.proj.portal:alice.proj:portal.proj")
 PROJECT = ProjectMapping.parse("proj.portal:portal.proj")
 
-CONFIG = """
-agent = "Filesystem"
-
-[service]
-name = "filesystem"
-url = "ws://localhost:8047"
-ip = "127.0.0.1"
-port = 8047
-healthcheck_port = 0
-servers = []
-clients = []
-
+#: A filesystem agent's config file: its service, then OpenPortal's volume tables.
+CONFIG = (
+    AgentConfig(AgentType.FILESYSTEM, ServiceConfig.create("filesystem", port=0), {}).dumps()
+    + """
 [quota_engines.home_quota]
 type = "linux"
 filesystem = "/dev/sda1"
@@ -56,6 +49,7 @@ permissions = ["0700", "750"]
 roots = ["/data/projects", "/fast/projects"]
 links = ["", "/work/{Project}"]
 """
+)
 
 
 def test_reads_the_openportal_tables_from_an_agent_config() -> None:

@@ -22,7 +22,7 @@ from broadgauge.grammar import (
     Volume,
 )
 from broadgauge.jobs import AgentType
-from broadgauge.jobs.agent import Agent, Envelope, JobFailed, JobRefused
+from broadgauge.runtime.agent import Agent, Envelope, JobFailed
 from tests.jobs.agent_helpers import Network, finished, make_agent
 
 from .conftest import OTHER, PROJECT, RESOLVER, USER, Sandbox, envelope, make_sandbox, tables
@@ -95,17 +95,19 @@ async def test_volume_without_engine_is_unlimited(sandbox: Sandbox) -> None:
 
 
 async def test_quota_above_max_is_refused(sandbox: Sandbox) -> None:
-    with pytest.raises(JobRefused, match=r"exceeds maximum allowed quota \(10.00 GB\)"):
-        await sandbox.run(f"set_local_user_quota {USER} home 11GB")
-    with pytest.raises(JobRefused, match="exceeds maximum"):
-        await sandbox.run(f"set_local_user_quota {USER} home unlimited")
+    await sandbox.assert_refused(
+        f"set_local_user_quota {USER} home 11GB", r"exceeds maximum allowed quota \(10.00 GB\)"
+    )
+    await sandbox.assert_refused(f"set_local_user_quota {USER} home unlimited", "exceeds maximum")
 
 
 async def test_unknown_volume_is_refused(sandbox: Sandbox) -> None:
-    with pytest.raises(JobRefused, match="Project volume 'nope' not found"):
-        await sandbox.run(f"get_local_project_quota {PROJECT} nope")
-    with pytest.raises(JobRefused, match="User volume 'projects' not found"):
-        await sandbox.run(f"set_local_user_quota {USER} projects 1GB")
+    await sandbox.assert_refused(
+        f"get_local_project_quota {PROJECT} nope", "Project volume 'nope' not found"
+    )
+    await sandbox.assert_refused(
+        f"set_local_user_quota {USER} projects 1GB", "User volume 'projects' not found"
+    )
 
 
 async def test_default_quotas_apply_once(tmp_path: Path) -> None:
@@ -203,8 +205,9 @@ async def test_storage_report_for_today(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("dates", ["yesterday", "this_week", "2024-01-01:2024-01-02"])
 async def test_storage_report_other_dates_are_refused(sandbox: Sandbox, dates: str) -> None:
-    with pytest.raises(JobRefused, match="Storage reports only support today's date"):
-        await sandbox.run(f"get_local_storage_report {PROJECT} {dates}")
+    await sandbox.assert_refused(
+        f"get_local_storage_report {PROJECT} {dates}", "Storage reports only support today's date"
+    )
 
 
 async def test_storage_report_asks_the_instance_over_the_wire(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import pytest
 from ldap3 import Connection, Server
 
 from broadgauge.demo import Network, start_network
-from broadgauge.jobs.agent_config import AgentConfig
+from broadgauge.runtime.config import AgentConfig
 from broadgauge.wire import SimpleEncryption
 from tests.backends.slapd import Slapd
 from tests.backends.slurm import SlurmStack

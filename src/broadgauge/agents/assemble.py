@@ -54,10 +54,10 @@ from broadgauge.agents.scheduler.agent import serve_scheduler
 from broadgauge.agents.scheduler.backend import SchedulerBackend
 from broadgauge.agents.scheduler.ledger import LedgerScheduler
 from broadgauge.agents.scheduler.slurm import NodeFactors, SlurmScheduler
-from broadgauge.jobs.agent import Agent
 from broadgauge.jobs.agent_type import AgentType
 from broadgauge.jobs.errors import ProtocolError
 from broadgauge.jobs.published import DOCUMENT_TABLES, check_document
+from broadgauge.runtime.agent import Agent
 from broadgauge.wire import ConfigError
 
 #: The top-level tables that describe a filesystem agent's volumes (OpenPortal's layout).

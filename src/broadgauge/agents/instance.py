@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from broadgauge.agents._envelope import instruction_of
 from broadgauge.agents.naming import (
@@ -44,6 +45,7 @@ from broadgauge.agents.naming import (
     check_user_mapping,
 )
 from broadgauge.grammar import (
+    DateRange,
     Destination,
     PortalIdentifier,
     ProjectIdentifier,
@@ -56,11 +58,19 @@ from broadgauge.grammar import (
     UserMapping,
 )
 from broadgauge.grammar import instructions as ins
-from broadgauge.jobs.agent import Agent, Envelope, JobFailed, JobRefused, Typed
 from broadgauge.jobs.agent_type import AgentType
 from broadgauge.jobs.notification import EventKind, Notification, NotificationEvent
+from broadgauge.runtime.agent import Agent, Envelope, JobFailed, JobRefused, Typed
 
 log = logging.getLogger("broadgauge.agents.instance")
+
+#: A project's report, as the instance's local agents give it.
+_R = TypeVar("_R", ProjectUsageReport, ProjectStorageReport)
+#: Who gives each kind of report, and the instruction that asks for it.
+_LOCAL_REPORTS: dict[type, tuple[AgentType, str]] = {
+    ProjectUsageReport: (AgentType.SCHEDULER, "get_local_usage_report"),
+    ProjectStorageReport: (AgentType.FILESYSTEM, "get_local_storage_report"),
+}
 
 SUBJOB_TIMEOUT = 60.0
 
@@ -395,47 +405,45 @@ class Instance:
 
     async def get_usage_report(self, envelope: Envelope) -> ProjectUsageReport:
         """The scheduler's report, with local users named by their identities."""
-        instruction = instruction_of(envelope, ins.GetUsageReport)
-        return await self._usage_report(instruction.project, str(instruction.date_range))
-
-    async def _usage_report(self, project: ProjectIdentifier, dates: str) -> ProjectUsageReport:
-        mapping = await self.project_mapping(project)
-        report = await self.ask(AgentType.SCHEDULER, f"get_local_usage_report {mapping} {dates}")
-        assert isinstance(report, ProjectUsageReport)
-        report.users.update(await self._users_of(project))
-        return report
+        i = instruction_of(envelope, ins.GetUsageReport)
+        return await self._project_report(ProjectUsageReport, i.project, i.date_range)
 
     async def get_usage_reports(self, envelope: Envelope) -> UsageReport:
         """Usage of every project of a portal."""
-        instruction = instruction_of(envelope, ins.GetUsageReports)
-        report = UsageReport(instruction.portal)
-        for mapping in await self._projects(instruction.portal):
-            report.reports[mapping.project] = await self._usage_report(
-                mapping.project, str(instruction.date_range)
-            )
-        return report
+        i = instruction_of(envelope, ins.GetUsageReports)
+        reports = await self._portal_reports(ProjectUsageReport, i.portal, i.date_range)
+        return UsageReport(i.portal, reports=reports)
 
     async def get_storage_report(self, envelope: Envelope) -> ProjectStorageReport:
         """The filesystem's storage report of a project."""
-        instruction = instruction_of(envelope, ins.GetStorageReport)
-        return await self._storage_report(instruction.project, str(instruction.date_range))
-
-    async def _storage_report(self, project: ProjectIdentifier, dates: str) -> ProjectStorageReport:
-        mapping = await self.project_mapping(project)
-        report = await self.ask(AgentType.FILESYSTEM, f"get_local_storage_report {mapping} {dates}")
-        assert isinstance(report, ProjectStorageReport)
-        report.users.update(await self._users_of(project))
-        return report
+        i = instruction_of(envelope, ins.GetStorageReport)
+        return await self._project_report(ProjectStorageReport, i.project, i.date_range)
 
     async def get_storage_reports(self, envelope: Envelope) -> StorageReport:
         """Storage of every project of a portal."""
-        instruction = instruction_of(envelope, ins.GetStorageReports)
-        report = StorageReport(instruction.portal)
-        for mapping in await self._projects(instruction.portal):
-            report.reports[mapping.project] = await self._storage_report(
-                mapping.project, str(instruction.date_range)
-            )
+        i = instruction_of(envelope, ins.GetStorageReports)
+        reports = await self._portal_reports(ProjectStorageReport, i.portal, i.date_range)
+        return StorageReport(i.portal, reports=reports)
+
+    async def _project_report(
+        self, kind: type[_R], project: ProjectIdentifier, dates: DateRange
+    ) -> _R:
+        """The local report of ``kind`` on one project, with its users named by identity."""
+        role, keyword = _LOCAL_REPORTS[kind]
+        mapping = await self.project_mapping(project)
+        report = await self.ask(role, f"{keyword} {mapping} {dates}")
+        assert isinstance(report, kind)
+        report.users.update(await self._users_of(project))
         return report
+
+    async def _portal_reports(
+        self, kind: type[_R], portal: PortalIdentifier, dates: DateRange
+    ) -> dict[ProjectIdentifier, _R]:
+        """The reports of ``kind`` on every project of ``portal``, one project at a time."""
+        return {
+            mapping.project: await self._project_report(kind, mapping.project, dates)
+            for mapping in await self._projects(portal)
+        }
 
     async def _projects(self, portal: PortalIdentifier) -> list[ProjectMapping]:
         projects = await self.ask(AgentType.ACCOUNT, f"get_projects {portal}")

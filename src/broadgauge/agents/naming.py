@@ -32,7 +32,7 @@ from broadgauge.grammar import (
     UserIdentifier,
     UserMapping,
 )
-from broadgauge.jobs.envelope import JobRefused
+from broadgauge.runtime.envelope import JobRefused
 
 RESERVED_PORTALS = frozenset({"openportal", "system", "instance"})
 MANAGED_GROUP = "openportal"

@@ -20,11 +20,11 @@ import logging
 from broadgauge.agents._envelope import instruction_of
 from broadgauge.grammar import Command
 from broadgauge.grammar import instructions as ins
-from broadgauge.jobs.agent import Agent, Envelope, JobExpired, JobFailed, JobRefused, PeerInfo
 from broadgauge.jobs.agent_type import AgentType
 from broadgauge.jobs.commands import Notify
 from broadgauge.jobs.job import Job
 from broadgauge.jobs.notification import Notification
+from broadgauge.runtime.agent import Agent, Envelope, JobExpired, JobFailed, JobRefused, PeerInfo
 
 log = logging.getLogger("broadgauge.agents.portal")
 

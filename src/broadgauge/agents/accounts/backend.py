@@ -32,7 +32,7 @@ from broadgauge.grammar import (
     UserIdentifier,
     UserMapping,
 )
-from broadgauge.jobs.envelope import JobRefused
+from broadgauge.runtime.envelope import JobRefused
 
 #: Called with a short description of each change a backend makes (for the audit log).
 AuditHook = Callable[[str], None]

@@ -1,13 +1,8 @@
 """Accounts in FreeIPA, through its JSON-RPC API (notes §5.4), with httpx.
 
-Transport, as OpenPortal's ``freeipa`` agent: ``POST <server>/ipa/session/login_password``
-(form ``user``/``password``, ``Referer: <server>/ipa``) sets the ``ipa_session`` cookie;
-each call is ``POST <server>/ipa/session/json`` with
-``{"method": m, "params": [[args], {..., "version": "2.251"}], "id": n}``.  A 401 means
-the session expired: log in again (once per expiry, however many calls noticed it) and
-retry.  Several servers may be given (repeating one gives parallel sessions); calls go
-round-robin and fail over to the next server when one cannot be reached.  Every request is
-bounded by ``timeout``.  The password is only ever put in the login form.
+The transport is OpenPortal's ``freeipa`` agent's: a password login that sets the
+``ipa_session`` cookie, then JSON-RPC calls, round-robin over the servers given, with
+fail-over and a new login when the session expires (:mod:`._freeipa_rpc`).
 
 Naming and rules (``freeipa/src/freeipa.rs``):
 
@@ -42,16 +37,34 @@ leaves an account that counts as unmanaged, hence protected, until an admin adds
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
-from broadgauge.agents.accounts._common import UserLocks, identity_in
+from broadgauge.agents.accounts._common import (
+    DEFAULT_SHELL,
+    Directory,
+    UserLocks,
+    check_homedir,
+    check_owner,
+    described_project,
+    identity_in,
+    portal_projects,
+    project_description,
+)
+from broadgauge.agents.accounts._freeipa_rpc import (
+    ALREADY_ACTIVE,
+    ALREADY_INACTIVE,
+    DUPLICATE_ENTRY,
+    EMPTY_MODLIST,
+    NOT_FOUND,
+    FreeIpaError,
+    IpaClient,
+    first,
+    flag,
+    strings,
+)
 from broadgauge.agents.accounts.backend import AccountError, AuditHook
 from broadgauge.agents.naming import (
     BLOCKED_GROUP,
@@ -63,7 +76,6 @@ from broadgauge.agents.naming import (
     user_name,
 )
 from broadgauge.grammar import (
-    GrammarError,
     PortalIdentifier,
     ProjectIdentifier,
     ProjectMapping,
@@ -75,51 +87,12 @@ __all__ = ["FreeIpaDirectory", "FreeIpaError"]
 
 logger = logging.getLogger(__name__)
 
-API_VERSION = "2.251"
-# FreeIPA error codes (ipalib/errors.py) that the rules treat as "already done".
-NOT_FOUND = 4001
-DUPLICATE_ENTRY = 4002
-ALREADY_ACTIVE = 4009
-ALREADY_INACTIVE = 4010
-EMPTY_MODLIST = 4202
-
 DEFAULT_GROUP = "ipausers"  # FreeIPA puts every user in it; not ours to take away
 INSTANCE_PREFIX = "op_"
-DEFAULT_SHELL = "/bin/bash"
 MARKERS = {
     MANAGED_GROUP: "Users managed by OpenPortal",
     BLOCKED_GROUP: "Users blocked by OpenPortal",
 }
-
-
-class FreeIpaError(AccountError):
-    """FreeIPA answered a call with an error object (``error.code/name/message``)."""
-
-    def __init__(self, method: str, code: int, name: str, message: str) -> None:
-        super().__init__(f"FreeIPA {method} failed: {name} ({code}): {message}")
-        self.code = code
-        self.name = name
-
-
-def _strings(entry: dict[str, Any], key: str) -> list[str]:
-    value = entry.get(key)
-    if value is None:
-        return []
-    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
-
-
-def _first(entry: dict[str, Any], key: str) -> str | None:
-    values = _strings(entry, key)
-    return values[0] if values else None
-
-
-def _flag(value: object) -> bool:
-    # nsaccountlock is a JSON boolean in current FreeIPA and ["TRUE"] in old releases.
-    if isinstance(value, list):
-        return bool(value) and _flag(value[0])
-    if isinstance(value, str):
-        return value.upper() == "TRUE"
-    return bool(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,21 +108,14 @@ class _IpaUser:
         return MANAGED_GROUP in self.groups
 
     def check(self, identity: UserIdentifier) -> None:
-        # user.project collides across portals; never hand one identity another's account.
-        if str(identity) not in self.cns:
-            raise AccountError(f"account {self.name} belongs to {self.cns!r}, not {identity}")
+        check_owner(self.name, self.cns, identity)
 
 
-@dataclass(eq=False)
-class _Server:
-    base: str
-    client: httpx.AsyncClient
-    login_lock: asyncio.Lock
-    generation: int = 0  # bumped by every login; 0 = never logged in
-
-
-class FreeIpaDirectory:
+class FreeIpaDirectory(Directory):
     """Users and groups in FreeIPA, following the account backend rules."""
+
+    _label = "freeipa"
+    _log = logger
 
     def __init__(
         self,
@@ -163,138 +129,32 @@ class FreeIpaDirectory:
         timeout: float = 20.0,
         instance_group: str | None = None,
     ) -> None:
-        if not servers:
-            raise ValueError("at least one FreeIPA server is needed")
-        self._servers = [
-            _Server(
-                base.rstrip("/"),
-                httpx.AsyncClient(verify=verify_tls, timeout=timeout),
-                asyncio.Lock(),
-            )
-            for base in servers
-        ]
-        self._user = user
-        self._password = password  # only ever sent in the login form; never logged
-        self._protected = frozenset(protected)
-        self._audit = audit
+        super().__init__(protected=protected, audit=audit)
+        self._rpc = IpaClient(servers, user, password, verify_tls=verify_tls, timeout=timeout)
         self._instance = instance_group.lower() if instance_group else None
-        self._turn = itertools.count()
-        self._ids = itertools.count(1)
         self._users = UserLocks()
-
-    # -- transport ------------------------------------------------------------------------
-
-    async def _login(self, server: _Server, seen: int) -> None:
-        async with server.login_lock:
-            if server.generation != seen:
-                return  # another call logged in again while we waited
-            response = await server.client.post(
-                f"{server.base}/ipa/session/login_password",
-                data={"user": self._user, "password": self._password},
-                headers={"Referer": f"{server.base}/ipa", "Accept": "text/plain"},
-            )
-            if response.status_code != 200:
-                reason = response.headers.get("X-IPA-Rejection-Reason", "")
-                raise AccountError(
-                    f"FreeIPA login as {self._user} at {server.base} was refused: "
-                    f"HTTP {response.status_code} {reason}".rstrip()
-                )
-            server.generation += 1
-            logger.info("logged in to FreeIPA at %s as %s", server.base, self._user)
-
-    async def _post(self, server: _Server, method: str, payload: dict[str, Any]) -> httpx.Response:
-        for _ in range(3):
-            seen = server.generation
-            if seen == 0:
-                await self._login(server, 0)
-                seen = server.generation
-            response = await server.client.post(
-                f"{server.base}/ipa/session/json",
-                json=payload,
-                headers={"Referer": f"{server.base}/ipa", "Accept": "application/json"},
-            )
-            if response.status_code != 401:
-                return response
-            await self._login(server, seen)  # the session expired
-        raise AccountError(f"FreeIPA {method} at {server.base}: still 401 after logging in again")
-
-    async def _call(self, method: str, args: Sequence[str] = (), **options: Any) -> dict[str, Any]:
-        """Call ``method``; return the ``result`` object, or raise FreeIpaError."""
-        request_id = next(self._ids)
-        options["version"] = API_VERSION
-        payload = {"method": method, "params": [list(args), options], "id": request_id}
-        start = next(self._turn)
-        failure: Exception | None = None
-        # A read may be tried once more than there are servers: a pooled keep-alive
-        # connection the server closed as we reused it fails without the call being seen.
-        # Writes are not repeated blindly; they fail over to the next server only.
-        read_only = method.endswith(("_show", "_find"))
-        for offset in range(len(self._servers) + (1 if read_only else 0)):
-            server = self._servers[(start + offset) % len(self._servers)]
-            try:
-                response = await self._post(server, method, payload)
-            except httpx.TransportError as exc:
-                failure = exc  # unreachable or timed out: fail over to the next server
-                logger.warning("FreeIPA %s at %s: %r", method, server.base, exc)
-                continue
-            if response.status_code != 200:
-                raise AccountError(
-                    f"FreeIPA {method} at {server.base}: HTTP {response.status_code}"
-                )
-            try:
-                body = response.json()
-            except ValueError:
-                raise AccountError(f"FreeIPA {method} at {server.base}: not JSON") from None
-            if body.get("id") != request_id:
-                raise AccountError(f"FreeIPA {method}: answer to request {body.get('id')!r}")
-            error = body.get("error")
-            if error:
-                code, name = int(error.get("code", 0)), str(error.get("name", ""))
-                raise FreeIpaError(method, code, name, str(error.get("message", "")))
-            result = body.get("result")
-            if not isinstance(result, dict):
-                raise AccountError(f"FreeIPA {method} at {server.base}: no result object")
-            return result
-        raise AccountError(f"FreeIPA {method}: no server could be reached ({failure!r})")
-
-    async def _tolerate(
-        self, codes: tuple[int, ...], method: str, *args: str, **options: Any
-    ) -> bool:
-        """Call; True if it changed something, False if FreeIPA said it was already so."""
-        try:
-            await self._call(method, args, **options)
-        except FreeIpaError as exc:
-            if exc.code in codes:
-                return False
-            raise
-        return True
-
-    def _note(self, text: str) -> None:
-        logger.info("freeipa accounts: %s", text)
-        if self._audit is not None:
-            self._audit(text)
 
     # -- reads and writes -----------------------------------------------------------------
 
     async def _show_user(self, name: str) -> _IpaUser | None:
         try:
-            result = await self._call("user_show", [name], all=True)
+            result = await self._rpc.call("user_show", [name], all=True)
         except FreeIpaError as exc:
             if exc.code == NOT_FOUND:
                 return None
             raise
         entry = result.get("result") or {}
         return _IpaUser(
-            name=_first(entry, "uid") or name,
-            cns=tuple(_strings(entry, "cn")),
-            home=_first(entry, "homedirectory") or "",
-            disabled=_flag(entry.get("nsaccountlock", False)),
-            groups=frozenset(g.lower() for g in _strings(entry, "memberof_group")),
+            name=first(entry, "uid") or name,
+            cns=tuple(strings(entry, "cn")),
+            home=first(entry, "homedirectory") or "",
+            disabled=flag(entry.get("nsaccountlock", False)),
+            groups=frozenset(g.lower() for g in strings(entry, "memberof_group")),
         )
 
     async def _show_group(self, name: str) -> dict[str, Any] | None:
         try:
-            result = await self._call("group_show", [name])
+            result = await self._rpc.call("group_show", [name])
         except FreeIpaError as exc:
             if exc.code == NOT_FOUND:
                 return None
@@ -308,14 +168,14 @@ class FreeIpaDirectory:
         if entry is None:
             extra = {} if posix else {"nonposix": True}
             try:
-                result = await self._call("group_add", [name], description=description, **extra)
+                result = await self._rpc.call("group_add", [name], description=description, **extra)
                 entry = result.get("result") or {}
-                self._note(f"created group {name} (gid {_first(entry, 'gidnumber')})")
+                self._note(f"created group {name} (gid {first(entry, 'gidnumber')})")
             except FreeIpaError as exc:
                 if exc.code != DUPLICATE_ENTRY:  # a concurrent add won the race: fine
                     raise
                 entry = await self._show_group(name) or {}
-        gid = _first(entry, "gidnumber")
+        gid = first(entry, "gidnumber")
         return int(gid) if gid else None
 
     def _description(self, group: str) -> str:
@@ -326,7 +186,7 @@ class FreeIpaDirectory:
     async def _join(self, group: str, name: str) -> None:
         for _ in range(3):  # the group may have to be created first, maybe by a racer
             try:
-                result = await self._call("group_add_member", [group], user=[name])
+                result = await self._rpc.call("group_add_member", [group], user=[name])
             except FreeIpaError as exc:
                 if exc.code != NOT_FOUND:
                     raise
@@ -343,7 +203,7 @@ class FreeIpaDirectory:
         raise AccountError(f"could not add {name} to group {group}")
 
     async def _leave(self, group: str, name: str) -> None:
-        result = await self._call("group_remove_member", [group], user=[name])
+        result = await self._rpc.call("group_remove_member", [group], user=[name])
         for member, message in result.get("failed", {}).get("member", {}).get("user", []):
             if "not a member" not in str(message):
                 raise AccountError(f"could not remove {member} from group {group}: {message}")
@@ -356,7 +216,7 @@ class FreeIpaDirectory:
         method, already = (
             ("user_enable", ALREADY_ACTIVE) if enabled else ("user_disable", ALREADY_INACTIVE)
         )
-        if await self._tolerate((already,), method, user.name):
+        if await self._rpc.tolerate((already,), method, user.name):
             self._note(f"{'enabled' if enabled else 'disabled'} {user.name} (uid kept)")
 
     async def _require(self, identity: UserIdentifier) -> _IpaUser:
@@ -372,7 +232,7 @@ class FreeIpaDirectory:
     async def add_project(self, project: ProjectIdentifier) -> ProjectMapping:
         """Create the project's group (idempotent)."""
         mapping = project_mapping(project)
-        await self._ensure_group(mapping.local_group, f"{project} | OpenPortal project")
+        await self._ensure_group(mapping.local_group, project_description(project))
         return mapping
 
     async def remove_project(self, project: ProjectIdentifier) -> ProjectMapping:
@@ -386,23 +246,10 @@ class FreeIpaDirectory:
 
     async def get_projects(self, portal: PortalIdentifier) -> list[ProjectMapping]:
         """Every project group of ``portal`` (read back from the group descriptions)."""
-        result = await self._call("group_find", [portal_name(portal)], sizelimit=0)
-        found = []
-        for entry in result.get("result") or []:
-            name, description = _first(entry, "cn"), _first(entry, "description")
-            if not name or not description:
-                continue
-            try:
-                project = ProjectIdentifier.parse(description.split("|", 1)[0])
-            except GrammarError:
-                continue
-            if project.portal == portal.portal:
-                found.append(ProjectMapping(project, name))
-        return sorted(found, key=lambda m: m.local_group)
-
-    async def get_project_mapping(self, project: ProjectIdentifier) -> ProjectMapping:
-        """The project's mapping by the naming rules."""
-        return project_mapping(project)
+        result = await self._rpc.call("group_find", [portal_name(portal)], sizelimit=0)
+        entries = result.get("result") or []
+        groups = ((first(e, "cn"), described_project(first(e, "description"))) for e in entries)
+        return portal_projects(groups, portal)
 
     async def is_existing_project(self, project: ProjectIdentifier) -> bool:
         """Whether the project's group exists."""
@@ -425,12 +272,12 @@ class FreeIpaDirectory:
                     found.check(user)
                     if BLOCKED_GROUP in found.groups:
                         return mapping  # blocked: only unblock_user may change it
-                description = f"{user.project_identifier} | OpenPortal project"
+                description = project_description(user.project_identifier)
                 gid = await self._ensure_group(mapping.local_group, description)
                 if found is None:
                     primary = {} if gid is None else {"noprivate": True, "gidnumber": gid}
                     try:
-                        result = await self._call(
+                        result = await self._rpc.call(
                             "user_add",
                             [name],
                             givenname=user.username,
@@ -445,7 +292,7 @@ class FreeIpaDirectory:
                         if exc.code == DUPLICATE_ENTRY:
                             continue
                         raise
-                    uid = _first(result.get("result") or {}, "uidnumber")
+                    uid = first(result.get("result") or {}, "uidnumber")
                     self._note(f"created user {name} (uid {uid}) for {user}")
                     have: frozenset[str] = frozenset()
                 else:
@@ -483,7 +330,7 @@ class FreeIpaDirectory:
     async def get_users(self, project: ProjectIdentifier) -> list[UserMapping]:
         """Members of the project's group whose identity (``cn``) belongs to the project."""
         try:
-            result = await self._call(
+            result = await self._rpc.call(
                 "user_find", in_group=project_group(project), all=True, sizelimit=0
             )
         except FreeIpaError as exc:
@@ -492,14 +339,10 @@ class FreeIpaDirectory:
             raise
         found = []
         for entry in result.get("result") or []:
-            identity = identity_in(_strings(entry, "cn"))
+            identity = identity_in(strings(entry, "cn"))
             if identity is not None and identity.project_identifier == project:
                 found.append(user_mapping(identity))
         return sorted(found, key=lambda m: m.local_user)
-
-    async def get_user_mapping(self, user: UserIdentifier) -> UserMapping:
-        """The user's mapping by the naming rules."""
-        return user_mapping(user)
 
     async def is_existing_user(self, user: UserIdentifier) -> bool:
         """Whether the account exists and has not been removed."""
@@ -519,28 +362,36 @@ class FreeIpaDirectory:
 
     async def block_user(self, user: UserIdentifier) -> UserMapping:
         """Join ``openportal.blocked`` and ``user_disable``."""
-        mapping = user_mapping(user)
-        if mapping.local_user in self._protected:
-            return mapping
-        async with self._users.hold(mapping.local_user):
-            found = await self._require(user)
-            if found.managed:
-                await self._join(BLOCKED_GROUP, found.name)
-                await self._set_enabled(found, False)
-        return mapping
+
+        async def block(found: _IpaUser) -> None:
+            await self._join(BLOCKED_GROUP, found.name)
+            await self._set_enabled(found, False)
+
+        return await self._change_managed(user, block)
 
     async def unblock_user(self, user: UserIdentifier) -> UserMapping:
         """Leave ``openportal.blocked``; ``user_enable`` unless the user was also removed."""
+
+        async def unblock(found: _IpaUser) -> None:
+            if BLOCKED_GROUP in found.groups:
+                await self._leave(BLOCKED_GROUP, found.name)
+            if user_mapping(user).local_group.lower() in found.groups:
+                await self._set_enabled(found, True)
+
+        return await self._change_managed(user, unblock)
+
+    async def _change_managed(
+        self, user: UserIdentifier, change: Callable[[_IpaUser], Awaitable[None]]
+    ) -> UserMapping:
+        """Apply ``change`` to the user's existing account, holding its lock, unless the
+        account is protected (named in the list, or unmanaged)."""
         mapping = user_mapping(user)
         if mapping.local_user in self._protected:
             return mapping
         async with self._users.hold(mapping.local_user):
             found = await self._require(user)
             if found.managed:
-                if BLOCKED_GROUP in found.groups:
-                    await self._leave(BLOCKED_GROUP, found.name)
-                if mapping.local_group.lower() in found.groups:
-                    await self._set_enabled(found, True)
+                await change(found)
         return mapping
 
     async def is_blocked_user(self, user: UserIdentifier) -> bool:
@@ -550,20 +401,16 @@ class FreeIpaDirectory:
 
     async def update_homedir(self, user: UserIdentifier, homedir: str) -> str:
         """Set ``homedirectory`` (a protected account keeps, and returns, its own)."""
-        if not homedir.startswith("/"):
-            raise AccountError(f"home directory must be an absolute path, not {homedir!r}")
-        if ":" in homedir or any(ord(ch) < 32 or ord(ch) == 127 for ch in homedir):
-            raise AccountError(f"home directory contains ':' or a control character: {homedir!r}")
+        check_homedir(homedir)
         name = user_name(user)
         async with self._users.hold(name):
             found = await self._require(user)
             if name in self._protected or not found.managed or found.home == homedir:
                 return found.home
-            if await self._tolerate((EMPTY_MODLIST,), "user_mod", name, homedirectory=homedir):
+            if await self._rpc.tolerate((EMPTY_MODLIST,), "user_mod", name, homedirectory=homedir):
                 self._note(f"set the home directory of {name} to {homedir}")
         return homedir
 
     async def close(self) -> None:
         """Close the HTTP clients."""
-        for server in self._servers:
-            await server.client.aclose()
+        await self._rpc.close()

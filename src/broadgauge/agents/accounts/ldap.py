@@ -31,34 +31,47 @@ rules (notes §5.4) to a plain directory (OpenLDAP, 389-ds):
 
 ldap3 is synchronous: each operation runs in a worker thread (:func:`asyncio.to_thread`)
 on a pooled connection it owns meanwhile, ``pool_size`` at most; every request is bounded
-by ``timeout``.  Operations on one user are serialised in-process by a per-user lock
-(given up after 5 s, as OpenPortal does); all are idempotent, so one that met a dropped
-connection is retried once on a fresh one.
+by ``timeout`` (the sessions and their pool are :mod:`._ldap_session`).  Operations on one
+user are serialised in-process by a per-user lock (given up after 5 s, as OpenPortal does);
+all are idempotent, so one that met a dropped connection is retried once on a fresh one.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
-import math
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
-from contextlib import suppress
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import ldap3  # type: ignore[import-untyped, unused-ignore]
-from ldap3.core.exceptions import (  # type: ignore[import-untyped, unused-ignore]
-    LDAPCommunicationError,
-    LDAPException,
-)
-from ldap3.utils.conv import escape_filter_chars  # type: ignore[import-untyped, unused-ignore]
 from ldap3.utils.dn import escape_rdn  # type: ignore[import-untyped, unused-ignore]
 
-from broadgauge.agents.accounts._common import UserLocks, check_homedir, identity_in
+from broadgauge.agents.accounts._common import (
+    DEFAULT_SHELL,
+    Directory,
+    UserLocks,
+    check_homedir,
+    check_owner,
+    check_ranges,
+    described_project,
+    identity_in,
+    portal_projects,
+    project_description,
+)
+from broadgauge.agents.accounts._ldap_session import (
+    ALREADY_EXISTS,
+    NO_SUCH_ATTRIBUTE,
+    SUCCESS,
+    VALUE_EXISTS,
+    Op,
+    Session,
+    SessionPool,
+    esc,
+)
 from broadgauge.agents.accounts.backend import AccountError, AuditHook
 from broadgauge.agents.naming import (
     BLOCKED_GROUP,
@@ -70,7 +83,6 @@ from broadgauge.agents.naming import (
     user_name,
 )
 from broadgauge.grammar import (
-    GrammarError,
     PortalIdentifier,
     ProjectIdentifier,
     ProjectMapping,
@@ -84,36 +96,11 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# LDAP result codes (RFC 4511) that the rules treat as "already done".
-SUCCESS = 0
-NO_SUCH_ATTRIBUTE = 16
-VALUE_EXISTS = 20
-NO_SUCH_OBJECT = 32
-ALREADY_EXISTS = 68
-
 USER_CLASSES = ["inetOrgPerson", "posixAccount", "shadowAccount"]
 USER_ATTRIBUTES = ["uid", "cn", "uidNumber", "gidNumber", "homeDirectory", "shadowExpire"]
 COUNTER_CLASSES = ["applicationProcess", "extensibleObject"]
-DEFAULT_SHELL = "/bin/bash"
 MARKER_DESCRIPTIONS = {MANAGED_GROUP: "Users managed by OpenPortal", BLOCKED_GROUP: "Users blocked"}
 CHUNK = 100  # uids per OR-filter when resolving a group's members
-
-
-def _esc(value: str | int) -> str:
-    return str(escape_filter_chars(str(value)))
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    dn: str
-    attributes: Mapping[str, list[str]]
-
-    def values(self, name: str) -> list[str]:
-        return self.attributes.get(name, [])
-
-    def first(self, name: str) -> str | None:
-        values = self.values(name)
-        return values[0] if values else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,63 +121,11 @@ class _Group:
     members: tuple[str, ...]
 
 
-class _Session:
-    """One bound ldap3 connection, used by one thread at a time."""
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-
-    def _code(self) -> int:
-        return int(self.conn.result["result"])
-
-    def _error(self, what: str, target: str) -> AccountError:
-        result = self.conn.result
-        return AccountError(
-            f"LDAP {what} {target} failed: {result['description']} {result['message']}"
-        )
-
-    def search(
-        self, base: str, query: str, attributes: list[str], *, scope: str = ldap3.SUBTREE
-    ) -> list[_Entry]:
-        # Paged: listings (get_projects) must not stop at the server's size limit.
-        responses = self.conn.extend.standard.paged_search(
-            base, query, search_scope=scope, attributes=attributes, paged_size=500, generator=False
-        )
-        if self._code() not in (SUCCESS, NO_SUCH_OBJECT):
-            raise self._error("search", f"{query} under {base}")
-        entries = []
-        for response in responses or []:
-            if response.get("type") != "searchResEntry":
-                continue
-            attrs = {
-                str(key): [str(v) for v in (value if isinstance(value, list) else [value])]
-                for key, value in response["attributes"].items()
-            }
-            entries.append(_Entry(str(response["dn"]), attrs))
-        return entries
-
-    def read(self, dn: str, attributes: list[str]) -> _Entry | None:
-        found = self.search(dn, "(objectClass=*)", attributes, scope=ldap3.BASE)
-        return found[0] if found else None
-
-    def add(self, dn: str, classes: list[str], attributes: Mapping[str, object]) -> int:
-        self.conn.add(dn, classes, dict(attributes))
-        return self._code()
-
-    def modify(self, dn: str, changes: Mapping[str, list[tuple[str, list[str]]]]) -> int:
-        self.conn.modify(dn, dict(changes))
-        return self._code()
-
-    def must(self, code: int, what: str, target: str, *tolerated: int) -> None:
-        if code != SUCCESS and code not in tolerated:
-            raise self._error(what, target)
-
-
-Op = Callable[[_Session, list[str]], T]
-
-
-class LdapDirectory:
+class LdapDirectory(Directory):
     """Users and groups in an LDAP directory, following the account backend rules."""
+
+    _label = "ldap"
+    _log = logger
 
     def __init__(
         self,
@@ -208,100 +143,26 @@ class LdapDirectory:
         timeout: float = 10.0,
         pool_size: int = 4,
     ) -> None:
-        for what, (low, high) in (("uid", uid_range), ("gid", gid_range)):
-            if not 0 < low <= high:
-                raise ValueError(f"invalid {what} range {low}-{high}")
-        self._url = url
-        self._bind_dn = bind_dn
-        self._password = password  # only ever handed to ldap3; never logged
+        super().__init__(protected=protected, audit=audit)
+        self._ranges = check_ranges(uid_range, gid_range)
         self._base = base_dn
         self._people = f"{people_ou},{base_dn}"
         self._groups = f"{groups_ou},{base_dn}"
-        self._ranges = {"uid": uid_range, "gid": gid_range}
-        self._protected = frozenset(protected)
-        self._audit = audit
-        self._timeout = timeout
-        self._server = ldap3.Server(url, connect_timeout=timeout, get_info=ldap3.NONE)
-        self._idle: list[_Session] = []
-        self._pool_lock = threading.Lock()
-        self._slots = asyncio.Semaphore(pool_size)
+        self._pool = SessionPool(url, bind_dn, password, timeout=timeout, size=pool_size)
         # Group creation is check-then-add; serialise it in-process so concurrent adds
         # into one new project do not each burn a gid (other processes are handled by
         # entryAlreadyExists).
         self._group_lock = threading.Lock()
         self._users = UserLocks()
 
-    # -- plumbing -------------------------------------------------------------------------
-
-    def _connect(self) -> _Session:
-        conn = ldap3.Connection(
-            self._server,
-            user=self._bind_dn,
-            password=self._password,
-            # ldap3 packs this into SO_RCVTIMEO as whole seconds: it must be an int.
-            receive_timeout=max(1, math.ceil(self._timeout)),
-            raise_exceptions=False,
-        )
-        if not conn.bind():
-            description = conn.result.get("description", "unknown error") if conn.result else ""
-            raise AccountError(f"LDAP bind as {self._bind_dn} to {self._url} failed: {description}")
-        return _Session(conn)
-
-    def _execute(self, op: Op[T]) -> tuple[T, list[str]]:
-        for attempt in (1, 2):
-            notes: list[str] = []
-            with self._pool_lock:
-                session = self._idle.pop() if self._idle else None
-            try:
-                session = session or self._connect()
-                result = op(session, notes)
-            except LDAPCommunicationError as exc:
-                # A pooled connection may have been dropped by the server; every operation
-                # is idempotent, so one retry on a fresh connection is safe.
-                self._discard(session)
-                if attempt == 2 or session is None:
-                    raise AccountError(f"LDAP server {self._url} unreachable: {exc}") from None
-                continue
-            except LDAPException as exc:
-                self._discard(session)
-                raise AccountError(f"LDAP error from {self._url}: {exc}") from None
-            except AccountError:
-                if session is not None:  # a refusal, not a broken connection: keep it
-                    with self._pool_lock:
-                        self._idle.append(session)
-                raise
-            with self._pool_lock:
-                self._idle.append(session)
-            return result, notes
-        raise AssertionError("unreachable")
-
-    @staticmethod
-    def _discard(session: _Session | None) -> None:
-        if session is not None:
-            with suppress(LDAPException):
-                session.conn.unbind()
-
     async def _run(self, op: Op[T]) -> T:
-        async with self._slots:
-            work = asyncio.ensure_future(asyncio.to_thread(self._execute, op))
-            # Audit once the thread is done, even if our caller was cancelled meanwhile
-            # (the thread cannot be stopped, so its changes happen regardless).
-            work.add_done_callback(self._tell)
-            result, _ = await asyncio.shield(work)
-        return result
-
-    def _tell(self, work: asyncio.Future[tuple[T, list[str]]]) -> None:
-        if work.cancelled() or work.exception() is not None:
-            return
-        for note in work.result()[1]:
-            logger.info("ldap accounts: %s", note)
-            if self._audit is not None:
-                self._audit(note)
+        async with self._pool.slots:
+            return await self._in_thread(functools.partial(self._pool.execute, op))
 
     # -- reads (inside a session) ---------------------------------------------------------
 
-    def _find_user(self, s: _Session, name: str) -> _User | None:
-        query = f"(&(objectClass=posixAccount)(uid={_esc(name)}))"
+    def _find_user(self, s: Session, name: str) -> _User | None:
+        query = f"(&(objectClass=posixAccount)(uid={esc(name)}))"
         found = s.search(self._base, query, USER_ATTRIBUTES)
         if not found:
             return None
@@ -311,7 +172,7 @@ class LdapDirectory:
         groups = {
             group.first("cn") or "": group.dn
             for group in s.search(
-                self._base, f"(&(objectClass=posixGroup)(memberUid={_esc(name)}))", ["cn"]
+                self._base, f"(&(objectClass=posixGroup)(memberUid={esc(name)}))", ["cn"]
             )
         }
         expire = entry.first("shadowExpire")
@@ -327,8 +188,8 @@ class LdapDirectory:
             groups=groups,
         )
 
-    def _find_group(self, s: _Session, name: str) -> _Group | None:
-        query = f"(&(objectClass=posixGroup)(cn={_esc(name)}))"
+    def _find_group(self, s: Session, name: str) -> _Group | None:
+        query = f"(&(objectClass=posixGroup)(cn={esc(name)}))"
         found = s.search(self._base, query, ["gidNumber", "memberUid"])
         if not found:
             return None
@@ -342,13 +203,11 @@ class LdapDirectory:
 
     @staticmethod
     def _check_identity(user: _User, identity: UserIdentifier) -> None:
-        # user.project collides across portals; never hand one identity another's account.
-        if str(identity) not in user.cns:
-            raise AccountError(f"account {user.name} belongs to {user.cns!r}, not {identity}")
+        check_owner(user.name, user.cns, identity)
 
     # -- writes (inside a session) --------------------------------------------------------
 
-    def _allocate(self, s: _Session, kind: str) -> int:
+    def _allocate(self, s: Session, kind: str) -> int:
         low, high = self._ranges[kind]
         attribute = f"{kind}Number"
         dn = f"cn={kind}Next,{self._base}"
@@ -377,7 +236,7 @@ class LdapDirectory:
             # taken by an entry made outside Broadgauge: loop on to the next number
         raise AccountError(f"could not allocate a {kind}: the counter {dn} kept moving")
 
-    def _ensure_group(self, s: _Session, name: str, description: str, notes: list[str]) -> _Group:
+    def _ensure_group(self, s: Session, name: str, description: str, notes: list[str]) -> _Group:
         with self._group_lock:
             group = self._find_group(s, name)
             if group is not None:
@@ -395,12 +254,12 @@ class LdapDirectory:
             notes.append(f"created group {name} (gid {gid})")
             return _Group(dn, gid, ())
 
-    def _marker(self, s: _Session, name: str, notes: list[str]) -> str:
+    def _marker(self, s: Session, name: str, notes: list[str]) -> str:
         return self._ensure_group(s, name, MARKER_DESCRIPTIONS[name], notes).dn
 
     @staticmethod
     def _member(
-        s: _Session, group: str, dn: str, name: str, notes: list[str], *, join: bool
+        s: Session, group: str, dn: str, name: str, notes: list[str], *, join: bool
     ) -> None:
         # Adding a present value / deleting an absent one is "already done", not an error.
         change, done = (
@@ -412,7 +271,7 @@ class LdapDirectory:
             notes.append(f"{name} {'joined' if join else 'left'} group {group}")
 
     @staticmethod
-    def _expire(s: _Session, user: _User, expired: bool, notes: list[str]) -> None:
+    def _expire(s: Session, user: _User, expired: bool, notes: list[str]) -> None:
         if user.expired == expired:
             return
         value = ["1"] if expired else []  # REPLACE with no values deletes the attribute
@@ -421,13 +280,13 @@ class LdapDirectory:
         )
         notes.append(f"{'disabled' if expired else 'enabled'} {user.name} (uid {user.uid})")
 
-    def _disable(self, s: _Session, user: _User, notes: list[str]) -> None:
+    def _disable(self, s: Session, user: _User, notes: list[str]) -> None:
         for group, dn in sorted(user.groups.items()):
             if group not in (MANAGED_GROUP, BLOCKED_GROUP):
                 self._member(s, group, dn, user.name, notes, join=False)
         self._expire(s, user, True, notes)
 
-    def _add_user(self, s: _Session, identity: UserIdentifier, notes: list[str]) -> None:
+    def _add_user(self, s: Session, identity: UserIdentifier, notes: list[str]) -> None:
         mapping = user_mapping(identity)
         name = mapping.local_user
         user = self._find_user(s, name)
@@ -437,7 +296,7 @@ class LdapDirectory:
             self._check_identity(user, identity)
             if BLOCKED_GROUP in user.groups:
                 return  # blocked: only unblock_user may change it
-        description = f"{identity.project_identifier} | OpenPortal project"
+        description = project_description(identity.project_identifier)
         group = self._ensure_group(s, mapping.local_group, description, notes)
         managed = self._marker(s, MANAGED_GROUP, notes)
         if user is None:
@@ -471,7 +330,7 @@ class LdapDirectory:
             if group_name not in user.groups:
                 self._member(s, group_name, dn, name, notes, join=True)
 
-    def _require(self, s: _Session, identity: UserIdentifier) -> _User:
+    def _require(self, s: Session, identity: UserIdentifier) -> _User:
         name = user_name(identity)
         user = self._find_user(s, name)
         if user is None:
@@ -485,7 +344,7 @@ class LdapDirectory:
     async def add_project(self, project: ProjectIdentifier) -> ProjectMapping:
         """Create the project's group (idempotent)."""
         mapping = project_mapping(project)
-        description = f"{project} | OpenPortal project"
+        description = project_description(project)
         await self._run(lambda s, n: self._ensure_group(s, mapping.local_group, description, n))
         return mapping
 
@@ -502,7 +361,7 @@ class LdapDirectory:
         return mapping
 
     def _remove(
-        self, s: _Session, notes: list[str], *, name: str, identity: UserIdentifier | None
+        self, s: Session, notes: list[str], *, name: str, identity: UserIdentifier | None
     ) -> None:
         """Disable a managed, unprotected account: ``identity``'s, or any member's."""
         user = self._find_user(s, name)
@@ -514,24 +373,10 @@ class LdapDirectory:
 
     async def get_projects(self, portal: PortalIdentifier) -> list[ProjectMapping]:
         """Every project group of ``portal`` (read back from the group descriptions)."""
-        query = f"(&(objectClass=posixGroup)(description=*.{_esc(portal_name(portal))} |*))"
+        query = f"(&(objectClass=posixGroup)(description=*.{esc(portal_name(portal))} |*))"
         entries = await self._run(lambda s, n: s.search(self._base, query, ["cn", "description"]))
-        found = []
-        for entry in entries:
-            name, description = entry.first("cn"), entry.first("description")
-            if not name or not description:
-                continue
-            try:
-                project = ProjectIdentifier.parse(description.split("|", 1)[0])
-            except GrammarError:
-                continue
-            if project.portal == portal.portal:  # the LDAP match was case-insensitive
-                found.append(ProjectMapping(project, name))
-        return sorted(found, key=lambda m: m.local_group)
-
-    async def get_project_mapping(self, project: ProjectIdentifier) -> ProjectMapping:
-        """The project's mapping by the naming rules."""
-        return project_mapping(project)
+        groups = ((e.first("cn"), described_project(e.first("description"))) for e in entries)
+        return portal_projects(groups, portal)  # which checks the portal case-sensitively
 
     async def is_existing_project(self, project: ProjectIdentifier) -> bool:
         """Whether the project's group exists."""
@@ -556,14 +401,14 @@ class LdapDirectory:
         """Members of the project's group whose identity (``cn``) belongs to the project."""
         name = project_group(project)
 
-        def op(s: _Session, notes: list[str]) -> list[UserMapping]:
+        def op(s: Session, notes: list[str]) -> list[UserMapping]:
             group = self._find_group(s, name)
             if group is None:
                 return []
             found = []
             members = sorted(group.members)
             for start in range(0, len(members), CHUNK):
-                uids = "".join(f"(uid={_esc(m)})" for m in members[start : start + CHUNK])
+                uids = "".join(f"(uid={esc(m)})" for m in members[start : start + CHUNK])
                 query = f"(&(objectClass=posixAccount)(|{uids}))"
                 for entry in s.search(self._base, query, ["uid", "cn"]):
                     identity = identity_in(entry.values("cn"))
@@ -572,10 +417,6 @@ class LdapDirectory:
             return sorted(found, key=lambda m: m.local_user)
 
         return await self._run(op)
-
-    async def get_user_mapping(self, user: UserIdentifier) -> UserMapping:
-        """The user's mapping by the naming rules."""
-        return user_mapping(user)
 
     async def is_existing_user(self, user: UserIdentifier) -> bool:
         """Whether the account exists and has not been removed."""
@@ -595,7 +436,7 @@ class LdapDirectory:
     async def block_user(self, user: UserIdentifier) -> UserMapping:
         """Add the account to ``openportal.blocked`` and expire it."""
 
-        def op(s: _Session, notes: list[str]) -> None:
+        def op(s: Session, notes: list[str]) -> None:
             found = self._require(s, user)
             if self._is_protected(found, found.name):
                 return
@@ -610,7 +451,7 @@ class LdapDirectory:
         """Leave ``openportal.blocked``; un-expire unless the user was also removed."""
         mapping = user_mapping(user)
 
-        def op(s: _Session, notes: list[str]) -> None:
+        def op(s: Session, notes: list[str]) -> None:
             found = self._require(s, user)
             if self._is_protected(found, found.name):
                 return
@@ -641,7 +482,7 @@ class LdapDirectory:
         """Set ``homeDirectory`` (a protected account keeps, and returns, its own)."""
         check_homedir(homedir)
 
-        def op(s: _Session, notes: list[str]) -> str:
+        def op(s: Session, notes: list[str]) -> str:
             found = self._require(s, user)
             if self._is_protected(found, found.name) or found.home == homedir:
                 return found.home
@@ -655,7 +496,4 @@ class LdapDirectory:
 
     async def close(self) -> None:
         """Unbind every pooled connection."""
-        with self._pool_lock:
-            idle, self._idle = self._idle, []
-        for session in idle:
-            await asyncio.to_thread(self._discard, session)
+        await self._pool.close()

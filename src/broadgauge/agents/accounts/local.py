@@ -33,6 +33,7 @@ running the whole operation in one call makes it atomic without per-user locks.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 import threading
@@ -42,7 +43,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from broadgauge.agents.accounts._common import check_homedir, identity_in
+from broadgauge.agents.accounts._common import (
+    DEFAULT_SHELL,
+    Directory,
+    check_homedir,
+    check_ranges,
+    identity_in,
+    portal_projects,
+)
 from broadgauge.agents.accounts.backend import AccountError, AuditHook
 from broadgauge.agents.naming import (
     BLOCKED_GROUP,
@@ -54,7 +62,6 @@ from broadgauge.agents.naming import (
     user_name,
 )
 from broadgauge.grammar import (
-    GrammarError,
     PortalIdentifier,
     ProjectIdentifier,
     ProjectMapping,
@@ -68,7 +75,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-DEFAULT_SHELL = "/bin/bash"
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -111,8 +117,11 @@ class _User:
     locked: bool
 
 
-class LocalDirectory:
+class LocalDirectory(Directory):
     """Users and groups in a SQLite file (WAL), following the account backend rules."""
+
+    _label = "local"
+    _log = logger
 
     def __init__(
         self,
@@ -124,13 +133,9 @@ class LocalDirectory:
         audit: AuditHook | None = None,
         busy_timeout: float = 10.0,
     ) -> None:
-        for what, (low, high) in (("uid", uid_range), ("gid", gid_range)):
-            if not 0 < low <= high:
-                raise ValueError(f"invalid {what} range {low}-{high}")
+        super().__init__(protected=protected, audit=audit)
+        self._ranges = check_ranges(uid_range, gid_range)
         self._path = Path(path)
-        self._ranges = {"uid": uid_range, "gid": gid_range}
-        self._protected = frozenset(protected)
-        self._audit = audit
         self._lock = threading.Lock()
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves so the write lock is
         # taken before the first read of a transaction (read-then-write stays atomic).
@@ -178,20 +183,8 @@ class LocalDirectory:
         return result, notes
 
     async def _run(self, op: Callable[[sqlite3.Connection, list[str]], T]) -> T:
-        work = asyncio.ensure_future(asyncio.to_thread(self._execute, op))
-        # Audit on the event loop once the transaction has committed, even if our caller
-        # was cancelled meanwhile (the thread cannot be stopped, so the change happens).
-        work.add_done_callback(self._tell)
-        result, _ = await asyncio.shield(work)
-        return result
-
-    def _tell(self, work: asyncio.Future[tuple[T, list[str]]]) -> None:
-        if work.cancelled() or work.exception() is not None:
-            return
-        for note in work.result()[1]:
-            logger.info("local accounts: %s", note)
-            if self._audit is not None:
-                self._audit(note)
+        # Audited once the transaction has committed, even if our caller was cancelled.
+        return await self._in_thread(functools.partial(self._execute, op))
 
     # -- row helpers (run inside a transaction) -------------------------------------------
 
@@ -322,24 +315,10 @@ class LocalDirectory:
         portal_name(portal)
 
         def op(db: sqlite3.Connection, notes: list[str]) -> list[ProjectMapping]:
-            found = []
-            rows = db.execute(
-                "SELECT name, identifier FROM groups WHERE identifier IS NOT NULL ORDER BY name"
-            )
-            for name, identifier in rows:
-                try:
-                    project = ProjectIdentifier.parse(identifier)
-                except GrammarError:
-                    continue
-                if project.portal == portal.portal:
-                    found.append(ProjectMapping(project, name))
-            return found
+            rows = db.execute("SELECT name, identifier FROM groups WHERE identifier IS NOT NULL")
+            return portal_projects(rows, portal)
 
         return await self._run(op)
-
-    async def get_project_mapping(self, project: ProjectIdentifier) -> ProjectMapping:
-        """The project's mapping by the naming rules."""
-        return project_mapping(project)
 
     async def is_existing_project(self, project: ProjectIdentifier) -> bool:
         """Whether the project's group exists."""
@@ -413,10 +392,6 @@ class LocalDirectory:
 
         return await self._run(op)
 
-    async def get_user_mapping(self, user: UserIdentifier) -> UserMapping:
-        """The user's mapping by the naming rules."""
-        return user_mapping(user)
-
     async def is_existing_user(self, user: UserIdentifier) -> bool:
         """Whether the account exists and has not been removed."""
         mapping = user_mapping(user)
@@ -436,33 +411,27 @@ class LocalDirectory:
 
     async def block_user(self, user: UserIdentifier) -> UserMapping:
         """Lock the account and add it to ``openportal.blocked``."""
-        mapping = user_mapping(user)
-
-        def op(db: sqlite3.Connection, notes: list[str]) -> UserMapping:
-            if self._is_protected(db, mapping.local_user):
-                return mapping
-            row = self._existing(db, user)
-            self._ensure_group(db, BLOCKED_GROUP, None, notes)
-            self._join(db, BLOCKED_GROUP, row.name, notes)
-            if not row.locked:
-                db.execute("UPDATE users SET locked = 1 WHERE name = ?", (row.name,))
-                notes.append(f"locked {row.name}")
-            return mapping
-
-        return await self._run(op)
+        return await self._set_blocked(user, True)
 
     async def unblock_user(self, user: UserIdentifier) -> UserMapping:
         """Unlock the account and remove it from ``openportal.blocked``."""
+        return await self._set_blocked(user, False)
+
+    async def _set_blocked(self, user: UserIdentifier, blocked: bool) -> UserMapping:
         mapping = user_mapping(user)
 
         def op(db: sqlite3.Connection, notes: list[str]) -> UserMapping:
             if self._is_protected(db, mapping.local_user):
                 return mapping
             row = self._existing(db, user)
-            self._leave(db, BLOCKED_GROUP, row.name, notes)
-            if row.locked:
-                db.execute("UPDATE users SET locked = 0 WHERE name = ?", (row.name,))
-                notes.append(f"unlocked {row.name}")
+            if blocked:
+                self._ensure_group(db, BLOCKED_GROUP, None, notes)
+                self._join(db, BLOCKED_GROUP, row.name, notes)
+            else:
+                self._leave(db, BLOCKED_GROUP, row.name, notes)
+            if row.locked != blocked:
+                db.execute("UPDATE users SET locked = ? WHERE name = ?", (int(blocked), row.name))
+                notes.append(f"{'locked' if blocked else 'unlocked'} {row.name}")
             return mapping
 
         return await self._run(op)

@@ -60,8 +60,8 @@ from broadgauge.grammar import (
     Volume,
 )
 from broadgauge.grammar import instructions as ins
-from broadgauge.jobs.agent import Agent, Envelope, Handler, JobRefused
 from broadgauge.jobs.job import Job
+from broadgauge.runtime.agent import Agent, Envelope, Handler, JobRefused
 
 log = logging.getLogger("broadgauge.agents.filesystem")
 

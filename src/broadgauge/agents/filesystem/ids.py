@@ -34,6 +34,15 @@ class UnknownName(LookupError):
         return str(self.args[0]) if self.args else "unknown name"
 
 
+def _found(number: int | None, kind: str, name: str, where: str = "") -> int:
+    """``number`` if the look-up found one; else 0 for ``root``, else :class:`UnknownName`."""
+    if number is not None:
+        return number
+    if name in ROOT_NAMES:
+        return 0
+    raise UnknownName(f"Could not find a {kind} called {name}{where}")
+
+
 class IdResolver(Protocol):
     """Resolves Unix names to numeric ids."""
 
@@ -75,19 +84,11 @@ class StaticResolver:
 
     def uid(self, name: str) -> int:
         """The uid of user ``name``."""
-        if name in self.users:
-            return self.users[name]
-        if name in ROOT_NAMES:
-            return 0
-        raise UnknownName(f"Could not find a user called {name}")
+        return _found(self.users.get(name), "user", name)
 
     def gid(self, name: str) -> int:
         """The gid of group ``name``."""
-        if name in self.groups:
-            return self.groups[name]
-        if name in ROOT_NAMES:
-            return 0
-        raise UnknownName(f"Could not find a group called {name}")
+        return _found(self.groups.get(name), "group", name)
 
 
 class DirectoryResolver:
@@ -105,22 +106,12 @@ class DirectoryResolver:
     def uid(self, name: str) -> int:
         """The uid of user ``name``."""
         check_name(name, "user name", error=UnknownName)
-        number = self._lookup(_USER_QUERY, name)
-        if number is None:
-            if name in ROOT_NAMES:
-                return 0
-            raise UnknownName(f"Could not find a user called {name} in {self.path}")
-        return number
+        return _found(self._lookup(_USER_QUERY, name), "user", name, f" in {self.path}")
 
     def gid(self, name: str) -> int:
         """The gid of group ``name``."""
         check_name(name, "group name", error=UnknownName)
-        number = self._lookup(_GROUP_QUERY, name)
-        if number is None:
-            if name in ROOT_NAMES:
-                return 0
-            raise UnknownName(f"Could not find a group called {name} in {self.path}")
-        return number
+        return _found(self._lookup(_GROUP_QUERY, name), "group", name, f" in {self.path}")
 
     def _lookup(self, query: str, name: str) -> int | None:
         if not self.path.exists():

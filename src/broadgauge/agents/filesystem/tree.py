@@ -19,6 +19,7 @@ import os
 import shutil
 import stat
 import time
+from collections.abc import Callable
 from pathlib import PurePosixPath
 
 from broadgauge.agents.filesystem.layout import Placement
@@ -71,14 +72,8 @@ def recycle_dir(place: Placement) -> list[str]:
 
     An older recycled copy of the same name is kept, renamed with a timestamp suffix.
     """
-    parent = _open_parent(place, create=False, changes=[])
-    if parent is None:
-        return []
-    name = place.parts[-1]
-    path = place.path
-    try:
-        if not _is_dir_here(parent, name, path):
-            return []
+
+    def recycle(parent: int, name: str, path: PurePosixPath) -> list[str]:
         with contextlib.suppress(FileExistsError):
             os.mkdir(RECYCLE, RECYCLE_MODE, dir_fd=parent)
         bin_fd = _open_child(parent, RECYCLE, path.parent / RECYCLE)
@@ -92,15 +87,27 @@ def recycle_dir(place: Placement) -> list[str]:
             os.utime(name, dir_fd=bin_fd, follow_symlinks=False)
         finally:
             os.close(bin_fd)
-    except OSError as exc:
-        raise _error("cannot recycle", path, exc) from exc
-    finally:
-        os.close(parent)
-    return [f"recycled {path} to {path.parent / RECYCLE / name}"]
+        return [f"recycled {path} to {path.parent / RECYCLE / name}"]
+
+    return _on_dir(place, "cannot recycle", recycle)
 
 
 def delete_dir(place: Placement) -> list[str]:
     """Delete the tree at ``place`` (nothing to do if it is absent); never follows links."""
+
+    def delete(parent: int, name: str, path: PurePosixPath) -> list[str]:
+        # rmtree with dir_fd walks by descriptor and refuses symlinks at every level.
+        shutil.rmtree(name, dir_fd=parent)
+        return [f"deleted {path}"]
+
+    return _on_dir(place, "cannot delete", delete)
+
+
+def _on_dir(
+    place: Placement, what: str, act: Callable[[int, str, PurePosixPath], list[str]]
+) -> list[str]:
+    """``act(parent, name, path)`` on the directory at ``place``, through its parent's
+    descriptor; nothing (``[]``) when it is absent; an OSError becomes ``what`` failed."""
     parent = _open_parent(place, create=False, changes=[])
     if parent is None:
         return []
@@ -109,13 +116,11 @@ def delete_dir(place: Placement) -> list[str]:
     try:
         if not _is_dir_here(parent, name, path):
             return []
-        # rmtree with dir_fd walks by descriptor and refuses symlinks at every level.
-        shutil.rmtree(name, dir_fd=parent)
+        return act(parent, name, path)
     except OSError as exc:
-        raise _error("cannot delete", path, exc) from exc
+        raise _error(what, path, exc) from exc
     finally:
         os.close(parent)
-    return [f"deleted {path}"]
 
 
 def ensure_link(target: PurePosixPath, link: PurePosixPath) -> list[str]:

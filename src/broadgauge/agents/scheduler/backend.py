@@ -12,8 +12,12 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from broadgauge.agents.naming import check_project_mapping, check_user_mapping, slurm_name
 from broadgauge.grammar import DateRange, ProjectMapping, ProjectUsageReport, Usage, UserMapping
-from broadgauge.jobs.envelope import JobRefused
+from broadgauge.runtime.envelope import JobRefused
+
+#: The organisation of every account Broadgauge makes; it manages no other.
+MANAGED_ORGANISATION = "openportal"
 
 
 class SchedulerError(JobRefused):
@@ -21,6 +25,23 @@ class SchedulerError(JobRefused):
 
     It is a refusal: the runtime sends the message back as the job's error.
     """
+
+
+def account_name(project: ProjectMapping) -> str:
+    """The Slurm account of a project (:class:`SchedulerError` unless portable)."""
+    check_project_mapping(project, SchedulerError)
+    return slurm_name(project.local_group, "Slurm account", SchedulerError)
+
+
+def user_name(user: UserMapping) -> str:
+    """The Slurm user of a mapping (:class:`SchedulerError` unless portable)."""
+    check_user_mapping(user, SchedulerError)
+    return slurm_name(user.local_user, "Slurm user", SchedulerError)
+
+
+def account_description(project: ProjectMapping) -> str:
+    """The description of a project's account."""
+    return f"Account for OpenPortal project {project.project}"
 
 
 class SchedulerBackend(Protocol):

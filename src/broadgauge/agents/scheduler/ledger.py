@@ -9,7 +9,8 @@ it (node-seconds, like the Slurm backend's reports).
 Every call is idempotent; an account registered for another organisation (see
 :meth:`LedgerScheduler.register_site_account`) is refused exactly as in Slurm; removing a
 user or project never deletes usage.  Days are UTC days, as in the Slurm backend.  Names are
-refused exactly as in Slurm too (:func:`_account_of`, :func:`_user_of`), before any write.
+refused exactly as in Slurm too (:func:`.backend.account_name`, :func:`.backend.user_name`),
+before any write.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from broadgauge.agents.naming import check_project_mapping, check_user_mapping, slurm_name
 from broadgauge.grammar import (
     DailyProjectUsageReport,
     Date,
@@ -34,13 +34,18 @@ from broadgauge.grammar import (
     UserMapping,
 )
 
-from .backend import SchedulerError
+from .backend import (
+    MANAGED_ORGANISATION,
+    SchedulerError,
+    account_description,
+    account_name,
+    user_name,
+)
 
 __all__ = ["LedgerScheduler"]
 
 log = logging.getLogger(__name__)
 
-MANAGED_ORGANISATION = "openportal"
 _T = TypeVar("_T")
 
 _SCHEMA = """
@@ -82,18 +87,6 @@ def _now() -> str:
 
 def _today() -> Date:
     return Date.from_python(_dt.datetime.now(_dt.UTC).date())
-
-
-def _account_of(project: ProjectMapping) -> str:
-    """The account of a project; :class:`SchedulerError` unless its names are portable."""
-    check_project_mapping(project, SchedulerError)
-    return slurm_name(project.local_group, "Slurm account", SchedulerError)
-
-
-def _user_of(user: UserMapping) -> str:
-    """The Slurm user of a mapping; :class:`SchedulerError` unless its names are portable."""
-    check_user_mapping(user, SchedulerError)
-    return slurm_name(user.local_user, "Slurm user", SchedulerError)
 
 
 class LedgerScheduler:
@@ -151,7 +144,7 @@ class LedgerScheduler:
         return row is not None
 
     def _ensure_account(self, db: sqlite3.Connection, project: ProjectMapping) -> str:
-        account = _account_of(project)
+        account = account_name(project)
         if not self._managed(db, account):
             db.execute(
                 "INSERT INTO accounts (name, organisation, description, parent, created)"
@@ -159,7 +152,7 @@ class LedgerScheduler:
                 (
                     account,
                     MANAGED_ORGANISATION,
-                    f"Account for OpenPortal project {project.project}",
+                    account_description(project),
                     self._parent,
                     _now(),
                 ),
@@ -168,7 +161,7 @@ class LedgerScheduler:
         return account
 
     def _existing(self, db: sqlite3.Connection, project: ProjectMapping) -> str:
-        account = _account_of(project)
+        account = account_name(project)
         if not self._managed(db, account):
             raise SchedulerError(f"account {account} does not exist")
         return account
@@ -185,18 +178,18 @@ class LedgerScheduler:
 
     async def add_project(self, project: ProjectMapping) -> None:
         """Create the project's account (idempotent; refused if someone else owns it)."""
-        _account_of(project)
+        account_name(project)
         await self._call(lambda db: self._ensure_account(db, project))
 
     async def remove_project(self, project: ProjectMapping) -> None:
         """Keep the account and its usage (the ledger runs no jobs to cancel)."""
-        account = _account_of(project)
+        account = account_name(project)
         await self._call(lambda db: self._managed(db, account))
 
     async def add_user(self, user: UserMapping) -> None:
         """Associate the user with its project's account and make that its default."""
-        name = _user_of(user)
-        _account_of(user.project_mapping)  # both names checked before the transaction
+        name = user_name(user)
+        account_name(user.project_mapping)  # both names checked before the transaction
 
         def work(db: sqlite3.Connection) -> None:
             account = self._ensure_account(db, user.project_mapping)
@@ -215,8 +208,8 @@ class LedgerScheduler:
 
     async def remove_user(self, user: UserMapping) -> None:
         """Remove the user's association with the account (usage records stay)."""
-        name = _user_of(user)
-        account = _account_of(user.project_mapping)
+        name = user_name(user)
+        account = account_name(user.project_mapping)
 
         def work(db: sqlite3.Connection) -> None:
             if not self._managed(db, account):
@@ -273,7 +266,7 @@ class LedgerScheduler:
         self, project: ProjectMapping, dates: DateRange
     ) -> ProjectUsageReport:
         """Per-day, per-user usage; days after today are left out, past days are complete."""
-        account = _account_of(project)
+        account = account_name(project)
         today = _today()
         days = [day for day in dates.days() if day <= today]
 
@@ -332,7 +325,7 @@ class LedgerScheduler:
         when = day if isinstance(day, Date) else Date.from_python(day)
         if amount < 0 or jobs < 0 or wait_seconds < 0:
             raise ValueError("usage, jobs and wait seconds cannot be negative")
-        name = _user_of(user)
+        name = user_name(user)
 
         def work(db: sqlite3.Connection) -> None:
             account = self._existing(db, user.project_mapping)

@@ -1,0 +1,112 @@
+"""Running Slurm's client commands: ``sacctmgr``, ``sacct`` and ``scancel``.
+
+Every command is an argument list run with :func:`asyncio.create_subprocess_exec` (never a
+shell) behind an optional prefix (``nsenter --net=...``, ``ssh host``), with ``TZ=UTC``,
+bounded by ``timeout``; on timeout its whole process group is killed.  At most
+``max_runners`` run at once.  A ``sacctmgr`` change whose outcome means "already so" (rc 1
+with ``already exists``, ``Nothing new added``, ``Nothing modified``, ``Nothing deleted``)
+counts as success, so every change can be repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Mapping, Sequence
+
+from .backend import SchedulerError
+
+__all__ = ["SlurmCommands"]
+
+# sacctmgr says these (with rc=1) when the change is already in place.
+_ALREADY = ("already exists", "nothing new added", "nothing modified", "nothing deleted")
+# sacctmgr without a prompt ("-i"), "|"-separated ("-P") and without a header ("-n").
+_SACCTMGR = ("-i", "-P", "-n")
+
+
+def _kill_group(process: asyncio.subprocess.Process) -> None:
+    # The process leads its own session, so this also reaches anything it started
+    # (a prefix such as `sh -c` or `ssh`), whose open pipes would otherwise hang wait().
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+class SlurmCommands:
+    """Slurm's client commands, as one site runs them."""
+
+    def __init__(
+        self,
+        *,
+        command_prefix: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+        commands: Mapping[str, Sequence[str]] | None = None,
+        max_runners: int = 5,
+    ) -> None:
+        """``commands`` overrides the ``sacctmgr``, ``sacct`` or ``scancel`` command lines."""
+        self._prefix = list(command_prefix)
+        self._env = dict(env or {})
+        self._timeout = timeout
+        self._commands = {name: [name] for name in ("sacctmgr", "sacct", "scancel")}
+        self._commands.update({name: list(argv) for name, argv in (commands or {}).items()})
+        self._runners = asyncio.Semaphore(max_runners)
+
+    async def sacctmgr(self, *args: str) -> str:
+        """The output of a ``sacctmgr`` query: one ``|``-separated line per row."""
+        return await self.run("sacctmgr", [*_SACCTMGR, *args])
+
+    async def change(self, *args: str) -> bool:
+        """Run a sacctmgr change; True if it changed something, False if it was already so."""
+        command = [*_SACCTMGR, *args]
+        code, _, text = await self._exec("sacctmgr", command)
+        if code == 0:
+            return True
+        if code == 1 and any(phrase in text.lower() for phrase in _ALREADY):
+            return False
+        raise SchedulerError(f"`{self._shown('sacctmgr', command)}` failed (exit {code}): {text}")
+
+    async def run(self, tool: str, args: Sequence[str]) -> str:
+        """Run one command and return its stdout; any non-zero exit is an error."""
+        code, stdout, text = await self._exec(tool, args)
+        if code != 0:
+            raise SchedulerError(f"`{self._shown(tool, args)}` failed (exit {code}): {text}")
+        return stdout
+
+    def _shown(self, tool: str, args: Sequence[str]) -> str:
+        return " ".join([*self._commands[tool], *args])
+
+    async def _exec(self, tool: str, args: Sequence[str]) -> tuple[int, str, str]:
+        """Run one command: (exit code, stdout, stdout + stderr on one line, shortened)."""
+        command = [*self._commands[tool], *args]
+        shown = self._shown(tool, args)
+        env = {**os.environ, **self._env, "TZ": "UTC"}
+        async with self._runners:
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *self._prefix,
+                    *command,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    env=env,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise SchedulerError(f"cannot run `{shown}`: {exc}") from exc
+            try:
+                out, err = await asyncio.wait_for(process.communicate(), self._timeout)
+            except BaseException as exc:  # timeout or cancellation: leave nothing running
+                _kill_group(process)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(process.wait(), 2.0)
+                if isinstance(exc, TimeoutError):
+                    raise SchedulerError(
+                        f"`{shown}` timed out after {self._timeout:g} s (killed)"
+                    ) from None
+                raise
+        stdout = out.decode(errors="replace")
+        text = " ".join(f"{stdout} {err.decode(errors='replace')}".split())
+        code = process.returncode if process.returncode is not None else -1
+        return (code, stdout, text[:500])

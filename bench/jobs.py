@@ -57,14 +57,13 @@ from pathlib import Path
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 
+from benchlib import crypto_floor, main_parser
 from broadgauge.grammar import UserMapping
 from broadgauge.jobs import Board, Job, Put, encode_command
-from broadgauge.jobs.agent import Agent, Envelope
-from broadgauge.jobs.agent_config import AgentConfig
 from broadgauge.jobs.agent_type import AgentType
+from broadgauge.runtime.agent import Agent, Envelope
+from broadgauge.runtime.config import AgentConfig
 from broadgauge.wire import Invite, ServiceConfig
-from broadgauge.wire.envelope import LayerKey, seal, unseal
-from broadgauge.wire.keys import Key
 
 CHAIN = ("portal", "provider", "platform", "instance")
 TYPES = {
@@ -431,23 +430,6 @@ def median_row(runs: list[Row]) -> Row:
     return sorted(runs, key=lambda row: row.rate)[len(runs) // 2]
 
 
-def crypto_floor(size: int, repeat: int = 5000) -> float:
-    """Seconds of HKDF + AEAD work for one message each way on one link (as bench/wire.py)."""
-    inner = LayerKey(Key.generate(), os.urandom(32))
-    outer = LayerKey(Key.generate(), os.urandom(32))
-    plaintext = b'"' + b"x" * size + b'"'
-    outer_plaintext = b'"' + b"0" * (2 * (len(plaintext) + 40)) + b'"'
-    info, nonce = os.urandom(32), os.urandom(24)
-    started = time.perf_counter()
-    for _ in range(repeat):
-        for _side in range(2):
-            inner_blob = seal(inner.message_key(info), plaintext, nonce)
-            outer_blob = seal(outer.message_key(info), outer_plaintext, nonce)
-            unseal(outer.message_key(info), outer_blob)
-            unseal(inner.message_key(info), inner_blob)
-    return (time.perf_counter() - started) / repeat
-
-
 def load_average() -> str:
     """The host's 1/5/15-minute load averages (other work on the box distorts the figures)."""
     one, five, fifteen = os.getloadavg()
@@ -457,21 +439,14 @@ def load_average() -> str:
 def revision() -> str:
     """The git revision of the tree measured, ``+dirty`` if it has uncommitted changes."""
     here = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        run = subprocess.run(["git", *args], check=False, cwd=here, capture_output=True, text=True)
+        return run.stdout.strip()
+
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            check=False,
-            cwd=here,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            check=False,
-            cwd=here,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except OSError:
         return "unknown"
     return (head or "unknown") + ("+dirty" if dirty else "")
@@ -539,7 +514,7 @@ async def main(args: argparse.Namespace) -> None:
             row = median_row(runs)
             four["sqlite" if durable else "memory", window] = row
             print_row(row, CHAIN)
-    floor = crypto_floor(len(bare_texts(1)[0][0])) * (len(CHAIN) - 1)
+    floor = crypto_floor(len(bare_texts(1)[0][0]), repeat=5000) * (len(CHAIN) - 1)
     print(
         f"  (crypto floor of the encrypted wire alone: {floor * 1e6:.0f} µs/job over"
         f" {len(CHAIN) - 1} links, Put + Update each sealed and opened, both layers)"
@@ -678,10 +653,7 @@ def child_main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child_main(sys.argv[2:])
-        sys.exit(0)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = main_parser(__doc__, child_main)
     parser.add_argument("--jobs", type=int, default=1000, help="measured jobs per row")
     parser.add_argument("--warmup", type=int, default=200, help="warm-up jobs per row")
     parser.add_argument(

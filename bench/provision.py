@@ -51,9 +51,9 @@ from typing import Any
 
 import broadgauge
 from broadgauge.demo import Network, start_network
-from broadgauge.jobs.agent_config import AgentConfig
 from broadgauge.jobs.agent_type import AgentType
-from broadgauge.jobs.trace import Action, TraceEvent
+from broadgauge.runtime.config import AgentConfig
+from broadgauge.runtime.trace import Action, TraceEvent
 from broadgauge.wire import SimpleEncryption
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -34,8 +34,9 @@ from pathlib import Path
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
+from benchlib import crypto_floor, main_parser
 from broadgauge.wire import Invite, Message, Service, ServiceConfig
-from broadgauge.wire.envelope import LayerKey, dump_json, encode_frame, seal, unseal
+from broadgauge.wire.envelope import LayerKey, dump_json, encode_frame
 from broadgauge.wire.keys import Key
 
 WINDOW = 64
@@ -187,26 +188,6 @@ async def bench_encrypted(
     return result
 
 
-def crypto_floor(size: int, repeat: int = 20000) -> float:
-    """Seconds of key derivation and AEAD work in one round trip of a ``size``-byte payload."""
-    inner = LayerKey(Key.generate(), os.urandom(32))
-    outer = LayerKey(Key.generate(), os.urandom(32))
-    plaintext = dump_json("x" * size)
-    # Sizes as on the wire: the outer layer seals the quoted hex of the inner blob.
-    inner_len = len(plaintext)
-    outer_plaintext = b'"' + b"0" * (2 * (inner_len + 40)) + b'"'
-    info, nonce = os.urandom(32), os.urandom(24)
-    started = time.perf_counter()
-    for _ in range(repeat):
-        for _side in range(2):  # one sealed frame each way ...
-            inner_blob = seal(inner.message_key(info), plaintext, nonce)
-            outer_blob = seal(outer.message_key(info), outer_plaintext, nonce)
-            # ... and opened at the other end
-            unseal(outer.message_key(info), outer_blob)
-            unseal(inner.message_key(info), inner_blob)
-    return (time.perf_counter() - started) / repeat
-
-
 def overhead_of_framing(size: int, repeat: int = 20000) -> float:
     """Seconds for the full encode_frame of one message (for context)."""
     inner = LayerKey(Key.generate(), os.urandom(32))
@@ -341,10 +322,7 @@ def child_main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child_main(sys.argv[2:])
-        sys.exit(0)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = main_parser(__doc__, child_main)
     parser.add_argument("--count", type=int, default=5000, help="round trips per row")
     parser.add_argument("--size", type=int, default=1024, help="message size in bytes")
     parser.add_argument("--peers", type=int, default=1000, help="idle peers (0 to skip)")

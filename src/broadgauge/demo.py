@@ -30,15 +30,15 @@ from broadgauge.agents.assemble import Role, assemble
 from broadgauge.agents.scheduler.ledger import LedgerScheduler
 from broadgauge.bridge import BridgeServer, BridgeSettings, attach_bridge
 from broadgauge.grammar import ProjectUsageReport, UserMapping
-from broadgauge.jobs.agent import Agent, JobFailed
-from broadgauge.jobs.agent_config import AgentConfig
 from broadgauge.jobs.agent_type import AgentType
-from broadgauge.jobs.audit import verify
 from broadgauge.jobs.job import Job
 from broadgauge.planner.answers import Task
 from broadgauge.planner.config import parse_config
 from broadgauge.planner.network import NetworkConfig, NetworkPlannerServer, NetworkSettings
 from broadgauge.planner.rules import Identity
+from broadgauge.runtime.agent import Agent, JobFailed
+from broadgauge.runtime.audit import verify
+from broadgauge.runtime.config import AgentConfig
 from broadgauge.wire import ServiceConfig, Timers
 
 PATH = "portal.provider.platform.instance"

@@ -13,6 +13,7 @@ import pytest
 
 from broadgauge.bridge import BridgeServer, Retry
 from broadgauge.demo import Network, start_network
+from broadgauge.jobs.job import Job
 
 WORKER = Path(__file__).with_name("official_worker.py")
 
@@ -77,6 +78,15 @@ class Signals:
                         return value
                 self.arrived.clear()
                 await self.arrived.wait()
+
+
+async def ask_portal_software(
+    network: Network, signals: Signals, instruction: str
+) -> tuple[asyncio.Future[Job], str]:
+    """The portal asks the portal software ``instruction`` through the bridge: the job that
+    finishes once it is answered, and the job id the bridge signalled."""
+    asking = asyncio.ensure_future(network.agents["portal"].run("portal.bridge", instruction))
+    return asking, await signals.next("job_id")
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from broadgauge.bridge.config import BridgeSettings, ClientFile
 from broadgauge.bridge.limits import RateLimiter, TrustedProxies
 from broadgauge.client import _protocol
 from broadgauge.client.config import ClientConfig
-from broadgauge.jobs.agent_config import AgentConfig
 from broadgauge.jobs.agent_type import AgentType
+from broadgauge.runtime.config import AgentConfig
 from broadgauge.wire import ConfigError, ServiceConfig
 
 # The worked example of notes §6.1 (verified there against the official wheel's algorithm).

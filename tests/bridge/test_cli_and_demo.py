@@ -12,7 +12,7 @@ from broadgauge.bridge import BridgeSettings, ClientFile
 from broadgauge.cli import main
 from broadgauge.client import AsyncClient
 from broadgauge.demo import serve_demo
-from broadgauge.jobs.agent_config import AgentConfig
+from broadgauge.runtime.config import AgentConfig
 
 
 def test_init_and_client_file(tmp_path: Path) -> None:

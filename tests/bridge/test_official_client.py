@@ -10,7 +10,7 @@ import pytest
 from broadgauge.demo import Network
 from broadgauge.jobs.job import Job
 
-from .conftest import Official, OfficialError, Signals
+from .conftest import Official, OfficialError, Signals, ask_portal_software
 
 PATH = "portal.provider.platform.instance"
 
@@ -89,10 +89,9 @@ async def test_diagnostics_and_restart(official: Official) -> None:
 async def test_bridge_board_round_trip(
     official: Official, network: Network, signals: Signals
 ) -> None:
-    asking = asyncio.ensure_future(
-        network.agents["portal"].run("portal.bridge", "get_project_mapping physics.portal")
+    asking, job_id = await ask_portal_software(
+        network, signals, "get_project_mapping physics.portal"
     )
-    job_id = await signals.next("job_id")
     reply = await official.call(
         "jobs = op.fetch_jobs()\n"
         f"j = op.fetch_job({job_id!r})\n"
@@ -114,12 +113,11 @@ async def test_bridge_board_round_trip(
 async def test_bridge_board_error_answer(
     official: Official, network: Network, signals: Signals
 ) -> None:
-    from broadgauge.jobs.agent import JobFailed
+    from broadgauge.runtime.agent import JobFailed
 
-    asking = asyncio.ensure_future(
-        network.agents["portal"].run("portal.bridge", 'create_project x.portal {"name": "X"}')
+    asking, job_id = await ask_portal_software(
+        network, signals, 'create_project x.portal {"name": "X"}'
     )
-    job_id = await signals.next("job_id")
     await official.call(f"op.send_result(op.fetch_job({job_id!r}).errored('no such award'))")
     with pytest.raises(JobFailed, match="no such award"):
         await asyncio.wait_for(asking, 10)

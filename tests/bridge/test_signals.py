@@ -19,8 +19,8 @@ from starlette.routing import Route
 from broadgauge.bridge import BridgeServer, Retry
 from broadgauge.client import AsyncClient, ProjectMapping
 from broadgauge.demo import Network
-from broadgauge.jobs.agent import JobFailed
 from broadgauge.jobs.notification import Notification
+from broadgauge.runtime.agent import JobFailed
 
 
 class PortalSoftware:

@@ -15,6 +15,15 @@ from pathlib import Path
 BROADGAUGE = [sys.executable, "-m", "broadgauge"]
 
 
+def run_broadgauge(
+    *args: str, timeout: float = 30, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``broadgauge ARGS`` to the end; its exit status and its output, as text."""
+    return subprocess.run(
+        [*BROADGAUGE, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
+
+
 def free_port() -> int:
     """A TCP port that was free a moment ago on loopback."""
     with socket.socket() as probe:

@@ -6,22 +6,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import tomllib
 import urllib.request
 from pathlib import Path
 
-BROADGAUGE = [sys.executable, "-m", "broadgauge"]
+from .processes import BROADGAUGE, run_broadgauge
 
 
 def test_demo_runs_the_whole_scenario_and_exits_0(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [*BROADGAUGE, "demo", "--dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "400"},
+    result = run_broadgauge(
+        "demo", "--dir", str(tmp_path), timeout=120, env={**os.environ, "COLUMNS": "400"}
     )
     assert result.returncode == 0, result.stdout + result.stderr
     # Rich wraps long lines at the console width: compare with whitespace collapsed.
@@ -48,24 +43,20 @@ def test_demo_runs_the_whole_scenario_and_exits_0(tmp_path: Path) -> None:
     # Every agent kept an audit log that verifies.
     for name in ("portal", "instance", "account", "filesystem", "scheduler"):
         log = tmp_path / name / "audit.jsonl"
-        check = subprocess.run(
-            [*BROADGAUGE, "audit", "verify", str(log)], capture_output=True, text=True
-        )
+        check = run_broadgauge("audit", "verify", str(log))
         assert check.returncode == 0, check.stdout
         assert "chain intact" in check.stdout
 
 
 def test_audit_verify_names_the_first_altered_entry(tmp_path: Path) -> None:
-    subprocess.run([*BROADGAUGE, "demo", "--dir", str(tmp_path)], capture_output=True, timeout=120)
+    run_broadgauge("demo", "--dir", str(tmp_path), timeout=120)
     log = tmp_path / "account" / "audit.jsonl"
     lines = log.read_text().splitlines()
     entry = json.loads(lines[4])
     entry["outcome"] = "nothing happened here"
     lines[4] = json.dumps(entry)
     log.write_text("\n".join(lines) + "\n")
-    check = subprocess.run(
-        [*BROADGAUGE, "audit", "verify", str(log)], capture_output=True, text=True
-    )
+    check = run_broadgauge("audit", "verify", str(log))
     assert check.returncode == 1
     assert "line 5" in check.stdout and "altered" in check.stdout
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-BROADGAUGE = [sys.executable, "-m", "broadgauge"]
+from .processes import BROADGAUGE, run_broadgauge
 
 
 def test_echo_server_and_client_in_two_processes(tmp_path: Path) -> None:
@@ -25,20 +24,8 @@ def test_echo_server_and_client_in_two_processes(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "server never wrote its invite"
             time.sleep(0.05)
         assert invitation.stat().st_mode & 0o777 == 0o600
-        client = subprocess.run(
-            [
-                *BROADGAUGE,
-                "example",
-                "echo",
-                "--hops",
-                "6",
-                "client",
-                "--invitation",
-                str(invitation),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
+        client = run_broadgauge(
+            "example", "echo", "--hops", "6", "client", "--invitation", str(invitation)
         )
         server_out, server_err = server.communicate(timeout=30)
     finally:
@@ -54,12 +41,7 @@ def test_echo_server_and_client_in_two_processes(tmp_path: Path) -> None:
 
 
 def test_echo_in_one_process_is_the_readme_command() -> None:
-    result = subprocess.run(
-        [*BROADGAUGE, "example", "echo", "--hops", "3"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_broadgauge("example", "echo", "--hops", "3")
     assert result.returncode == 0, result.stderr
     hops = [line for line in result.stdout.splitlines() if "received" in line]
     assert hops == [
@@ -70,11 +52,8 @@ def test_echo_in_one_process_is_the_readme_command() -> None:
 
 
 def test_client_with_a_missing_invite_fails_clearly(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [*BROADGAUGE, "example", "echo", "client", "--invitation", str(tmp_path / "nope.toml")],
-        capture_output=True,
-        text=True,
-        timeout=30,
+    result = run_broadgauge(
+        "example", "echo", "client", "--invitation", str(tmp_path / "nope.toml")
     )
     assert result.returncode == 1
     assert "cannot read invite" in result.stderr

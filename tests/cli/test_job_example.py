@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
@@ -11,11 +10,11 @@ import pytest
 from broadgauge.examples.job import ClusterAgent, user_mapping
 from broadgauge.grammar import UserIdentifier, UserMapping
 from broadgauge.jobs import AgentType, Job
-from broadgauge.jobs.agent import Envelope, JobRefused, PeerInfo
 from broadgauge.jobs.directions import Link
+from broadgauge.runtime.agent import Envelope, JobRefused, PeerInfo
 from broadgauge.wire import Invite, Key, PeerId
 
-from .processes import BROADGAUGE, Broadgauge
+from .processes import Broadgauge, run_broadgauge
 
 COMPLETED_ADD_USER = [
     "[portal] job portal.cluster add_user fred.proj.org finished",
@@ -60,9 +59,7 @@ def test_portal_and_cluster_in_two_processes(tmp_path: Path) -> None:
 
 
 def test_both_in_one_process_has_the_same_outcome() -> None:
-    result = subprocess.run(
-        [*BROADGAUGE, "example", "job"], capture_output=True, text=True, timeout=60
-    )
+    result = run_broadgauge("example", "job", timeout=60)
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     start = lines.index(COMPLETED_ADD_USER[0])
@@ -73,11 +70,8 @@ def test_both_in_one_process_has_the_same_outcome() -> None:
 
 
 def test_cluster_with_a_missing_invite_fails_clearly(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [*BROADGAUGE, "example", "job", "cluster", "--invitation", str(tmp_path / "nope.toml")],
-        capture_output=True,
-        text=True,
-        timeout=30,
+    result = run_broadgauge(
+        "example", "job", "cluster", "--invitation", str(tmp_path / "nope.toml")
     )
     assert result.returncode == 1
     assert result.stderr.startswith("broadgauge: cannot read invite")

@@ -15,7 +15,7 @@ import pytest
 from broadgauge.cli import main
 from broadgauge.cli.roles import ROLES, default_config_path, default_data_dir
 from broadgauge.jobs import AgentType
-from broadgauge.jobs.agent_config import AgentConfig
+from broadgauge.runtime.config import AgentConfig
 from broadgauge.wire import ConfigError, EnvironmentEncryption, Invite, SimpleEncryption
 
 

@@ -15,9 +15,9 @@ from broadgauge.bridge import BridgeServer
 from broadgauge.client import AsyncClient, BridgeError, Client, ClientConfig
 from broadgauge.client._protocol import Request
 from broadgauge.demo import Network
-from broadgauge.jobs.agent import JobFailed
+from broadgauge.runtime.agent import JobFailed
 
-from ..bridge.conftest import Signals
+from ..bridge.conftest import Signals, ask_portal_software
 
 PATH = "portal.provider.platform.instance"
 
@@ -79,10 +79,9 @@ async def test_operations_and_offerings(client_file: Path, network: Network) -> 
 async def test_bridge_board_round_trip_sync(
     client_file: Path, network: Network, signals: Signals
 ) -> None:
-    asking = asyncio.ensure_future(
-        network.agents["portal"].run("portal.bridge", "get_project_mapping physics.portal")
+    asking, job_id = await ask_portal_software(
+        network, signals, "get_project_mapping physics.portal"
     )
-    job_id = await signals.next("job_id")
 
     def portal_software() -> list[str]:
         with Client(ClientConfig.load(client_file)) as c:
@@ -107,10 +106,7 @@ async def test_async_client_scenarios(
         assert job.is_finished and job.result_type == "UserMapping"
         assert (await c.get(job.id)).version == job.version
         # Bridge board, answered with an error this time.
-        asking = asyncio.ensure_future(
-            network.agents["portal"].run("portal.bridge", "get_projects portal")
-        )
-        job_id = await signals.next("job_id")
+        asking, job_id = await ask_portal_software(network, signals, "get_projects portal")
         held = await c.fetch_job(job_id)
         await c.send_result(held.errored("portal software says no"))
         with pytest.raises(JobFailed, match="portal software says no"):
@@ -154,10 +150,7 @@ async def test_answers_the_official_client_cannot_build(
     client_file: Path, network: Network, signals: Signals
 ) -> None:
     """``get_awards`` needs ``Vec<ProjectDetails>``, which the official wheel cannot produce."""
-    asking = asyncio.ensure_future(
-        network.agents["portal"].run("portal.bridge", "get_awards portal")
-    )
-    job_id = await signals.next("job_id")
+    asking, job_id = await ask_portal_software(network, signals, "get_awards portal")
     award = bg.AwardDetails.parse('{"name": "Physics", "description": "Dark matter"}')
     async with AsyncClient.from_file(client_file) as c:
         held = await c.fetch_job(job_id)

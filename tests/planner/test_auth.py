@@ -23,6 +23,7 @@ from broadgauge.planner.app import create_app
 from broadgauge.planner.auth import AuthSettings, TokenError, TokenValidator
 from broadgauge.planner.config import parse_config
 from tests.backends.oidc import OidcProvider, missing, run_provider, skip_or_fail
+from tests.planner.rulesets import escape_members_only, yes_rule
 from tests.planner.servers import serve
 
 # authlib (inside the provider) warns about its own deprecated APIs; not ours to fix.
@@ -30,21 +31,13 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 AUDIENCE = "planner-test"
 ESCAPE_RULES = [
-    {
-        "name": "notebooks",
-        "tasktypes": ["jupyter-notebook"],
-        "servicetype": "binder-hub",
-        "serviceinfo": {"endpoint": "http://binder.example.eu/"},
-    },
-    {
-        "name": "datalake",
-        "tasktypes": ["esap-notebook"],
-        "requires_capabilities": ["rucio"],
-        "servicetype": "binder-hub",
-        "serviceinfo": {"endpoint": "http://binder.example.eu/"},
-        "deny_reason": "ESCAPE members only",
-        "identity": {"groups_any": ["escape"]},
-    },
+    yes_rule(
+        "notebooks",
+        "jupyter-notebook",
+        servicetype="binder-hub",
+        endpoint="http://binder.example.eu/",
+    ),
+    escape_members_only("datalake"),
 ]
 
 
@@ -70,6 +63,22 @@ def bearer(token: str) -> dict[str, str]:
 
 
 ESAP = {"tasktype": "esap-notebook"}
+
+
+async def ask_as(
+    provider: OidcProvider, sub: str, *groups: str
+) -> tuple[httpx.Response, httpx.Response, httpx.Response]:
+    """As ``sub``, a member of ``groups``, ask a planner that requires a token and lets ESCAPE
+    and LOFAR members ask: ``GET /accepts`` and ``GET /accepts/explain`` for an ESAP notebook,
+    and ``POST /accepts`` for a Jupyter notebook."""
+    cfg = config(provider.issuer, "required", may_ask={"groups_any": ["escape", "lofar"]})
+    headers = bearer(provider.token(sub, AUDIENCE, {"groups": list(groups)}))
+    async with client(cfg) as http:
+        return (
+            await http.get("/accepts", params=ESAP, headers=headers),
+            await http.get("/accepts/explain", params=ESAP, headers=headers),
+            await http.post("/accepts", json={"tasktype": "jupyter-notebook"}, headers=headers),
+        )
 
 
 async def test_case1_anonymous_allowed_is_evaluated_without_identity(
@@ -122,11 +131,7 @@ async def test_case2_api_client_without_token_gets_401_bearer(oidc_provider: Oid
 
 
 async def test_case3_authenticated_but_may_not_ask_gets_403(oidc_provider: OidcProvider) -> None:
-    cfg = config(oidc_provider.issuer, "required", may_ask={"groups_any": ["escape", "lofar"]})
-    token = oidc_provider.token("mallory", AUDIENCE, {"groups": ["other"]})
-    async with client(cfg) as http:
-        response = await http.get("/accepts", params=ESAP, headers=bearer(token))
-        explain = await http.get("/accepts/explain", params=ESAP, headers=bearer(token))
+    response, explain, _ = await ask_as(oidc_provider, "mallory", "other")
     assert response.status_code == 403
     assert response.json()["error"] == "forbidden"
     assert explain.status_code == 403  # the rules are not shown to those who may not ask
@@ -135,11 +140,7 @@ async def test_case3_authenticated_but_may_not_ask_gets_403(oidc_provider: OidcP
 async def test_case4_5_allowed_caller_is_evaluated_with_claims_and_gets_yes(
     oidc_provider: OidcProvider,
 ) -> None:
-    cfg = config(oidc_provider.issuer, "required", may_ask={"groups_any": ["escape", "lofar"]})
-    token = oidc_provider.token("alice", AUDIENCE, {"groups": ["escape"]})
-    async with client(cfg) as http:
-        response = await http.get("/accepts", params=ESAP, headers=bearer(token))
-        explain = await http.get("/accepts/explain", params=ESAP, headers=bearer(token))
+    response, explain, _ = await ask_as(oidc_provider, "alice", "escape")
     assert response.status_code == 200
     assert response.json() == {
         "reponseword": "YES",
@@ -154,13 +155,7 @@ async def test_case4_5_allowed_caller_is_evaluated_with_claims_and_gets_yes(
 async def test_case6_allowed_to_ask_but_not_to_run_gets_200_no_403(
     oidc_provider: OidcProvider,
 ) -> None:
-    cfg = config(oidc_provider.issuer, "required", may_ask={"groups_any": ["escape", "lofar"]})
-    token = oidc_provider.token("bob", AUDIENCE, {"groups": ["lofar"]})
-    async with client(cfg) as http:
-        response = await http.get("/accepts", params=ESAP, headers=bearer(token))
-        other = await http.post(
-            "/accepts", json={"tasktype": "jupyter-notebook"}, headers=bearer(token)
-        )
+    response, _, other = await ask_as(oidc_provider, "bob", "lofar")
     assert response.status_code == 200
     assert response.json() == {
         "reponseword": "NO",

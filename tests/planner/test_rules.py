@@ -19,6 +19,7 @@ from broadgauge.planner.answers import (
 )
 from broadgauge.planner.config import load, parse_config
 from broadgauge.planner.rules import Identity, RuleError, evaluate, parse_ruleset
+from tests.planner.rulesets import escape_members_only, yes_rule
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "planner"
 
@@ -82,20 +83,7 @@ def test_unknown_task_types_ignore_taskinfo() -> None:
     assert why.summary == "no rule accepts 'zeppelin-notebook': NO"
 
 
-RESTRICTED = {
-    "site": {"capabilities": ["rucio"]},
-    "rules": [
-        {
-            "name": "members",
-            "tasktypes": ["esap-notebook"],
-            "requires_capabilities": ["rucio"],
-            "servicetype": "binder-hub",
-            "serviceinfo": {"endpoint": "http://binder.example.eu/"},
-            "deny_reason": "ESCAPE members only",
-            "identity": {"groups_any": ["escape"]},
-        }
-    ],
-}
+RESTRICTED = {"site": {"capabilities": ["rucio"]}, "rules": [escape_members_only("members")]}
 
 
 def test_identity_conditions_give_a_403_no_not_a_plain_no() -> None:
@@ -116,12 +104,12 @@ def test_a_later_rule_can_still_accept_a_caller_an_earlier_rule_refused() -> Non
     config = {
         "rules": [
             *RESTRICTED["rules"],
-            {
-                "name": "fallback",
-                "tasktypes": ["esap-notebook"],
-                "servicetype": "binder-hub",
-                "serviceinfo": {"endpoint": "http://public.example/"},
-            },
+            yes_rule(
+                "fallback",
+                "esap-notebook",
+                servicetype="binder-hub",
+                endpoint="http://public.example/",
+            ),
         ],
         "site": {"capabilities": ["rucio"]},
     }
@@ -146,16 +134,14 @@ def test_groups_claim_as_a_space_separated_string_and_a_custom_claim_name() -> N
 def test_claims_and_groups_all_conditions() -> None:
     config = {
         "rules": [
-            {
-                "name": "r",
-                "tasktypes": ["t"],
-                "servicetype": "s",
-                "serviceinfo": {"endpoint": "e"},
-                "identity": {
+            yes_rule(
+                "r",
+                "t",
+                identity={
                     "groups_all": ["a", "b"],
                     "claims": {"email_verified": "True", "idp": ["x", "y"]},
                 },
-            }
+            )
         ]
     }
     ok = Identity("u", {"groups": ["a", "b", "c"], "email_verified": True, "idp": "y"})
@@ -174,12 +160,7 @@ def test_an_explicit_no_rule_answers_with_its_reason_and_stops() -> None:
     config = {
         "rules": [
             {"name": "deny", "tasktypes": ["t"], "answer": "NO", "reason": "maintenance"},
-            {
-                "name": "ok",
-                "tasktypes": ["t"],
-                "servicetype": "s",
-                "serviceinfo": {"endpoint": "e"},
-            },
+            yes_rule("ok", "t"),
         ]
     }
     answer, why = decide(config, "t")
@@ -206,17 +187,7 @@ def test_an_explicit_no_rule_answers_with_its_reason_and_stops() -> None:
     ],
 )
 def test_taskinfo_operators(condition: dict[str, Any], info: dict[str, str], holds: bool) -> None:
-    config = {
-        "rules": [
-            {
-                "name": "r",
-                "tasktypes": ["t"],
-                "servicetype": "s",
-                "serviceinfo": {"endpoint": "e"},
-                "taskinfo": [{"key": "k", **condition}],
-            }
-        ]
-    }
+    config = {"rules": [yes_rule("r", "t", taskinfo=[{"key": "k", **condition}])]}
     assert decide(config, "t", **info)[0].accepted is holds
 
 
@@ -355,17 +326,7 @@ words = st.text(alphabet="abcxyz-", min_size=1, max_size=6)
 def test_property_yes_only_from_a_rule_that_covers_the_task_and_the_caller(
     tasktypes: list[str], asked: str, groups: list[str], needed: list[str], info: dict[str, str]
 ) -> None:
-    config = {
-        "rules": [
-            {
-                "name": "r",
-                "tasktypes": tasktypes,
-                "servicetype": "s",
-                "serviceinfo": {"endpoint": "e"},
-                "identity": {"groups_any": needed},
-            }
-        ]
-    }
+    config = {"rules": [yes_rule("r", *tasktypes, identity={"groups_any": needed})]}
     answer, why = decide(config, asked, Identity("u", {"groups": groups}), **info)
     covered = asked in tasktypes
     allowed = not needed or bool(set(needed) & set(groups))

@@ -17,7 +17,6 @@ import pytest
 
 from broadgauge.grammar import UserIdentifier
 from broadgauge.jobs.published import PublishedRules
-from broadgauge.jobs.rules_sweep import SweepResult
 from broadgauge.planner.answers import Answer, Task, answer_from_json
 from broadgauge.planner.network import (
     AccountCheckError,
@@ -39,6 +38,7 @@ from broadgauge.planner.rules import (
     needs_account,
     parse_ruleset,
 )
+from broadgauge.runtime.rules_sweep import SweepResult
 from tests.planner.test_rules import EXAMPLES
 
 #: A hang guard only: nothing here should take more than a moment.

@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, settings
 
 from broadgauge.grammar import UserIdentifier
 from broadgauge.jobs.published import PublishedRules
-from broadgauge.jobs.rules_sweep import SweepResult
 from broadgauge.planner.aggregate import create_aggregator_app, parse_aggregator
 from broadgauge.planner.app import create_app
 from broadgauge.planner.config import load
 from broadgauge.planner.network import create_network_app, parse_network_config
+from broadgauge.runtime.rules_sweep import SweepResult
 from tests.planner.test_rules import EXAMPLES
 
 service = schemathesis.openapi.from_asgi("/openapi.json", create_app(load(EXAMPLES / "esap.toml")))

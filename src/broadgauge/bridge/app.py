@@ -29,11 +29,11 @@ from broadgauge.bridge.auth import AuthError, MalformedRequest, SignedRequest, V
 from broadgauge.bridge.limits import RateLimiter, TrustedProxies
 from broadgauge.bridge.openapi import DOCS_HTML, openapi_document
 from broadgauge.bridge.runtime import BadRequest, BridgeRuntime, NotFound, TooMany
-from broadgauge.jobs.agent import JobRefused
 from broadgauge.jobs.errors import ProtocolError
 from broadgauge.jobs.job import Job, parse_uuid
+from broadgauge.runtime.agent import JobRefused
+from broadgauge.text import decoded_lone_surrogate
 from broadgauge.wire import ConfigError
-from broadgauge.wire.envelope import decoded_lone_surrogate
 from broadgauge.wire.names import check_name, check_zone
 
 __all__ = ["HttpError", "build_app"]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,9 +30,9 @@ from urllib.parse import urlsplit
 
 import tomli_w
 
-from broadgauge.jobs.agent_config import AgentConfig
+from broadgauge.runtime.config import AgentConfig
 from broadgauge.wire import ConfigError
-from broadgauge.wire.invite import write_private
+from broadgauge.wire.files import parse_toml, read_text_file, write_private
 
 __all__ = [
     "DEFAULT_MAX_BODY",
@@ -212,10 +211,7 @@ class ClientFile:
     @classmethod
     def loads(cls, text: str) -> ClientFile:
         """Parse a client file (``key = { data = … }`` or a ``[key]`` table)."""
-        try:
-            document = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"client file is not valid TOML: {exc}") from None
+        document = parse_toml(text, "client file")
         url = document.get("url")
         if not isinstance(url, str) or not url:
             raise ConfigError("client file has no url")
@@ -228,8 +224,4 @@ class ClientFile:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ClientFile:
         """Read a client file."""
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read client file {path}: {exc}") from None
-        return cls.loads(text)
+        return cls.loads(read_text_file(path, "client file"))

@@ -1,6 +1,6 @@
 """What the bridge agent does behind its HTTP API (notes §5.7 and §6.2 to §6.4).
 
-:class:`BridgeRuntime` attaches to a ``Bridge`` :class:`~broadgauge.jobs.agent.Agent`:
+:class:`BridgeRuntime` attaches to a ``Bridge`` :class:`~broadgauge.runtime.agent.Agent`:
 
 * ``/run`` puts ``<bridge>.<portal> submit <command>`` (5-minute lifetime) to the portal;
   ``/status`` reads that wrapper's latest version from the board shared with the portal,
@@ -28,14 +28,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
+from broadgauge.agents.portal import ANSWERED_BY_PORTAL_SOFTWARE
 from broadgauge.bridge.config import BridgeSettings
 from broadgauge.grammar import Destination, Destinations, GrammarError
-from broadgauge.jobs.agent import Agent, Envelope, JobRefused
 from broadgauge.jobs.agent_type import AgentType
 from broadgauge.jobs.commands import Notify, decode_command
 from broadgauge.jobs.errors import ProtocolError
 from broadgauge.jobs.job import Job
 from broadgauge.jobs.notification import EventKind, Notification, NotificationEvent
+from broadgauge.runtime.agent import Agent, Envelope, JobRefused
 from broadgauge.wire import Message, PeerId
 
 __all__ = [
@@ -49,22 +50,9 @@ __all__ = [
 
 log = logging.getLogger("broadgauge.bridge")
 
-#: Instructions the portal software answers (notes §5.7).
-BRIDGE_BOARD_KEYWORDS: Final = (
-    "create_project",
-    "update_project",
-    "remove_project",
-    "get_project",
-    "get_projects",
-    "get_award",
-    "get_awards",
-    "get_project_mapping",
-    "get_users",
-    "get_usage_report",
-    "get_usage_reports",
-    "get_storage_report",
-    "get_storage_reports",
-)
+#: Instructions the portal software answers (notes §5.7): exactly those the portal agent
+#: passes up to its bridge.
+BRIDGE_BOARD_KEYWORDS: Final = ANSWERED_BY_PORTAL_SOFTWARE
 RUN_LIFETIME: Final = 300
 PORTAL_WAIT: Final = 5.0
 NOTIFICATION_CAPACITY: Final = 500

@@ -16,7 +16,7 @@ import httpx
 from broadgauge.bridge.app import BridgeApi, build_app
 from broadgauge.bridge.config import BridgeSettings, ClientFile
 from broadgauge.bridge.runtime import BridgeRuntime, Retry
-from broadgauge.jobs.agent import Agent
+from broadgauge.runtime.agent import Agent
 from broadgauge.serving import AppServer
 
 __all__ = ["BridgeServer", "HttpSignaller", "attach_bridge"]

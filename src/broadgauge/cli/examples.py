@@ -21,17 +21,11 @@ def _add_echo(examples: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="two wire services bounce a counter (both in one process unless a role is given)",
     )
     echo.add_argument("--hops", type=int, default=10, help="how far to count (default 10)")
-    roles = echo.add_subparsers(dest="role", metavar="ROLE")
-    server = roles.add_parser("server", help="write an invite for 'client' and serve")
-    server.add_argument("--invitation", type=Path, required=True, help="where to write the invite")
-    server.add_argument(
-        "--url", default="ws://127.0.0.1:0", help="listen URL (default: a free loopback port)"
+    _add_roles(
+        echo,
+        ("server", "write an invite for 'client' and serve"),
+        ("client", "connect with an invite and start the bounce"),
     )
-    server.add_argument(
-        "--client-ip", default="127.0.0.1", help="address or CIDR the client connects from"
-    )
-    client = roles.add_parser("client", help="connect with an invite and start the bounce")
-    client.add_argument("--invitation", type=Path, required=True, help="the invite to use")
 
 
 def _add_job(examples: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,19 +35,29 @@ def _add_job(examples: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description="Example 2 (docs/examples/job.md). Without a ROLE, the portal and the "
         "cluster run in one process. The portal exits 1: its second job is refused.",
     )
-    roles = job.add_subparsers(dest="role", metavar="ROLE")
-    portal = roles.add_parser(
-        "portal", help="write an invite for 'cluster', serve, and send it two jobs"
+    _add_roles(
+        job,
+        ("portal", "write an invite for 'cluster', serve, and send it two jobs"),
+        ("cluster", "connect with an invite and answer the jobs"),
     )
-    portal.add_argument("--invitation", type=Path, required=True, help="where to write the invite")
-    portal.add_argument(
+
+
+def _add_roles(
+    example: argparse.ArgumentParser, serving: tuple[str, str], dialling: tuple[str, str]
+) -> None:
+    """An example's two ROLEs, each ``(name, help)``: one writes an invite and serves, the
+    other connects with that invite."""
+    roles = example.add_subparsers(dest="role", metavar="ROLE")
+    server = roles.add_parser(serving[0], help=serving[1])
+    server.add_argument("--invitation", type=Path, required=True, help="where to write the invite")
+    server.add_argument(
         "--url", default="ws://127.0.0.1:0", help="listen URL (default: a free loopback port)"
     )
-    portal.add_argument(
-        "--client-ip", default="127.0.0.1", help="address or CIDR the cluster connects from"
+    server.add_argument(
+        "--client-ip", default="127.0.0.1", help=f"address or CIDR the {dialling[0]} connects from"
     )
-    cluster = roles.add_parser("cluster", help="connect with an invite and answer the jobs")
-    cluster.add_argument("--invitation", type=Path, required=True, help="the invite to use")
+    client = roles.add_parser(dialling[0], help=dialling[1])
+    client.add_argument("--invitation", type=Path, required=True, help="the invite to use")
 
 
 def run_example(args: argparse.Namespace) -> int:

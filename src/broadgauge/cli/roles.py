@@ -7,7 +7,7 @@ They all work on one config file, by default ``$XDG_CONFIG_HOME/broadgauge/<role
 
 Peer changes go through a :class:`~broadgauge.wire.Service` that is never started, so the CLI
 makes exactly the entries, keys and invites a running service would; the changed config is
-then saved with :meth:`~broadgauge.jobs.agent_config.AgentConfig.save` (mode 0600, atomic).
+then saved with :meth:`~broadgauge.runtime.config.AgentConfig.save` (mode 0600, atomic).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from broadgauge.jobs import AgentType
-from broadgauge.jobs.agent_config import AgentConfig
+from broadgauge.runtime.config import AgentConfig
 from broadgauge.wire import (
     ConfigError,
     EnvironmentEncryption,

@@ -22,10 +22,10 @@ from starlette.routing import Route
 
 from broadgauge.agents.assemble import assemble
 from broadgauge.bridge import attach_bridge
-from broadgauge.jobs.agent import Agent
-from broadgauge.jobs.agent_config import AgentConfig
-from broadgauge.jobs.control import HARD_RESTART_EXIT
 from broadgauge.planner.network import attach_network_planner, check_published_rules
+from broadgauge.runtime.agent import Agent
+from broadgauge.runtime.config import AgentConfig
+from broadgauge.runtime.control import HARD_RESTART_EXIT
 from broadgauge.serving import AppServer
 from broadgauge.wire import ConfigError
 

@@ -60,7 +60,7 @@ async def _serve(demo: Any, root: Path, console: Any) -> int:
 
 
 def _verify(path: Path) -> int:
-    from broadgauge.jobs.audit import verify
+    from broadgauge.runtime.audit import verify
 
     if not path.is_file():
         print(f"broadgauge: no audit log at {path}", file=sys.stderr)

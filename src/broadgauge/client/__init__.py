@@ -18,30 +18,11 @@ Values are this project's grammar types (``broadgauge.grammar``), e.g. ``Project
 for ``Job.completed``; ``str()`` of each is the same text as the official type's.
 """
 
+from broadgauge.client import sync
 from broadgauge.client._protocol import BridgeError
 from broadgauge.client.aio import AsyncClient
 from broadgauge.client.config import ClientConfig
-from broadgauge.client.sync import (
-    Client,
-    add_offerings,
-    diagnostics,
-    fetch_job,
-    fetch_jobs,
-    fetch_notification,
-    get,
-    get_offerings,
-    get_portal,
-    health,
-    is_config_loaded,
-    load_config,
-    notify,
-    remove_offerings,
-    restart,
-    run,
-    send_result,
-    status,
-    sync_offerings,
-)
+from broadgauge.client.sync import *  # noqa: F403 - the module-level API: sync.__all__
 from broadgauge.client.types import Diagnostics, Health, Job, RestartResponse, Status
 from broadgauge.grammar import (
     AwardDetails,
@@ -58,7 +39,6 @@ __all__ = [
     "AsyncClient",
     "AwardDetails",
     "BridgeError",
-    "Client",
     "ClientConfig",
     "Destination",
     "Diagnostics",
@@ -72,22 +52,5 @@ __all__ = [
     "Status",
     "UserIdentifier",
     "UserMapping",
-    "add_offerings",
-    "diagnostics",
-    "fetch_job",
-    "fetch_jobs",
-    "fetch_notification",
-    "get",
-    "get_offerings",
-    "get_portal",
-    "health",
-    "is_config_loaded",
-    "load_config",
-    "notify",
-    "remove_offerings",
-    "restart",
-    "run",
-    "send_result",
-    "status",
-    "sync_offerings",
 ]
+__all__ += sync.__all__  # Client and the official module's functions

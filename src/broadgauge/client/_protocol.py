@@ -25,6 +25,7 @@ __all__ = [
     "Request",
     "decode",
     "destinations_body",
+    "poll_schedule",
     "sign",
 ]
 
@@ -88,6 +89,15 @@ class Request:
         """WHATWG-style join, as the official client (``http://h/api`` + ``run`` → ``/run``)."""
         return f"{urljoin(base, self.function)}?{VERSION_QUERY}"
 
+    def attempt(self, base: str, key: bytes, now: float) -> dict[str, Any]:
+        """One attempt, freshly signed, as keyword arguments of ``httpx``'s ``request``."""
+        return {
+            "method": self.method.upper(),
+            "url": self.url(base),
+            "content": self.body or None,
+            "headers": self.headers(key, now),
+        }
+
     def headers(self, key: bytes, now: float, nonce: str | None = None) -> dict[str, str]:
         """Fresh ``Date``, ``X-Nonce`` and signature for one attempt."""
         date = http_date(now)
@@ -101,6 +111,14 @@ class Request:
         if self.method == "post":
             headers["Content-Type"] = "application/json"
         return headers
+
+
+def poll_schedule(max_ms: int, now: float) -> tuple[float, float | None]:
+    """Seconds between polls, and the ``time.monotonic()`` deadline (``None``: wait forever),
+    of a wait of ``max_ms`` (negative: forever) that starts at ``now``."""
+    if max_ms < 0:
+        return 0.1, None
+    return min(max(max_ms / 10, 1), 100) / 1000, now + max_ms / 1000
 
 
 def decode(function: str, status: int, text: str) -> Any:

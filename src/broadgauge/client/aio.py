@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from broadgauge.client import _replies
-from broadgauge.client._protocol import RETRY_DELAYS, BridgeError, Request, decode
+from broadgauge.client._protocol import RETRY_DELAYS, BridgeError, Request, decode, poll_schedule
 from broadgauge.client._protocol import destinations_body as _destinations
 from broadgauge.client.config import ClientConfig
 from broadgauge.client.sync import JobRef, Offerings
@@ -51,13 +51,9 @@ class AsyncClient:
     async def call(self, request: Request) -> Any:
         """Send ``request`` (re-signed for each retry of a 429); the reply's JSON value."""
         for delay in (*RETRY_DELAYS, None):
+            attempt = request.attempt(self.config.url, self.config.key, time.time())
             try:
-                response = await self._http.request(
-                    request.method.upper(),
-                    request.url(self.config.url),
-                    content=request.body or None,
-                    headers=request.headers(self.config.key, time.time()),
-                )
+                response = await self._http.request(**attempt)
             except httpx.HTTPError as exc:
                 raise BridgeError(request.function, None, str(exc)) from exc
             if response.status_code != 429 or delay is None:
@@ -89,8 +85,7 @@ class AsyncClient:
 
     async def wait(self, job: Job, max_ms: int = 1000) -> Job:
         """Poll until finished or ``max_ms`` pass (negative: forever); the latest job."""
-        interval = 0.1 if max_ms < 0 else min(max(max_ms / 10, 1), 100) / 1000
-        deadline = None if max_ms < 0 else time.monotonic() + max_ms / 1000
+        interval, deadline = poll_schedule(max_ms, time.monotonic())
         job = await self.status(job)
         while not job.is_finished and (deadline is None or time.monotonic() < deadline):
             await asyncio.sleep(interval)

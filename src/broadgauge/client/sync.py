@@ -67,13 +67,9 @@ class Client:
     def call(self, request: Request) -> Any:
         """Send ``request`` (re-signed for each retry of a 429); the reply's JSON value."""
         for delay in (*RETRY_DELAYS, None):
+            attempt = request.attempt(self.config.url, self.config.key, time.time())
             try:
-                response = self._http.request(
-                    request.method.upper(),
-                    request.url(self.config.url),
-                    content=request.body or None,
-                    headers=request.headers(self.config.key, time.time()),
-                )
+                response = self._http.request(**attempt)
             except httpx.HTTPError as exc:
                 raise BridgeError(request.function, None, str(exc)) from exc
             if response.status_code != 429 or delay is None:

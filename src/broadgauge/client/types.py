@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from broadgauge.client._protocol import poll_schedule
 from broadgauge.grammar import Destination, Instruction
 from broadgauge.jobs.job import Job as WireJob
 from broadgauge.jobs.status import Status as WireStatus
@@ -145,8 +146,7 @@ class Job:
 
     def wait(self, max_ms: int = 1000) -> bool:
         """Poll until finished or ``max_ms`` pass (negative: forever); whether it finished."""
-        interval = 0.1 if max_ms < 0 else min(max(max_ms / 10, 1), 100) / 1000
-        deadline = None if max_ms < 0 else time.monotonic() + max_ms / 1000
+        interval, deadline = poll_schedule(max_ms, time.monotonic())
         self.update()
         while not self.is_finished and (deadline is None or time.monotonic() < deadline):
             time.sleep(interval)
@@ -176,28 +176,27 @@ class Job:
 
 
 @dataclass(frozen=True)
-class Health:
-    """``health()``: ``status`` is ``"ok"`` or ``"error"``; ``detail`` the nested HealthInfo."""
+class _Report:
+    """A status, ``"ok"`` or ``"error"``, and the JSON object that details it."""
 
     status: str
     detail: dict[str, Any] | None
 
     def is_healthy(self) -> bool:
         return self.status == "ok"
+
+
+@dataclass(frozen=True)
+class Health(_Report):
+    """``health()``: ``status`` is ``"ok"`` or ``"error"``; ``detail`` the nested HealthInfo."""
 
     def keys(self) -> list[str]:
         return sorted(self.detail) if self.detail else []
 
 
 @dataclass(frozen=True)
-class Diagnostics:
+class Diagnostics(_Report):
     """``diagnostics()``: ``detail`` is the DiagnosticsReport JSON object."""
-
-    status: str
-    detail: dict[str, Any] | None
-
-    def is_healthy(self) -> bool:
-        return self.status == "ok"
 
     @property
     def logs(self) -> list[Any]:

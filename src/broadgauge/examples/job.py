@@ -1,7 +1,7 @@
 """Example 2 (job): a portal agent sends jobs to a cluster agent and reads their results.
 
 Where example 1 passed raw strings between two wire services, this one uses the agent runtime
-(:mod:`broadgauge.jobs.agent`): each side is an :class:`~broadgauge.jobs.agent.Agent` with a
+(:mod:`broadgauge.runtime.agent`): each side is an :class:`~broadgauge.runtime.agent.Agent` with a
 type, a board per neighbour and handlers for instruction keywords.
 
 * The **portal** (type ``Portal``) listens, writes an invite for a client called ``cluster``
@@ -25,8 +25,8 @@ from urllib.parse import urlsplit
 from broadgauge.grammar import UserIdentifier, UserMapping
 from broadgauge.grammar.instructions import AddUser, RemoveUser
 from broadgauge.jobs import AgentType, Job
-from broadgauge.jobs.agent import Agent, Envelope, JobFailed, JobRefused
-from broadgauge.jobs.agent_config import AgentConfig
+from broadgauge.runtime.agent import Agent, Envelope, JobFailed, JobRefused
+from broadgauge.runtime.config import AgentConfig
 from broadgauge.wire import Invite, ServerEntry, ServiceConfig
 
 PORTAL = "portal"

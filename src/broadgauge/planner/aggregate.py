@@ -39,7 +39,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from broadgauge.planner.answers import WORD, Answer, AnswerError, Task, answer_from_json
-from broadgauge.planner.app import Refusal, openapi_route, read_task
+from broadgauge.planner.app import answers_refusals, openapi_route, read_task
 from broadgauge.planner.http1 import Http1Client, ProtocolError
 from broadgauge.planner.rules import RuleError
 
@@ -329,11 +329,9 @@ def create_aggregator_app(
             made.append(Aggregator(config))
         return made[0]
 
+    @answers_refusals
     async def accepts(request: Request) -> Response:
-        try:
-            task = await read_task(request)
-        except Refusal as refusal:
-            return refusal.response
+        task = await read_task(request)
         body = await current().answer(task, request.headers.get("authorization"))
         return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
 

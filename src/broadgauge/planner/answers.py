@@ -108,14 +108,10 @@ class Answer:
                 "serviceinfo": dict(self.serviceinfo or {}),
             }
         body: dict[str, Any] = {WORD: "NO"}
-        if self.httpcode is not None or self.reason is not None or self.provision is not None:
-            info: dict[str, Any] = {}
-            if self.httpcode is not None:
-                info["httpcode"] = self.httpcode
-            if self.reason is not None:
-                info["reason"] = self.reason
-            if self.provision is not None:
-                info["provision"] = dict(self.provision)
+        provision = None if self.provision is None else dict(self.provision)
+        given = {"httpcode": self.httpcode, "reason": self.reason, "provision": provision}
+        info = {name: value for name, value in given.items() if value is not None}
+        if info:
             body[INFO] = info
         return body
 

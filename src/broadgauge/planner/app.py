@@ -12,12 +12,13 @@ The request is handled in the order the seed's authentication cases imply:
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, ParamSpec
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
@@ -33,7 +34,7 @@ from broadgauge.planner.auth import TokenError, TokenValidator, bearer_token, ww
 from broadgauge.planner.config import ServiceConfig
 from broadgauge.planner.openapi import document
 from broadgauge.planner.rules import Identity, check_may_ask, evaluate
-from broadgauge.wire.envelope import decoded_lone_surrogate
+from broadgauge.text import decoded_lone_surrogate
 
 STATE_COOKIE = "bg_planner_login"
 MAX_FORM_FIELDS = 200
@@ -46,6 +47,24 @@ class Refusal(Exception):
     def __init__(self, response: Response) -> None:
         super().__init__(response.status_code)
         self.response = response
+
+
+_P = ParamSpec("_P")
+
+
+def answers_refusals(
+    handler: Callable[_P, Awaitable[Response]],
+) -> Callable[_P, Awaitable[Response]]:
+    """``handler``, answering a :class:`Refusal` it raises with the refusal's response."""
+
+    @functools.wraps(handler)
+    async def answering(*args: _P.args, **kwargs: _P.kwargs) -> Response:
+        try:
+            return await handler(*args, **kwargs)
+        except Refusal as refusal:
+            return refusal.response
+
+    return answering
 
 
 def _error(status: int, error: str, reason: str, headers: dict[str, str] | None = None) -> Response:
@@ -218,21 +237,17 @@ class Planner:
         identity = await self.identify(request)
         return identity, await read_task(request)
 
+    @answers_refusals
     async def accepts(self, request: Request) -> Response:
         """``GET|POST /accepts``."""
-        try:
-            identity, task = await self.question(request)
-        except Refusal as refusal:
-            return refusal.response
+        identity, task = await self.question(request)
         answer, _ = evaluate(self.config.ruleset, task, identity)
         return JSONResponse(answer.to_json(), headers=self._cache_headers(answer, identity))
 
+    @answers_refusals
     async def explain(self, request: Request) -> Response:
         """``GET /accepts/explain``: the answer and which rule decided it."""
-        try:
-            identity, task = await self.question(request)
-        except Refusal as refusal:
-            return refusal.response
+        identity, task = await self.question(request)
         answer, why = evaluate(self.config.ruleset, task, identity)
         body: dict[str, Any] = {"answer": answer.to_json(), "explain": why.to_json()}
         body["explain"]["identity"] = identity.subject if identity else None

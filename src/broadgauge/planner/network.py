@@ -1,7 +1,7 @@
 """Planning over the agent network: "where can I run X?" across every published offering.
 
 Instance agents (or any routing agent) publish their Execution Planner rules; the bridge
-gathers them down the hierarchy (:mod:`broadgauge.jobs.rules_sweep`), each tagged with the
+gathers them down the hierarchy (:mod:`broadgauge.runtime.rules_sweep`), each tagged with the
 OpenPortal destination it came from, e.g. ``waldur.brics.clusters.cluster``.  The network
 planner runs beside the bridge and answers ``/accepts`` over all of them, with the same
 contract as the aggregator: a plain seed answer on top, and
@@ -39,11 +39,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from broadgauge.grammar import GrammarError, UserIdentifier
-from broadgauge.jobs.agent import Agent, JobExpired, JobFailed, JobRefused
 from broadgauge.jobs.errors import InvalidStateError
-from broadgauge.jobs.rules_sweep import SweepResult
 from broadgauge.planner.answers import WORD, Answer, Task
-from broadgauge.planner.app import Planner, Refusal, openapi_route
+from broadgauge.planner.app import Planner, answers_refusals, openapi_route
 from broadgauge.planner.auth import TokenValidator
 from broadgauge.planner.config import ServiceConfig, parse_config
 from broadgauge.planner.rules import (
@@ -55,6 +53,8 @@ from broadgauge.planner.rules import (
     parse_ruleset,
     turns_on_account,
 )
+from broadgauge.runtime.agent import Agent, JobExpired, JobFailed, JobRefused
+from broadgauge.runtime.rules_sweep import SweepResult
 from broadgauge.serving import AppServer
 from broadgauge.wire import ConfigError
 
@@ -424,19 +424,15 @@ def create_network_app(
     planner = Planner(config.service, validator)
     network = NetworkPlanner(config, source)
 
+    @answers_refusals
     async def accepts(request: Request) -> Response:
-        try:
-            identity, task = await planner.question(request)
-        except Refusal as refusal:
-            return refusal.response
+        identity, task = await planner.question(request)
         body = await network.answer(task, identity)
         return JSONResponse(body, headers={"Cache-Control": "no-store", "Vary": "Authorization"})
 
+    @answers_refusals
     async def explain(request: Request) -> Response:
-        try:
-            identity, task = await planner.question(request)
-        except Refusal as refusal:
-            return refusal.response
+        identity, task = await planner.question(request)
         verdicts, catalogue = await network.verdicts(task, identity)
         return JSONResponse(
             {

@@ -9,9 +9,9 @@ import pytest
 from broadgauge.demo import Network
 
 from .helpers import Site
-from .network import network
+from .network import demo_network, network
 
-__all__ = ["network", "site"]
+__all__ = ["demo_network", "network", "site"]
 
 
 @pytest.fixture

@@ -12,8 +12,11 @@ from typing import Any
 import pytest
 
 from broadgauge.bridge import BridgeServer, Retry
-from broadgauge.demo import Network, start_network
+from broadgauge.demo import Network
 from broadgauge.jobs.job import Job
+from tests.agents.network import demo_network
+
+__all__ = ["demo_network"]  # the shared demo-network fixture, used below
 
 WORKER = Path(__file__).with_name("official_worker.py")
 
@@ -90,13 +93,10 @@ async def ask_portal_software(
 
 
 @pytest.fixture
-async def network(tmp_path: Path) -> AsyncIterator[Network]:
-    net = await start_network(tmp_path)
-    try:
-        await net.bridge.start()
-        yield net
-    finally:
-        await net.stop()
+async def network(demo_network: Network) -> Network:
+    """The shared demo network with the bridge's HTTP API serving."""
+    await demo_network.bridge.start()
+    return demo_network
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ from broadgauge.jobs.commands import PlannerRulesRequest, PlannerRulesResponse
 from broadgauge.jobs.published import PublishedRules
 from broadgauge.runtime.rules_sweep import MAX_ENTRIES_PER_CHILD, SweepResult
 from broadgauge.wire import MessageTooLarge, PeerId
-from tests.agents.network import network
+from tests.agents.network import demo_network, network
 
-__all__ = ["network"]  # the shared demo-network fixture
+__all__ = ["demo_network", "network"]  # the shared demo-network fixtures
 
 INSTANCE_PATH = "portal.provider.platform.instance"
 PLATFORM_PATH = "portal.provider.platform"

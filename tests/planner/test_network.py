@@ -35,8 +35,11 @@ from broadgauge.planner.network import (
 from broadgauge.runtime.agent import Agent
 from broadgauge.runtime.config import AgentConfig
 from broadgauge.wire import ConfigError, ServiceConfig
+from tests.agents.network import demo_network
 from tests.backends.oidc import OidcProvider
 from tests.cli.processes import free_port
+
+__all__ = ["demo_network"]  # the shared demo-network fixture, used below
 
 # authlib (inside the provider) warns about its own deprecated APIs; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -52,14 +55,10 @@ GUARD = 30.0
 
 
 @pytest.fixture
-async def network(tmp_path: Path) -> AsyncIterator[Network]:
-    """The demo network with its (anonymous) network planner serving."""
-    started = await start_network(tmp_path)
-    try:
-        await started.planner.start()
-        yield started
-    finally:
-        await started.stop()
+async def network(demo_network: Network) -> Network:
+    """The shared demo network with its (anonymous) network planner serving."""
+    await demo_network.planner.start()
+    return demo_network
 
 
 @pytest.fixture

@@ -11,27 +11,25 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from broadgauge.demo import PROJECT, Network, start_network
+from broadgauge.demo import PROJECT, Network
+from tests.agents.network import demo_network
+
+__all__ = ["demo_network"]  # the shared demo-network fixture, used below
 
 _fresh = itertools.count()
 
 
 @pytest.fixture
-async def network(tmp_path: Path) -> AsyncIterator[Network]:
-    """The demo network with its bridge API serving and the demo project created."""
-    net = await start_network(tmp_path)
-    try:
-        await net.bridge.start()
-        job = await net.submit(f"add_project {PROJECT}")
-        assert job.is_finished and not job.is_error, job.to_json()
-        yield net
-    finally:
-        await net.stop()
+async def network(demo_network: Network) -> Network:
+    """The shared demo network with its bridge API serving and the demo project created."""
+    await demo_network.bridge.start()
+    job = await demo_network.submit(f"add_project {PROJECT}")
+    assert job.is_finished and not job.is_error, job.to_json()
+    return demo_network
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ running bridge, and the bridge keeps serving.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 
 import httpx
@@ -28,6 +27,7 @@ from broadgauge.bridge.auth import (
     sign,
 )
 from broadgauge.demo import Network
+from tests.bridge.signing import signed
 
 from .conftest import message, still_provisions
 
@@ -187,21 +187,11 @@ def test_a_body_that_is_not_utf8_is_refused_before_verifying(body: bytes) -> Non
 # --- against the running bridge ---------------------------------------------------------------
 
 
-def headers_for(
-    key: bytes, method: str, function: str, body: bytes, nonce: str | None
-) -> dict[str, str]:
-    date = format_date(time.time())
-    headers = {"Date": date, "Authorization": sign(key, method, function, date, body, nonce)}
-    if nonce is not None:
-        headers["X-Nonce"] = nonce
-    return headers
-
-
 async def test_replays_against_the_bridge(network: Network, http: httpx.AsyncClient) -> None:
     bridge = network.bridge
     key, url = bridge.settings.key, bridge.url
     nonce = str(uuid.uuid4())
-    headers = headers_for(key, "get", "fetch_jobs", b"", nonce)
+    headers = signed(key, "get", "fetch_jobs", nonce=nonce)
     assert (await http.get(f"{url}fetch_jobs", headers=headers)).status_code == 200
     again = await http.get(f"{url}fetch_jobs", headers=headers)
     assert again.status_code == 401 and "replay" in message(again)
@@ -210,7 +200,7 @@ async def test_replays_against_the_bridge(network: Network, http: httpx.AsyncCli
     moved = await http.request("GET", f"{url}fetch_jobs", headers=headers, content=nonce)
     assert moved.status_code == 400 and "must not have a body" in message(moved)
     # No nonce at all.
-    bare = headers_for(key, "get", "fetch_jobs", b"", None)
+    bare = signed(key, "get", "fetch_jobs", nonce=None)
     refused = await http.get(f"{url}fetch_jobs", headers=bare)
     assert refused.status_code == 401 and "Missing X-Nonce" in message(refused)
     await still_provisions(network)
@@ -222,7 +212,7 @@ async def test_nonce_less_requests_when_a_site_allows_them(
     bridge = network.bridge
     bridge.api.verifier.allow_missing_nonce = True
     key, url = bridge.settings.key, bridge.url
-    headers = headers_for(key, "get", "get_portal", b"", None)
+    headers = signed(key, "get", "get_portal", nonce=None)
     with caplog.at_level(logging.WARNING, logger="broadgauge.bridge.http"):
         first = await http.get(f"{url}get_portal", headers=headers)
     assert first.status_code == 200 and first.json() == "portal"
@@ -239,7 +229,7 @@ async def test_non_utf8_bodies_against_the_bridge(
     bridge = network.bridge
     function = "fetch_jobs" if method == "get" else "run"
     body = b'{"command":"\xff"}'
-    headers = headers_for(bridge.settings.key, method, function, b"", str(uuid.uuid4()))
+    headers = signed(bridge.settings.key, method, function, nonce=str(uuid.uuid4()))
     reply = await http.request(
         method.upper(), f"{bridge.url}{function}", headers=headers, content=body
     )

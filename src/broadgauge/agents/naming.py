@@ -196,8 +196,7 @@ def slurm_name(local_name: str, what: str = "Slurm name", error: ErrorType = Unp
     mending them would let ``x y`` through as ``x_y``, so they are refused instead.
     """
     check_name(local_name, what, error=error)
-    name = local_name.removeprefix("group.") if local_name.startswith("group.") else local_name
-    return check_name(name.lower(), what, error=error)
+    return check_name(local_name.removeprefix("group.").lower(), what, error=error)
 
 
 def instance_group(name: str, zone: str) -> str:

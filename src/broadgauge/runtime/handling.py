@@ -397,8 +397,10 @@ class Inbound:
 
     async def _resume_return(self, peer: PeerId, job: Job) -> None:
         back = self._neighbour(job.destination.previous(self.agent.name), peer, job)
-        held = self.agent.board(back).get(job.id) if back is not None else None
-        if back is not None and held is not None and not held.is_finished:
+        if back is None:
+            return
+        held = self.agent.board(back).get(job.id)
+        if held is not None and not held.is_finished:
             self.agent.trace(Action.RESUMED, job, back, "returning a result after a restart")
             await self.agent.update(back, job)
 

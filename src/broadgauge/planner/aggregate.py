@@ -230,29 +230,38 @@ class Aggregator:
         params = str(httpx.QueryParams(tuple(task.as_params())))  # encoded once
         task_key = task.cache_key()  # once, not once per service
         outcomes: dict[int, Outcome] = {}
-        pending: dict[asyncio.Task[Outcome], int] = {}
+        to_ask: list[tuple[int, RemoteService, tuple[Any, ...]]] = []
         for i, service in enumerate(self.config.services):
             key = (service.name, task_key, token_hash if service.forward_token else None)
             hit = self._cache_get(key)
             if hit is not None:
                 word = "yes" if hit[1].accepted else "no"
                 outcomes[i] = Outcome(service, word, hit[1], cached=True, expires_at=hit[0])
-                continue
-            job = asyncio.create_task(self._ask_one(service, params, authorization, key))
-            pending[job] = i
-        if pending:
+            else:
+                to_ask.append((i, service, key))
+        if to_ask:
+            queue = iter(to_ask)
+
+            async def worker() -> None:
+                # A few workers share one iterator instead of a task per service waiting
+                # on the semaphore: a thousand waiters cost more CPU than their exchanges.
+                for i, service, key in queue:
+                    outcomes[i] = await self._ask_one(service, params, authorization, key)
+
+            count = min(self.config.max_concurrency, len(to_ask))
+            workers = [asyncio.create_task(worker()) for _ in range(count)]
             remaining = max(0.0, self.config.deadline - (self._clock() - started))
-            done, late = await asyncio.wait(pending, timeout=remaining)
+            done, late = await asyncio.wait(workers, timeout=remaining)
             for job in late:
                 job.cancel()
-            for job in done:
-                outcomes[pending[job]] = job.result()
-            for job in late:
-                service = self.config.services[pending[job]]
-                detail = f"overall deadline of {self.config.deadline}s passed"
-                outcomes[pending[job]] = Outcome(service, "deadline", detail=detail)
             if late:
                 await asyncio.gather(*late, return_exceptions=True)
+            for job in done:
+                job.result()  # a worker's unexpected error is the caller's, as before
+            for i, service, _ in to_ask:
+                if i not in outcomes:
+                    detail = f"overall deadline of {self.config.deadline}s passed"
+                    outcomes[i] = Outcome(service, "deadline", detail=detail)
         return [outcomes[i] for i in range(len(self.config.services))]
 
     async def answer(self, task: Task, authorization: str | None = None) -> bytes:

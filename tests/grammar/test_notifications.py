@@ -48,7 +48,7 @@ def test_json_form_is_externally_tagged() -> None:
 
 
 def test_subject_type_checked() -> None:
-    with pytest.raises(GrammarError):
+    with pytest.raises(TypeError):
         NotificationEvent(EventKind.USER_ADDED, ProjectIdentifier("p", "q"))
 
 

@@ -23,19 +23,7 @@ from broadgauge.runtime.store import BoardStore
 from broadgauge.runtime.trace import Action
 from broadgauge.wire import ServerEntry, ServiceConfig
 
-from .agent_helpers import (
-    MAPPING,
-    USER,
-    Network,
-    Recorder,
-    Traces,
-    eventually,
-    finished,
-    is_connected,
-    make_agent,
-    mapping_for,
-    peer,
-)
+from . import agent_helpers as h
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -111,18 +99,18 @@ class InstanceProcess:
 
 
 async def test_a_killed_instance_resumes_and_never_reruns_a_finished_job(tmp_path: Path) -> None:
-    async with Network() as net:
+    async with h.Network() as net:
         portal = await net.start("portal", AgentType.PORTAL)
         instance = InstanceProcess(tmp_path, portal)
         try:
             await instance.start()
-            await eventually(lambda: is_connected(portal, "instance"), timeout=15)
+            await h.eventually(lambda: h.is_connected(portal, "instance"), timeout=15)
 
             users = [f"u{i}.p.portal" for i in range(20)]
             now = time.time()
             jobs = [Job.parse(f"portal.instance add_user {user}", now=now) for user in users]
             tasks = [asyncio.create_task(portal.submit(job, timeout=60)) for job in jobs]
-            await eventually(lambda: sum(instance.ledger().values()) >= 6, timeout=15)
+            await h.eventually(lambda: sum(instance.ledger().values()) >= 6, timeout=15)
             await instance.kill()
 
             assert not all(task.done() for task in tasks)
@@ -133,13 +121,13 @@ async def test_a_killed_instance_resumes_and_never_reruns_a_finished_job(tmp_pat
             ledger_before = instance.ledger()
 
             await instance.start()
-            results = await finished(asyncio.gather(*tasks), timeout=30)
+            results = await h.finished(asyncio.gather(*tasks), timeout=30)
         finally:
             await instance.stop()
 
         for job, user, result in zip(jobs, users, results, strict=True):
             assert (result.id, result.state, result.version) == (job.id, Status.COMPLETE, 1002)
-            assert result.result_value() == mapping_for(user)
+            assert result.result_value() == h.mapping_for(user)
         ledger = instance.ledger()
         assert set(ledger) == set(users)  # every user was created ...
         for job, user in zip(jobs, users, strict=True):
@@ -157,14 +145,14 @@ async def test_a_killed_instance_resumes_and_never_reruns_a_finished_job(tmp_pat
 
 
 async def test_a_result_stored_before_a_crash_is_answered_from_the_record(tmp_path: Path) -> None:
-    async with Network() as net:
+    async with h.Network() as net:
         portal = await net.start("portal", AgentType.PORTAL)
         instance = InstanceProcess(tmp_path, portal)
         user = "u0.p.portal"
         job = Job.parse(f"portal.instance add_user {user}", now=time.time())
         try:
             await instance.start("--crash-after-finish", user)
-            await eventually(lambda: is_connected(portal, "instance"), timeout=15)
+            await h.eventually(lambda: h.is_connected(portal, "instance"), timeout=15)
             task = asyncio.create_task(portal.submit(job, timeout=60))
 
             # The process kills itself after storing the result, before sending it.
@@ -175,11 +163,11 @@ async def test_a_result_stored_before_a_crash_is_answered_from_the_record(tmp_pa
                 execution = store.execution(job.id)
             assert execution is not None and execution.is_finished
             assert execution.result is not None
-            assert execution.result.result_value() == mapping_for(user)
+            assert execution.result.result_value() == h.mapping_for(user)
             assert instance.ledger() == Counter({user: 1})
 
             await instance.start()
-            result = await finished(task, timeout=20)
+            result = await h.finished(task, timeout=20)
         finally:
             await instance.stop()
 
@@ -200,28 +188,28 @@ async def test_a_result_stored_before_a_crash_is_answered_from_the_record(tmp_pa
 
 
 async def test_an_instance_restarted_without_a_store_gets_unfinished_work_from_sync() -> None:
-    async with Network() as net:
+    async with h.Network() as net:
         portal = await net.start("portal", AgentType.PORTAL)
-        lost = Recorder(gate=asyncio.Event())  # never finishes: the agent dies first
+        lost = h.Recorder(gate=asyncio.Event())  # never finishes: the agent dies first
         first = await net.start_instance(lost)
-        waiter = asyncio.create_task(portal.run("portal.instance", f"add_user {USER}"))
-        await eventually(lambda: len(lost.calls) == 1)
+        waiter = asyncio.create_task(portal.run("portal.instance", f"add_user {h.USER}"))
+        await h.eventually(lambda: len(lost.calls) == 1)
         job_id = lost.calls[0].job.id
         await first.stop()  # its board lived in memory only
-        await eventually(lambda: not is_connected(portal, "instance"))
+        await h.eventually(lambda: not h.is_connected(portal, "instance"))
 
-        second = make_agent("instance", AgentType.INSTANCE)
-        traces = Traces(second)
-        again = Recorder()
+        second = h.make_agent("instance", AgentType.INSTANCE)
+        traces = h.Traces(second)
+        again = h.Recorder()
         second.add_handler("add_user", again)
         second.service.add_server(net.invites[("portal", "instance")])
         await second.start(listen=False)
         net.agents["instance"] = second
 
         # The portal's Sync carries the Pending job; the instance is its destination: re-Put.
-        job = await finished(waiter)
+        job = await h.finished(waiter)
         assert job.id == job_id
-        assert job.result_value() == MAPPING
+        assert job.result_value() == h.MAPPING
         assert [c.job.id for c in again.calls] == [job_id]
         assert traces.actions("instance", job_id) == [
             Action.RECEIVED,
@@ -231,9 +219,9 @@ async def test_an_instance_restarted_without_a_store_gets_unfinished_work_from_s
 
 
 async def test_a_result_lost_on_the_wire_is_recovered_by_sync_on_reconnect() -> None:
-    async with Network() as net:
+    async with h.Network() as net:
         portal = await net.start("portal", AgentType.PORTAL)
-        recorder = Recorder()
+        recorder = h.Recorder()
         instance = await net.start_instance(recorder)
         # Lose the first Update in transit, as a link dying mid-frame would.
         send = instance.service.send
@@ -247,14 +235,14 @@ async def test_a_result_lost_on_the_wire_is_recovered_by_sync_on_reconnect() -> 
             await send(name, payload, zone)
 
         instance.service.send = lossy  # type: ignore[method-assign,assignment]
-        waiter = asyncio.create_task(portal.run("portal.instance", f"add_user {USER}"))
-        await eventually(lambda: bool(lost))
+        waiter = asyncio.create_task(portal.run("portal.instance", f"add_user {h.USER}"))
+        await h.eventually(lambda: bool(lost))
         await asyncio.sleep(0.1)
         assert not waiter.done()
-        copy = portal.board(peer("instance")).get(lost[0].id)
+        copy = portal.board(h.peer("instance")).get(lost[0].id)
         assert copy is not None and copy.state is Status.PENDING
 
         await portal.service.disconnect("instance")  # the instance redials; both Sync
-        job = await finished(waiter)
+        job = await h.finished(waiter)
         assert job == lost[0]
         assert len(recorder.calls) == 1

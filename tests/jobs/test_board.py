@@ -270,11 +270,17 @@ def test_sweep_errors_expired_unfinished_jobs_and_drops_finished_ones() -> None:
     assert board.jobs() == [fresh]
 
 
-def test_sweep_errors_duplicates_of_an_expired_original() -> None:
+def _original_and_duplicate(delay: float, lifetime: int) -> tuple[Board, Job, Job]:
+    """A board with a 60 s job and, ``delay`` later, a duplicate living ``lifetime``."""
     board = Board("p")
     original = _pending(lifetime=60)
     board.add(original, T0)
-    dup = board.add(_pending(created=T0 + 30, lifetime=600), T0 + 30).job
+    dup = board.add(_pending(created=T0 + delay, lifetime=lifetime), T0 + delay).job
+    return board, original, dup
+
+
+def test_sweep_errors_duplicates_of_an_expired_original() -> None:
+    board, original, dup = _original_and_duplicate(30, lifetime=600)
     swept = board.sweep_expired(T0 + 61)
     assert [j.id for j in swept] == [original.id, dup.id]
     assert swept[1].state is Status.ERROR and swept[1].result == "Original job expired"
@@ -282,10 +288,7 @@ def test_sweep_errors_duplicates_of_an_expired_original() -> None:
 
 
 def test_sweep_reports_an_expired_duplicate_once_as_expired() -> None:
-    board = Board("p")
-    original = _pending(lifetime=60)
-    board.add(original, T0)
-    dup = board.add(_pending(created=T0 + 1, lifetime=60), T0 + 1).job
+    board, original, dup = _original_and_duplicate(1, lifetime=60)
     swept = board.sweep_expired(T0 + 100)
     assert [(j.id, j.result) for j in swept] == [
         (original.id, "Job expired"),

@@ -10,32 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from broadgauge import jobs
 from broadgauge.grammar import Destination, ProjectIdentifier, UserIdentifier
-from broadgauge.jobs import (
-    AgentType,
-    Delete,
-    DiagnosticsReport,
-    DiagnosticsRequest,
-    DiagnosticsResponse,
-    ErrorCommand,
-    EventKind,
-    HealthCheck,
-    HealthInfo,
-    HealthResponse,
-    Notification,
-    NotificationEvent,
-    NotificationStatistics,
-    Notify,
-    ProtocolError,
-    Put,
-    Register,
-    Restart,
-    Sync,
-    Update,
-    WireCommand,
-    decode_command,
-    encode_command,
-)
 from broadgauge.jobs.health import FailedJobEntry, LogEntry, format_datetime, parse_datetime
 
 from . import helpers as h
@@ -45,68 +21,70 @@ JOB_JSON = JOB.to_json()
 STAMP = datetime(2024, 6, 3, 7, 33, 20, tzinfo=UTC)
 
 
-def _round_trip(command: WireCommand) -> str:
-    text = encode_command(command)
-    assert decode_command(text) == command
-    assert decode_command(text.encode()) == command
+def _round_trip(command: jobs.WireCommand) -> str:
+    text = jobs.encode_command(command)
+    assert jobs.decode_command(text) == command
+    assert jobs.decode_command(text.encode()) == command
     return text
 
 
 @pytest.mark.parametrize(
     ("command", "expected"),
     [
-        (Put(JOB), '{"Put":{"job":' + JOB_JSON + "}}"),
-        (Update(JOB), '{"Update":{"job":' + JOB_JSON + "}}"),
-        (Delete(JOB), '{"Delete":{"job":' + JOB_JSON + "}}"),
+        (jobs.Put(JOB), '{"Put":{"job":' + JOB_JSON + "}}"),
+        (jobs.Update(JOB), '{"Update":{"job":' + JOB_JSON + "}}"),
+        (jobs.Delete(JOB), '{"Delete":{"job":' + JOB_JSON + "}}"),
         (
-            Register(AgentType.INSTANCE),
+            jobs.Register(jobs.AgentType.INSTANCE),
             '{"Register":{"agent":"Instance","engine":"templemeads","version":"0.32.2"}}',
         ),
-        (Sync((JOB, JOB)), '{"Sync":{"state":{"jobs":[' + JOB_JSON + "," + JOB_JSON + "]}}}"),
-        (Sync(), '{"Sync":{"state":{"jobs":[]}}}'),
-        (HealthCheck(("bridge", "portal")), '{"HealthCheck":{"visited":["bridge","portal"]}}'),
-        (HealthCheck(), '{"HealthCheck":{"visited":[]}}'),
+        (jobs.Sync((JOB, JOB)), '{"Sync":{"state":{"jobs":[' + JOB_JSON + "," + JOB_JSON + "]}}}"),
+        (jobs.Sync(), '{"Sync":{"state":{"jobs":[]}}}'),
+        (jobs.HealthCheck(("bridge", "portal")), '{"HealthCheck":{"visited":["bridge","portal"]}}'),
+        (jobs.HealthCheck(), '{"HealthCheck":{"visited":[]}}'),
         (
-            Restart("soft", "provider.clusters"),
+            jobs.Restart("soft", "provider.clusters"),
             '{"Restart":{"restart_type":"soft","destination":"provider.clusters"}}',
         ),
         (
-            DiagnosticsRequest("clusters@default"),
+            jobs.DiagnosticsRequest("clusters@default"),
             '{"DiagnosticsRequest":{"destination":"clusters@default"}}',
         ),
-        (ErrorCommand("free text"), '{"Error":{"error":"free text"}}'),
+        (jobs.ErrorCommand("free text"), '{"Error":{"error":"free text"}}'),
     ],
 )
-def test_exact_wire_form(command: WireCommand, expected: str) -> None:
+def test_exact_wire_form(command: jobs.WireCommand, expected: str) -> None:
     assert _round_trip(command) == expected
 
 
 def test_notify_wire_form() -> None:
-    note = Notification(
-        uuid.UUID("3f0c6679-7425-40de-944b-e07fc1f90ae7"),
+    note = jobs.Notification.create(
         Destination.parse("cluster.clusters.provider.portal"),
-        NotificationEvent(EventKind.USER_ADDED, UserIdentifier.parse("alice.proj.portal")),
+        id=uuid.UUID("3f0c6679-7425-40de-944b-e07fc1f90ae7"),
+        event=jobs.NotificationEvent(
+            jobs.EventKind.USER_ADDED, UserIdentifier.parse("alice.proj.portal")
+        ),
     )
-    assert _round_trip(Notify(note)) == (
+    assert _round_trip(jobs.Notify(note)) == (
         '{"Notify":{"notification":{"id":"3f0c6679-7425-40de-944b-e07fc1f90ae7",'
         '"destination":"cluster.clusters.provider.portal",'
         '"event":{"UserAdded":"alice.proj.portal"}}}}'
     )
 
 
-@pytest.mark.parametrize("agent_type", list(AgentType))
-def test_every_agent_type_registers_by_type_name(agent_type: AgentType) -> None:
-    text = _round_trip(Register(agent_type))
+@pytest.mark.parametrize("agent_type", list(jobs.AgentType))
+def test_every_agent_type_registers_by_type_name(agent_type: jobs.AgentType) -> None:
+    text = _round_trip(jobs.Register(agent_type))
     assert json.loads(text)["Register"]["agent"] == agent_type.value
 
 
 def test_health_check_visited_defaults_to_empty() -> None:
-    assert decode_command('{"HealthCheck":{}}') == HealthCheck(())
+    assert jobs.decode_command('{"HealthCheck":{}}') == jobs.HealthCheck(())
 
 
 def test_register_accepts_any_engine_and_version() -> None:
-    cmd = decode_command('{"Register":{"agent":"Bridge","engine":"x","version":"9"}}')
-    assert cmd == Register(AgentType.BRIDGE, "x", "9")
+    cmd = jobs.decode_command('{"Register":{"agent":"Bridge","engine":"x","version":"9"}}')
+    assert cmd == jobs.Register(jobs.AgentType.BRIDGE, "x", "9")
 
 
 # ------------------------------------------------------------ health payloads
@@ -149,10 +127,10 @@ HEALTH_KEYS = [
 ]
 
 
-def _health(name: str = "cluster") -> HealthInfo:
-    return HealthInfo.new(
+def _health(name: str = "cluster") -> jobs.HealthInfo:
+    return jobs.HealthInfo.new(
         name,
-        AgentType.INSTANCE,
+        jobs.AgentType.INSTANCE,
         connected=True,
         start_time=STAMP,
         now=STAMP + timedelta(seconds=90, milliseconds=250),
@@ -172,23 +150,25 @@ def test_health_info_has_every_key_in_rust_order() -> None:
 
 def test_health_response_round_trip_and_peers_default() -> None:
     health = _health().with_peer(_health("freeipa"))
-    _round_trip(HealthResponse(health))
+    _round_trip(jobs.HealthResponse(health))
     value = health.to_json_value()
     del value["peers"]
-    decoded = HealthInfo.from_json_value(value)
+    decoded = jobs.HealthInfo.from_json_value(value)
     assert decoded.peers == {}
 
 
 def test_health_info_requires_other_keys() -> None:
     value = _health().to_json_value()
     del value["cpu_percent"]
-    with pytest.raises(ProtocolError, match=r"HealthResponse\.health: missing field `cpu_percent`"):
-        decode_command(json.dumps({"HealthResponse": {"health": value}}))
+    with pytest.raises(
+        jobs.ProtocolError, match=r"HealthResponse\.health: missing field `cpu_percent`"
+    ):
+        jobs.decode_command(json.dumps({"HealthResponse": {"health": value}}))
 
 
 def test_health_info_non_finite_floats_are_written_as_null() -> None:
-    value = HealthInfo(
-        name="x", agent_type=AgentType.PORTAL, cpu_percent=float("nan")
+    value = jobs.HealthInfo(
+        name="x", agent_type=jobs.AgentType.PORTAL, cpu_percent=float("nan")
     ).to_json_value()
     assert value["cpu_percent"] is None
 
@@ -197,8 +177,8 @@ def test_health_info_non_finite_floats_are_written_as_null() -> None:
 def test_health_info_floats_must_be_finite_numbers(raw: str, fragment: str) -> None:
     text = json.dumps({"HealthResponse": {"health": _health().to_json_value()}})
     text = text.replace('"cpu_percent": 0.0', f'"cpu_percent": {raw}')
-    with pytest.raises(ProtocolError, match=fragment):
-        decode_command(text)
+    with pytest.raises(jobs.ProtocolError, match=fragment):
+        jobs.decode_command(text)
 
 
 @pytest.mark.parametrize(
@@ -208,12 +188,12 @@ def test_health_info_floats_must_be_finite_numbers(raw: str, fragment: str) -> N
 def test_bad_timestamps_are_protocol_errors(stamp: str) -> None:
     value = _health().to_json_value()
     value["start_time"] = stamp
-    with pytest.raises(ProtocolError, match=r"HealthResponse\.health\.start_time"):
-        decode_command(json.dumps({"HealthResponse": {"health": value}}))
+    with pytest.raises(jobs.ProtocolError, match=r"HealthResponse\.health\.start_time"):
+        jobs.decode_command(json.dumps({"HealthResponse": {"health": value}}))
 
 
 def test_diagnostics_report_defaults_and_required_lists() -> None:
-    report = DiagnosticsReport(
+    report = jobs.DiagnosticsReport(
         agent_name="portal",
         generated_at=STAMP,
         failed_jobs=(
@@ -221,9 +201,9 @@ def test_diagnostics_report_defaults_and_required_lists() -> None:
         ),
         warnings=("slow",),
         recent_logs=(LogEntry(STAMP, "WARN", "templemeads", "hello"),),
-        notification_statistics=NotificationStatistics(1, 2, 3),
+        notification_statistics=jobs.NotificationStatistics(1, 2, 3),
     )
-    text = _round_trip(DiagnosticsResponse(report))
+    text = _round_trip(jobs.DiagnosticsResponse(report))
     body = json.loads(text)["DiagnosticsResponse"]["report"]
     assert list(body) == [
         "agent_name",
@@ -237,12 +217,12 @@ def test_diagnostics_report_defaults_and_required_lists() -> None:
         "notification_statistics",
     ]
     del body["recent_logs"], body["notification_statistics"]
-    minimal = DiagnosticsReport.from_json_value(body)
+    minimal = jobs.DiagnosticsReport.from_json_value(body)
     assert minimal.recent_logs == ()
-    assert minimal.notification_statistics == NotificationStatistics(0, 0, 0)
+    assert minimal.notification_statistics == jobs.NotificationStatistics(0, 0, 0)
     del body["failed_jobs"]
-    with pytest.raises(ProtocolError, match="missing field `failed_jobs`"):
-        DiagnosticsReport.from_json_value(body)
+    with pytest.raises(jobs.ProtocolError, match="missing field `failed_jobs`"):
+        jobs.DiagnosticsReport.from_json_value(body)
 
 
 def test_datetime_format_follows_chrono() -> None:
@@ -263,9 +243,9 @@ def test_datetime_format_follows_chrono() -> None:
 
 def test_notification_events_check_their_argument_type() -> None:
     with pytest.raises(TypeError):
-        NotificationEvent(EventKind.USER_ADDED, ProjectIdentifier.parse("p.x"))
-    assert EventKind.AWARD_REJECTED.keyword == "award_rejected"
-    assert EventKind.PROJECT_BLOCKED.takes_project and EventKind.USER_CHANGED.takes_user
+        jobs.NotificationEvent(jobs.EventKind.USER_ADDED, ProjectIdentifier.parse("p.x"))
+    assert jobs.EventKind.AWARD_REJECTED.keyword == "award_rejected"
+    assert jobs.EventKind.PROJECT_BLOCKED.takes_project and jobs.EventKind.USER_CHANGED.takes_user
 
 
 @pytest.mark.parametrize(
@@ -281,19 +261,19 @@ def test_notification_events_check_their_argument_type() -> None:
 )
 def test_notification_parse_errors(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        Notification.parse(text)
+        jobs.Notification.parse(text)
 
 
 def test_notification_event_parse_splits_on_the_first_ascii_space_like_rust() -> None:
-    assert str(NotificationEvent.parse("project_added  p.x ")) == "project_added p.x"
+    assert str(jobs.NotificationEvent.parse("project_added  p.x ")) == "project_added p.x"
     with pytest.raises(ValueError, match="UserIdentifier"):
-        NotificationEvent.parse("user_added\t")  # no space: the keyword is trimmed
+        jobs.NotificationEvent.parse("user_added\t")  # no space: the keyword is trimmed
     with pytest.raises(ValueError, match="Unknown notification event: ''"):
-        NotificationEvent.parse(" user_added u.p.x")
+        jobs.NotificationEvent.parse(" user_added u.p.x")
 
 
 def test_notification_text_form() -> None:
-    note = Notification.parse("portal.clusters.shared  user_added  chris.p.portal ")
+    note = jobs.Notification.parse("portal.clusters.shared  user_added  chris.p.portal ")
     assert str(note) == "portal.clusters.shared user_added chris.p.portal"
     assert note.id.version == 4
 
@@ -336,8 +316,8 @@ def test_notification_text_form() -> None:
 def test_malformed_payloads_raise_protocol_error_naming_the_problem(
     payload: str, fragment: str
 ) -> None:
-    with pytest.raises(ProtocolError, match=fragment):
-        decode_command(payload)
+    with pytest.raises(jobs.ProtocolError, match=fragment):
+        jobs.decode_command(payload)
 
 
 TAGS = [
@@ -362,8 +342,8 @@ TAGS = [
 @given(st.text(max_size=200) | st.binary(max_size=200))
 def test_decode_command_only_raises_protocol_error_on_arbitrary_text(text: str | bytes) -> None:
     try:
-        decoded = decode_command(text)
-    except ProtocolError as exc:
+        decoded = jobs.decode_command(text)
+    except jobs.ProtocolError as exc:
         assert str(exc)
     else:
         assert type(decoded).TAG in TAGS
@@ -375,8 +355,8 @@ def test_decode_command_only_raises_protocol_error_on_arbitrary_bodies(
     tag: str, body: object
 ) -> None:
     try:
-        decoded = decode_command(json.dumps({tag: body}))
-    except ProtocolError as exc:
+        decoded = jobs.decode_command(json.dumps({tag: body}))
+    except jobs.ProtocolError as exc:
         assert str(exc).startswith(tag)
     else:
         assert tag == decoded.TAG
@@ -391,27 +371,27 @@ def test_corrupting_one_job_field_never_crashes(job: object, key: str, junk: obj
     value = job.to_json_value()  # type: ignore[attr-defined]
     value[key] = junk
     try:
-        decoded = decode_command(json.dumps({"Update": {"job": value}}))
-    except ProtocolError:
+        decoded = jobs.decode_command(json.dumps({"Update": {"job": value}}))
+    except jobs.ProtocolError:
         return
-    assert isinstance(decoded, Update)
+    assert isinstance(decoded, jobs.Update)
 
 
 commands_strategy = st.one_of(
-    h.jobs().map(Put),
-    h.jobs().map(Update),
-    h.jobs().map(Delete),
-    st.sampled_from(list(AgentType)).map(Register),
-    st.lists(h.jobs(), max_size=3).map(lambda js: Sync(tuple(js))),
-    st.lists(h.names, max_size=4).map(lambda v: HealthCheck(tuple(v))),
-    st.builds(Restart, st.sampled_from(["soft", "hard", "other"]), st.text(max_size=20)),
-    st.builds(DiagnosticsRequest, st.text(max_size=20)),
-    st.builds(ErrorCommand, st.text(max_size=40)),
+    h.jobs().map(jobs.Put),
+    h.jobs().map(jobs.Update),
+    h.jobs().map(jobs.Delete),
+    st.sampled_from(list(jobs.AgentType)).map(jobs.Register),
+    st.lists(h.jobs(), max_size=3).map(lambda js: jobs.Sync(tuple(js))),
+    st.lists(h.names, max_size=4).map(lambda v: jobs.HealthCheck(tuple(v))),
+    st.builds(jobs.Restart, st.sampled_from(["soft", "hard", "other"]), st.text(max_size=20)),
+    st.builds(jobs.DiagnosticsRequest, st.text(max_size=20)),
+    st.builds(jobs.ErrorCommand, st.text(max_size=40)),
 )
 
 
 @given(commands_strategy)
-def test_encode_decode_round_trip(command: WireCommand) -> None:
+def test_encode_decode_round_trip(command: jobs.WireCommand) -> None:
     _round_trip(command)
 
 
@@ -426,25 +406,25 @@ def _paths(value: object, prefix: tuple[object, ...] = ()) -> list[tuple[object,
     return found
 
 
-def _rich_commands() -> st.SearchStrategy[WireCommand]:
-    report = DiagnosticsReport(
+def _rich_commands() -> st.SearchStrategy[jobs.WireCommand]:
+    report = jobs.DiagnosticsReport(
         agent_name="portal",
         generated_at=STAMP,
         failed_jobs=(FailedJobEntry("a.b", "add_user u.p.a", "boom", 2, STAMP, STAMP),),
         recent_logs=(LogEntry(STAMP, "WARN", "t", "m"),),
     )
-    note = Notification.parse("a.b.c user_added u.p.a")
-    forward = Notification.create(
-        Destination.parse("x.y"), NotificationEvent(EventKind.FORWARD, note)
+    note = jobs.Notification.parse("a.b.c user_added u.p.a")
+    forward = jobs.Notification.create(
+        Destination.parse("x.y"), jobs.NotificationEvent(jobs.EventKind.FORWARD, note)
     )
     return st.one_of(
         commands_strategy,
         st.sampled_from(
             [
-                HealthResponse(_health().with_peer(_health("slurm"))),
-                DiagnosticsResponse(report),
-                Notify(note),
-                Notify(forward),
+                jobs.HealthResponse(_health().with_peer(_health("slurm"))),
+                jobs.DiagnosticsResponse(report),
+                jobs.Notify(note),
+                jobs.Notify(forward),
             ]
         ),
     )
@@ -453,9 +433,9 @@ def _rich_commands() -> st.SearchStrategy[WireCommand]:
 @settings(max_examples=400)
 @given(_rich_commands(), st.data(), h.json_values(6), st.booleans())
 def test_mutating_any_part_of_a_valid_command_never_crashes(
-    command: WireCommand, data: st.DataObject, junk: object, delete: bool
+    command: jobs.WireCommand, data: st.DataObject, junk: object, delete: bool
 ) -> None:
-    value = json.loads(encode_command(command))
+    value = json.loads(jobs.encode_command(command))
     path = data.draw(st.sampled_from(_paths(value)[1:]))
     parent = value
     for step in path[:-1]:
@@ -465,8 +445,8 @@ def test_mutating_any_part_of_a_valid_command_never_crashes(
     else:
         parent[path[-1]] = junk
     try:
-        decoded = decode_command(json.dumps(value))
-    except ProtocolError as exc:
+        decoded = jobs.decode_command(json.dumps(value))
+    except jobs.ProtocolError as exc:
         assert not str(exc).startswith("invalid command:"), exc  # no unexpected exception
     else:
         assert type(decoded) is type(command)  # the tag itself is never mutated

@@ -274,18 +274,8 @@ def test_notes_example_round_trips_byte_for_byte() -> None:
 def test_key_order_and_compact_form() -> None:
     text = h.job().to_json()
     keys = list(json.loads(text))
-    assert keys == [
-        "id",
-        "created",
-        "changed",
-        "expires",
-        "version",
-        "command",
-        "state",
-        "result",
-        "result_type",
-        "forwarded_for",
-    ]
+    assert keys[:5] == ["id", "created", "changed", "expires", "version"]
+    assert keys[5:] == ["command", "state", "result", "result_type", "forwarded_for"]
     assert ", " not in text and '": ' not in text
 
 

@@ -17,15 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broadgauge.bridge.auth import (
-    AuthError,
-    MalformedRequest,
-    SignedRequest,
-    Verifier,
-    canonical_string,
-    format_date,
-    sign,
-)
+from broadgauge.bridge import auth
 from broadgauge.demo import Network
 from tests.bridge.signing import signed
 
@@ -33,19 +25,19 @@ from .conftest import message, still_provisions
 
 KEY = bytes(range(32))
 NOW = 1_704_110_400.0  # Mon, 01 Jan 2024 12:00:00 GMT
-DATE = format_date(NOW)
+DATE = auth.format_date(NOW)
 
 
-def captured(method: str, function: str, body: bytes, nonce: str | None) -> SignedRequest:
+def captured(method: str, function: str, body: bytes, nonce: str | None) -> auth.SignedRequest:
     """A genuine request, as an eavesdropper would have seen it."""
-    return SignedRequest(
-        method, function, sign(KEY, method, function, DATE, body, nonce), DATE, nonce, body
+    return auth.SignedRequest(
+        method, function, auth.sign(KEY, method, function, DATE, body, nonce), DATE, nonce, body
     )
 
 
-def reshaped(original: SignedRequest) -> list[SignedRequest]:
+def reshaped(original: auth.SignedRequest) -> list[auth.SignedRequest]:
     """Every other (body, nonce) split of the original's signed string, same signature."""
-    canonical = canonical_string(
+    canonical = auth.canonical_string(
         original.method, original.function, DATE, original.body, original.nonce
     )
     head = f"{original.method.lower()}\napplication/json\n{DATE}\n{original.function}"
@@ -63,17 +55,20 @@ def reshaped(original: SignedRequest) -> list[SignedRequest]:
     for body, nonce in variants:
         if (body, nonce) == (original.body, original.nonce):
             continue
-        if canonical_string(original.method, original.function, DATE, body, nonce) == canonical:
+        if (
+            auth.canonical_string(original.method, original.function, DATE, body, nonce)
+            == canonical
+        ):
             found.append(
-                SignedRequest(
+                auth.SignedRequest(
                     original.method, original.function, original.authorization, DATE, nonce, body
                 )
             )
     return found
 
 
-def assert_refused(verifier: Verifier, request: SignedRequest) -> None:
-    with pytest.raises((AuthError, MalformedRequest)):
+def assert_refused(verifier: auth.Verifier, request: auth.SignedRequest) -> None:
+    with pytest.raises((auth.AuthError, auth.MalformedRequest)):
         verifier.verify(request, NOW)
 
 
@@ -95,7 +90,7 @@ def test_no_reshaping_of_a_captured_request_is_accepted(
     lenient: bool, method: str, function: str, body: str, nonce: str
 ) -> None:
     # Also where a site accepts nonce-less requests: the signature is then not reusable.
-    verifier = Verifier(KEY, allow_missing_nonce=lenient)
+    verifier = auth.Verifier(KEY, allow_missing_nonce=lenient)
     payload = body.encode("utf-8", "surrogatepass") if method == "post" else b""
     try:
         payload.decode("utf-8")
@@ -111,13 +106,13 @@ def test_no_reshaping_of_a_captured_request_is_accepted(
 @given(nonce=st.uuids().map(str))
 def test_a_get_nonce_moved_into_a_body_is_refused(nonce: str) -> None:
     # The attack found against the reference: the same signed string, no X-Nonce header.
-    verifier = Verifier(KEY, allow_missing_nonce=True)
+    verifier = auth.Verifier(KEY, allow_missing_nonce=True)
     original = captured("get", "fetch_jobs", b"", nonce)
     verifier.verify(original, NOW)
-    moved = SignedRequest(
+    moved = auth.SignedRequest(
         "get", "fetch_jobs", original.authorization, DATE, None, nonce.encode("ascii")
     )
-    with pytest.raises(MalformedRequest, match="GET request must not have a body"):
+    with pytest.raises(auth.MalformedRequest, match="GET request must not have a body"):
         verifier.verify(moved, NOW)
 
 
@@ -125,15 +120,15 @@ def test_a_post_nonce_moved_into_the_body_is_refused() -> None:
     body = b'{"command":"portal.provider get_portal"}'
     nonce = str(uuid.uuid4())
     original = captured("post", "run", body, nonce)
-    moved = SignedRequest(
+    moved = auth.SignedRequest(
         "post", "run", original.authorization, DATE, None, body + b"\n" + nonce.encode()
     )
-    with pytest.raises(AuthError, match="Missing X-Nonce"):
-        Verifier(KEY).verify(moved, NOW)
+    with pytest.raises(auth.AuthError, match="Missing X-Nonce"):
+        auth.Verifier(KEY).verify(moved, NOW)
     # Allowed for an old client, the re-shaped request is a replay of the signature.
-    lenient = Verifier(KEY, allow_missing_nonce=True)
+    lenient = auth.Verifier(KEY, allow_missing_nonce=True)
     lenient.verify(moved, NOW)
-    with pytest.raises(AuthError, match="replay"):
+    with pytest.raises(auth.AuthError, match="replay"):
         lenient.verify(moved, NOW)
 
 
@@ -150,23 +145,23 @@ def test_a_post_nonce_moved_into_the_body_is_refused() -> None:
 )
 def test_a_nonce_that_is_not_a_uuid_is_refused(nonce: str) -> None:
     request = captured("get", "health", b"", nonce)
-    with pytest.raises(AuthError, match="UUID"):
-        Verifier(KEY).verify(request, NOW)
+    with pytest.raises(auth.AuthError, match="UUID"):
+        auth.Verifier(KEY).verify(request, NOW)
 
 
 def test_a_nonce_less_request_is_refused_unless_allowed() -> None:
     request = captured("get", "health", b"", None)
-    with pytest.raises(AuthError, match="Missing X-Nonce"):
-        Verifier(KEY).verify(request, NOW)
-    lenient = Verifier(KEY, allow_missing_nonce=True)
+    with pytest.raises(auth.AuthError, match="Missing X-Nonce"):
+        auth.Verifier(KEY).verify(request, NOW)
+    lenient = auth.Verifier(KEY, allow_missing_nonce=True)
     lenient.verify(request, NOW)
     assert lenient.unnonced == 1
     # The signature stands in for the nonce: the very same request is a replay ...
-    with pytest.raises(AuthError, match="replay"):
+    with pytest.raises(auth.AuthError, match="replay"):
         lenient.verify(request, NOW + 1)
     # ... and so is one forged under a wrong key: it records nothing.
-    forged = SignedRequest("get", "health", "OpenPortal " + "0" * 64, DATE, None, b"")
-    with pytest.raises(AuthError, match="invalid"):
+    forged = auth.SignedRequest("get", "health", "OpenPortal " + "0" * 64, DATE, None, b"")
+    with pytest.raises(auth.AuthError, match="invalid"):
         lenient.verify(forged, NOW)
     assert lenient.unnonced == 1
 
@@ -174,14 +169,14 @@ def test_a_nonce_less_request_is_refused_unless_allowed() -> None:
 @pytest.mark.parametrize("body", [b"\xff", b'{"command":"\xc3("}', b"\xed\xa0\x80", b"\x80abc"])
 def test_a_body_that_is_not_utf8_is_refused_before_verifying(body: bytes) -> None:
     # The reference leaves such a body out of the signature: it could be swapped freely.
-    unsigned = sign(KEY, "post", "run", DATE, b"", "123e4567-e89b-42d3-a456-426614174000")
-    request = SignedRequest(
+    unsigned = auth.sign(KEY, "post", "run", DATE, b"", "123e4567-e89b-42d3-a456-426614174000")
+    request = auth.SignedRequest(
         "post", "run", unsigned, DATE, "123e4567-e89b-42d3-a456-426614174000", body
     )
-    with pytest.raises(MalformedRequest, match="not valid UTF-8"):
-        Verifier(KEY).verify(request, NOW)
+    with pytest.raises(auth.MalformedRequest, match="not valid UTF-8"):
+        auth.Verifier(KEY).verify(request, NOW)
     with pytest.raises(UnicodeDecodeError):
-        canonical_string("post", "run", DATE, body)
+        auth.canonical_string("post", "run", DATE, body)
 
 
 # --- against the running bridge ---------------------------------------------------------------

@@ -277,8 +277,8 @@ def run_role(args: argparse.Namespace) -> int:
         return run_agent(config, args.data_dir or default_data_dir(role.name))
     config = load(role, path)
     changed = {
-        "client": client,
-        "server": server,
+        "client": peers,
+        "server": peers,
         "encryption": encryption,
         "secret": setting,
         "extra": setting,
@@ -331,17 +331,35 @@ def init(role: Role, path: Path, args: argparse.Namespace) -> int:
     return 0
 
 
-def client(config: AgentConfig, args: argparse.Namespace, out: Out) -> AgentConfig | None:
-    """``client``: add, rotate, remove or list the peers that dial this agent."""
+def peers(config: AgentConfig, args: argparse.Namespace, out: Out) -> AgentConfig | None:
+    """``client`` and ``server``: add, rotate, remove or list the peers that dial this agent
+    (clients) or that it dials (servers)."""
+    service_config = config.service
     if args.list:
-        for known in config.service.clients:
-            out(f"{known.peer}\t{known.ip}")
+        if args.action == "client":
+            lines = [f"{known.peer}\t{known.ip}" for known in service_config.clients]
+        else:
+            lines = [f"{known.peer}\t{known.url}" for known in service_config.servers]
+        for line in lines:
+            out(line)
         return None
-    service = Service(config.service)
+    service = Service(service_config)
     if args.remove is not None:
-        service.remove_client(args.remove, args.zone)
-        out(f"removed client {args.remove}")
-        return replace(config, service=service.config)
+        if args.action == "client":
+            service.remove_client(args.remove, args.zone)
+        else:
+            service.remove_server(args.remove, args.zone)
+        out(f"removed {args.action} {args.remove}")
+    elif args.action == "client":
+        _add_or_rotate_client(config, args, out, service)
+    else:
+        _add_or_rotate_server(config, args, out, service)
+    return replace(config, service=service.config)
+
+
+def _add_or_rotate_client(
+    config: AgentConfig, args: argparse.Namespace, out: Out, service: Service
+) -> None:
     if args.add is not None:
         if args.ip is None:
             raise ConfigError("client --add needs --ip ADDRESS_OR_CIDR")
@@ -365,20 +383,11 @@ def client(config: AgentConfig, args: argparse.Namespace, out: Out) -> AgentConf
     target: Path = args.invitation or invite_path(kind, name, invite.zone)
     invite.save(target)  # before the config: a failed write leaves the config unchanged
     out(f"wrote {kind} for {name}@{invite.zone} to {target} (it holds keys: hand it over safely)")
-    return replace(config, service=service.config)
 
 
-def server(config: AgentConfig, args: argparse.Namespace, out: Out) -> AgentConfig | None:
-    """``server``: add, rotate, remove or list the peers this agent dials."""
-    if args.list:
-        for known_server in config.service.servers:
-            out(f"{known_server.peer}\t{known_server.url}")
-        return None
-    service = Service(config.service)
-    if args.remove is not None:
-        service.remove_server(args.remove, args.zone)
-        out(f"removed server {args.remove}")
-        return replace(config, service=service.config)
+def _add_or_rotate_server(
+    config: AgentConfig, args: argparse.Namespace, out: Out, service: Service
+) -> None:
     if args.add is not None:
         invite = Invite.load(args.add)
         if args.zone is not None and args.zone != invite.zone:
@@ -402,7 +411,6 @@ def server(config: AgentConfig, args: argparse.Namespace, out: Out) -> AgentConf
         # A rotation changes keys only; the server's address stays as configured.
         service.add_server(replace(invite, url=entry.url))
         out(f"new keys for server {invite.name}@{invite.zone}")
-    return replace(config, service=service.config)
 
 
 def encryption(config: AgentConfig, args: argparse.Namespace, out: Out) -> AgentConfig:

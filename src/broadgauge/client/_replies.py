@@ -10,7 +10,7 @@ from broadgauge.client.types import Diagnostics, Health, Job, RestartResponse
 from broadgauge.grammar import Destination, PortalIdentifier
 from broadgauge.jobs.errors import ProtocolError
 from broadgauge.jobs.job import Job as WireJob
-from broadgauge.jobs.notification import Notification
+from broadgauge.jobs.notification import Notification, notification_from_json_value
 
 __all__ = [
     "as_id",
@@ -51,7 +51,7 @@ def jobs(function: str, value: Any, client: Any) -> list[Job]:
 
 def notification(function: str, value: Any) -> Notification:
     try:
-        return Notification.from_json_value(value)
+        return notification_from_json_value(value)
     except ProtocolError as exc:
         raise BridgeError(function, 200, f"bad notification in reply: {exc}") from None
 

@@ -14,6 +14,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from broadgauge.text import has_lone_surrogate
+
 from ._serde import string_value, struct_fields
 from ._text import JsonSyntaxError, Pairs, json_dumps, json_loads, rust_trim
 from .destination import Destination
@@ -24,42 +26,46 @@ __all__ = ["EventKind", "Notification", "NotificationEvent"]
 
 
 class EventKind(enum.Enum):
-    """Event variants: value = (JSON tag, text keyword)."""
+    """Notification event variants; ``value`` is the JSON tag."""
 
-    USER_ADDED = ("UserAdded", "user_added")
-    USER_REMOVED = ("UserRemoved", "user_removed")
-    USER_CHANGED = ("UserChanged", "user_changed")
-    USER_BLOCKED = ("UserBlocked", "user_blocked")
-    USER_UNBLOCKED = ("UserUnblocked", "user_unblocked")
-    PROJECT_ADDED = ("ProjectAdded", "project_added")
-    PROJECT_REMOVED = ("ProjectRemoved", "project_removed")
-    PROJECT_CHANGED = ("ProjectChanged", "project_changed")
-    PROJECT_BLOCKED = ("ProjectBlocked", "project_blocked")
-    PROJECT_UNBLOCKED = ("ProjectUnblocked", "project_unblocked")
-    AWARD_ADDED = ("AwardAdded", "award_added")
-    AWARD_REMOVED = ("AwardRemoved", "award_removed")
-    AWARD_CHANGED = ("AwardChanged", "award_changed")
-    AWARD_ACCEPTED = ("AwardAccepted", "award_accepted")
-    AWARD_REJECTED = ("AwardRejected", "award_rejected")
-    FORWARD = ("Forward", "forward")
+    USER_ADDED = "UserAdded"
+    USER_REMOVED = "UserRemoved"
+    USER_CHANGED = "UserChanged"
+    USER_BLOCKED = "UserBlocked"
+    USER_UNBLOCKED = "UserUnblocked"
+    PROJECT_ADDED = "ProjectAdded"
+    PROJECT_REMOVED = "ProjectRemoved"
+    PROJECT_CHANGED = "ProjectChanged"
+    PROJECT_BLOCKED = "ProjectBlocked"
+    PROJECT_UNBLOCKED = "ProjectUnblocked"
+    AWARD_ADDED = "AwardAdded"
+    AWARD_REMOVED = "AwardRemoved"
+    AWARD_CHANGED = "AwardChanged"
+    AWARD_ACCEPTED = "AwardAccepted"
+    AWARD_REJECTED = "AwardRejected"
+    FORWARD = "Forward"
 
     @property
     def tag(self) -> str:
-        """The externally-tagged JSON variant name."""
-        return self.value[0]
+        """The externally tagged JSON variant name (``UserAdded``)."""
+        return self.value
 
     @property
     def keyword(self) -> str:
-        """The snake_case text keyword."""
-        return self.value[1]
+        """The snake_case keyword of the text form (``user_added``)."""
+        return self.name.lower()
 
     @property
-    def is_user_event(self) -> bool:
-        """Whether the argument is a UserIdentifier (else a ProjectIdentifier)."""
-        return self.tag.startswith("User")
+    def takes_user(self) -> bool:
+        """Whether the subject is a :class:`UserIdentifier`."""
+        return self.name.startswith("USER_")
+
+    @property
+    def takes_project(self) -> bool:
+        """Whether the subject is a :class:`ProjectIdentifier`."""
+        return self.name.startswith(("PROJECT_", "AWARD_"))
 
 
-_BY_TAG = {kind.tag: kind for kind in EventKind}
 _BY_KEYWORD = {kind.keyword: kind for kind in EventKind}
 
 
@@ -72,18 +78,18 @@ class NotificationEvent:
 
     def __post_init__(self) -> None:
         expected: type
-        if self.kind is EventKind.FORWARD:
-            expected = Notification
-        elif self.kind.is_user_event:
+        if self.kind.takes_user:
             expected = UserIdentifier
-        else:
+        elif self.kind.takes_project:
             expected = ProjectIdentifier
+        else:
+            expected = Notification
         if not isinstance(self.subject, expected):
-            raise GrammarError(f"{self.kind.keyword} needs a {expected.__name__}")
+            raise TypeError(f"{self.kind.tag} cannot carry {type(self.subject).__name__}")
 
     @classmethod
     def parse(cls, text: str) -> NotificationEvent:
-        """Parse ``<keyword> <identifier>``."""
+        """Parse ``<keyword> <identifier>``; :class:`GrammarError` when malformed."""
         name, space, rest = text.partition(" ")
         name, rest = (name, rust_trim(rest)) if space else (rust_trim(text), "")
         kind = _BY_KEYWORD.get(name)
@@ -91,7 +97,7 @@ class NotificationEvent:
             raise GrammarError(f"Unknown notification event: {name!r}")
         if kind is EventKind.FORWARD:
             raise GrammarError("forward is an infrastructure-only event with no text form")
-        return cls(kind, _subject(kind, rest))
+        return cls(kind, subject_of(kind, rest))
 
     def __str__(self) -> str:
         if self.kind is EventKind.FORWARD:
@@ -112,16 +118,18 @@ class NotificationEvent:
         if not isinstance(value, Pairs) or len(value) != 1:
             raise GrammarError("notification event must be an object with one variant")
         tag, payload = value[0]
-        kind = _BY_TAG.get(tag)
-        if kind is None:
-            raise GrammarError(f"Unknown notification event variant {tag!r}")
+        try:
+            kind = EventKind(tag)
+        except ValueError:
+            raise GrammarError(f"Unknown notification event variant {tag!r}") from None
         if kind is EventKind.FORWARD:
             return cls(kind, Notification.from_json_value(payload))
-        return cls(kind, _subject(kind, string_value(payload, tag)))
+        return cls(kind, subject_of(kind, string_value(payload, tag)))
 
 
-def _subject(kind: EventKind, text: str) -> UserIdentifier | ProjectIdentifier:
-    if kind.is_user_event:
+def subject_of(kind: EventKind, text: str) -> UserIdentifier | ProjectIdentifier:
+    """The identifier a (non-``FORWARD``) event of ``kind`` carries, parsed from ``text``."""
+    if kind.takes_user:
         return UserIdentifier.parse(text)
     return ProjectIdentifier.parse(text)
 
@@ -143,7 +151,7 @@ def parse_uuid(text: str) -> uuid.UUID:
 
 @dataclass(frozen=True)
 class Notification:
-    """An event addressed along a destination path.
+    """An event addressed along a destination path (never stored on a board).
 
     Like the Rust struct, equality includes the ``id``.
     """
@@ -153,13 +161,26 @@ class Notification:
     id: uuid.UUID = field(default_factory=uuid.uuid4)
 
     @classmethod
-    def parse(cls, text: str) -> Notification:
-        """Parse ``<destination> <event> <identifier>`` (a fresh id is assigned)."""
+    def create(
+        cls, destination: Destination, event: NotificationEvent, *, id: uuid.UUID | None = None
+    ) -> Notification:
+        """A notification with a fresh UUID4 id (unless ``id`` is given)."""
+        return cls(destination, event, id if id is not None else uuid.uuid4())
+
+    @classmethod
+    def parse(cls, text: str, *, id: uuid.UUID | None = None) -> Notification:
+        """Parse ``<destination> <event> <identifier>`` (a fresh id unless ``id`` is given).
+
+        Like Rust, the destination ends at the first ASCII space.  Text holding a lone
+        UTF-16 surrogate is refused: a Rust ``String`` cannot hold it.
+        """
+        if has_lone_surrogate(text):
+            raise GrammarError("Invalid notification: it contains a lone UTF-16 surrogate")
         dest_text, space, event_text = text.partition(" ")
         if not space:
             raise GrammarError(f"Notification missing event: {text!r}")
         destination = Destination.parse(rust_trim(dest_text))
-        return cls(destination, NotificationEvent.parse(rust_trim(event_text)))
+        return cls.create(destination, NotificationEvent.parse(rust_trim(event_text)), id=id)
 
     def __str__(self) -> str:
         return f"{self.destination} {self.event}"

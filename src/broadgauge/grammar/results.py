@@ -17,19 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import identifiers
 from ._serde import bool_value, string_value
 from ._text import JsonSyntaxError, is_array, json_dumps, json_loads
 from .award import AwardDetails, ProjectTemplate
 from .calendar import Date
 from .destination import Destination, Destinations
 from .errors import GrammarError
-from .identifiers import (
-    PortalIdentifier,
-    ProjectIdentifier,
-    ProjectMapping,
-    UserIdentifier,
-    UserMapping,
-)
 from .reports import (
     DailyProjectUsageReport,
     ProjectStorageReport,
@@ -91,11 +85,11 @@ def _string(value: Any) -> str:
 _SCALARS: dict[str, _Codec] = {
     "String": _Codec(str, str, _string),
     "bool": _Codec(bool, bool, lambda v: bool_value(v, "bool")),
-    "UserIdentifier": _text_codec(UserIdentifier),
-    "ProjectIdentifier": _text_codec(ProjectIdentifier),
-    "PortalIdentifier": _text_codec(PortalIdentifier),
-    "UserMapping": _text_codec(UserMapping),
-    "ProjectMapping": _text_codec(ProjectMapping),
+    "UserIdentifier": _text_codec(identifiers.UserIdentifier),
+    "ProjectIdentifier": _text_codec(identifiers.ProjectIdentifier),
+    "PortalIdentifier": _text_codec(identifiers.PortalIdentifier),
+    "UserMapping": _text_codec(identifiers.UserMapping),
+    "ProjectMapping": _text_codec(identifiers.ProjectMapping),
     "ProjectDetails": _json_codec(AwardDetails),
     "ProjectTemplate": _text_codec(ProjectTemplate),
     "Usage": _json_codec(Usage),

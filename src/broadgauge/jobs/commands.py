@@ -24,7 +24,7 @@ from .agent_type import AgentType
 from .errors import JobsError, ProtocolError
 from .health import ENGINE, DiagnosticsReport, HealthInfo
 from .job import Job
-from .notification import Notification
+from .notification import Notification, notification_from_json_value
 from .published import PublishedRules
 
 __all__ = [
@@ -253,7 +253,7 @@ class Notify:
     @classmethod
     def from_body(cls, r: _json.Reader) -> Notify:
         """Decode the value under the tag."""
-        return cls(Notification.from_json_value(r.raw("notification"), r.sub("notification")))
+        return cls(notification_from_json_value(r.raw("notification"), r.sub("notification")))
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,25 +20,8 @@ import logging
 import uuid
 
 from broadgauge.grammar import GrammarError, Position
+from broadgauge.jobs import commands
 from broadgauge.jobs.board import AddOutcome, SyncAction
-from broadgauge.jobs.commands import (
-    Delete,
-    DiagnosticsRequest,
-    DiagnosticsResponse,
-    ErrorCommand,
-    HealthCheck,
-    HealthResponse,
-    Notify,
-    PlannerRulesRequest,
-    PlannerRulesResponse,
-    Put,
-    Register,
-    Restart,
-    Sync,
-    Update,
-    WireCommand,
-    decode_command,
-)
 from broadgauge.jobs.directions import Link, refusal
 from broadgauge.jobs.errors import ExpiredError, InvalidStateError, ProtocolError, StoreError
 from broadgauge.jobs.job import Job
@@ -73,7 +56,7 @@ class Inbound:
     async def on_message(self, message: Message) -> None:
         peer = message.peer
         try:
-            command = decode_command(message.payload)
+            command = commands.decode_command(message.payload)
         except ProtocolError as exc:
             log.warning("%s: unreadable command from %s: %s", self.agent.name, peer, exc)
             return
@@ -88,45 +71,45 @@ class Inbound:
                 "%s: dropped %s from %s: %s", self.agent.name, type(command).__name__, peer, exc
             )
 
-    async def _dispatch(self, peer: PeerId, command: WireCommand) -> None:
-        if self.agent.control.restarting and isinstance(command, Put | Update):
+    async def _dispatch(self, peer: PeerId, command: commands.WireCommand) -> None:
+        if self.agent.control.restarting and isinstance(command, commands.Put | commands.Update):
             await self._fail_back(peer, command.job, RESTARTING_MESSAGE)
             return
-        if isinstance(command, Put):
+        if isinstance(command, commands.Put):
             if peer not in self.agent.peer_types and self.agent.peer_info(peer).link is Link.DOWN:
                 # Judging it needs the sender's Register, which may be the very next frame
                 # on this link: wait for it off the in-order reader, or we would block it.
                 self.agent.spawn(self._received_put(peer, command.job))
             else:
                 await self._received_put(peer, command.job)
-        elif isinstance(command, Update):
+        elif isinstance(command, commands.Update):
             await self._received_update(peer, command.job)
-        elif isinstance(command, Delete):
+        elif isinstance(command, commands.Delete):
             await self._received_delete(peer, command.job)
-        elif isinstance(command, Register):
+        elif isinstance(command, commands.Register):
             self.agent.peer_types[peer] = command.agent
             log.info("%s: %s registered as %s", self.agent.name, peer, command.agent.value)
             async with self.agent.registrations:
                 self.agent.registrations.notify_all()
-        elif isinstance(command, Sync):
+        elif isinstance(command, commands.Sync):
             await self._received_sync(peer, command.jobs)
-        elif isinstance(command, HealthCheck):
+        elif isinstance(command, commands.HealthCheck):
             self.agent.spawn(self.agent.control.received_health_check(peer, command))
-        elif isinstance(command, HealthResponse):
+        elif isinstance(command, commands.HealthResponse):
             self.agent.control.received_health_response(peer, command)
-        elif isinstance(command, Notify):
+        elif isinstance(command, commands.Notify):
             await self._received_notify(peer, command.notification)
-        elif isinstance(command, DiagnosticsRequest):
+        elif isinstance(command, commands.DiagnosticsRequest):
             await self.agent.control.received_diagnostics_request(peer, command)
-        elif isinstance(command, DiagnosticsResponse):
+        elif isinstance(command, commands.DiagnosticsResponse):
             await self.agent.control.received_diagnostics_response(peer, command)
-        elif isinstance(command, Restart):
+        elif isinstance(command, commands.Restart):
             self.agent.spawn(self.agent.control.received_restart(peer, command))
-        elif isinstance(command, PlannerRulesRequest):
+        elif isinstance(command, commands.PlannerRulesRequest):
             self.agent.spawn(self.agent.planner_rules.received_request(peer, command))
-        elif isinstance(command, PlannerRulesResponse):
+        elif isinstance(command, commands.PlannerRulesResponse):
             self.agent.planner_rules.received_response(peer, command)
-        elif isinstance(command, ErrorCommand):
+        elif isinstance(command, commands.ErrorCommand):
             log.warning("%s: %s reported an error: %s", self.agent.name, peer, command.error)
 
     async def _received_put(self, peer: PeerId, job: Job) -> None:
@@ -150,7 +133,7 @@ class Inbound:
         except StoreError:
             # The store refuses the refusal too.  Say it unrecorded: the sender's board holds
             # the job, and its next Sync brings the error back to ours.
-            await self.agent.send_control(peer, Update(errored))
+            await self.agent.send_control(peer, commands.Update(errored))
 
     async def _route_put(self, peer: PeerId, job: Job) -> None:
         if job.is_expired(self.agent.clock()):
@@ -177,7 +160,7 @@ class Inbound:
             result = self.agent.record(peer, job)
             if result.outcome is AddOutcome.DUPLICATE:
                 self.agent.trace(Action.DUPLICATE, result.stored, peer, result.stored.result or "")
-                await self.agent.send_job(peer, Update(result.stored))
+                await self.agent.send_job(peer, commands.Update(result.stored))
             elif result.should_send and not (
                 result.stored.is_finished or result.stored.is_duplicate
             ):
@@ -253,7 +236,7 @@ class Inbound:
         if onward is not None:
             target = self.agent.peer_named(onward, peer.zone)
             self.agent.remove(target, job)
-            await self.agent.send_job(target, Delete(job))
+            await self.agent.send_job(target, commands.Delete(job))
 
     async def _received_sync(self, peer: PeerId, jobs: tuple[Job, ...]) -> None:
         for decision in self.agent.board(peer).sync_actions(
@@ -285,7 +268,7 @@ class Inbound:
             next_name = notification.destination.next(self.agent.name)
             assert next_name is not None
             await self.agent.send_control(
-                self.agent.peer_named(next_name, peer.zone), Notify(notification)
+                self.agent.peer_named(next_name, peer.zone), commands.Notify(notification)
             )
 
     # --- execution ---------------------------------------------------------------------

@@ -42,6 +42,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from broadgauge.agents import naming
 from broadgauge.agents.accounts._common import (
     DEFAULT_SHELL,
     Directory,
@@ -66,15 +67,6 @@ from broadgauge.agents.accounts._freeipa_rpc import (
     strings,
 )
 from broadgauge.agents.accounts.backend import AccountError, AuditHook
-from broadgauge.agents.naming import (
-    BLOCKED_GROUP,
-    MANAGED_GROUP,
-    portal_name,
-    project_group,
-    project_mapping,
-    user_mapping,
-    user_name,
-)
 from broadgauge.grammar import (
     PortalIdentifier,
     ProjectIdentifier,
@@ -90,8 +82,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_GROUP = "ipausers"  # FreeIPA puts every user in it; not ours to take away
 INSTANCE_PREFIX = "op_"
 MARKERS = {
-    MANAGED_GROUP: "Users managed by OpenPortal",
-    BLOCKED_GROUP: "Users blocked by OpenPortal",
+    naming.MANAGED_GROUP: "Users managed by OpenPortal",
+    naming.BLOCKED_GROUP: "Users blocked by OpenPortal",
 }
 
 
@@ -105,7 +97,7 @@ class _IpaUser:
 
     @property
     def managed(self) -> bool:
-        return MANAGED_GROUP in self.groups
+        return naming.MANAGED_GROUP in self.groups
 
     def check(self, identity: UserIdentifier) -> None:
         check_owner(self.name, self.cns, identity)
@@ -220,9 +212,9 @@ class FreeIpaDirectory(Directory):
             self._note(f"{'enabled' if enabled else 'disabled'} {user.name} (uid kept)")
 
     async def _require(self, identity: UserIdentifier) -> _IpaUser:
-        found = await self._show_user(user_name(identity))
+        found = await self._show_user(naming.user_name(identity))
         if found is None:
-            raise AccountError(f"user {user_name(identity)} does not exist")
+            raise AccountError(f"user {naming.user_name(identity)} does not exist")
         if found.managed:
             found.check(identity)
         return found
@@ -231,13 +223,13 @@ class FreeIpaDirectory(Directory):
 
     async def add_project(self, project: ProjectIdentifier) -> ProjectMapping:
         """Create the project's group (idempotent)."""
-        mapping = project_mapping(project)
+        mapping = naming.project_mapping(project)
         await self._ensure_group(mapping.local_group, project_description(project))
         return mapping
 
     async def remove_project(self, project: ProjectIdentifier) -> ProjectMapping:
         """Remove (disable) every managed, unprotected member; keep the group and its gid."""
-        mapping = project_mapping(project)
+        mapping = naming.project_mapping(project)
         if await self._show_group(mapping.local_group) is None:
             raise AccountError(f"project group {mapping.local_group} does not exist")
         for member in await self.get_users(project):
@@ -246,20 +238,20 @@ class FreeIpaDirectory(Directory):
 
     async def get_projects(self, portal: PortalIdentifier) -> list[ProjectMapping]:
         """Every project group of ``portal`` (read back from the group descriptions)."""
-        result = await self._rpc.call("group_find", [portal_name(portal)], sizelimit=0)
+        result = await self._rpc.call("group_find", [naming.portal_name(portal)], sizelimit=0)
         entries = result.get("result") or []
         groups = ((first(e, "cn"), described_project(first(e, "description"))) for e in entries)
         return portal_projects(groups, portal)
 
     async def is_existing_project(self, project: ProjectIdentifier) -> bool:
         """Whether the project's group exists."""
-        return await self._show_group(project_group(project)) is not None
+        return await self._show_group(naming.project_group(project)) is not None
 
     # -- users ----------------------------------------------------------------------------
 
     async def add_user(self, user: UserIdentifier) -> UserMapping:
         """Create, or re-enable, the user in its groups (idempotent)."""
-        mapping = user_mapping(user)
+        mapping = naming.user_mapping(user)
         name = mapping.local_user
         if name in self._protected:
             return mapping
@@ -270,7 +262,7 @@ class FreeIpaDirectory(Directory):
                     return mapping
                 if found is not None:
                     found.check(user)
-                    if BLOCKED_GROUP in found.groups:
+                    if naming.BLOCKED_GROUP in found.groups:
                         return mapping  # blocked: only unblock_user may change it
                 description = project_description(user.project_identifier)
                 gid = await self._ensure_group(mapping.local_group, description)
@@ -299,7 +291,7 @@ class FreeIpaDirectory(Directory):
                     await self._set_enabled(found, True)
                     have = found.groups
                 # openportal first: until then the new account would count as unmanaged.
-                wanted = [MANAGED_GROUP, mapping.local_group.lower()]
+                wanted = [naming.MANAGED_GROUP, mapping.local_group.lower()]
                 for group in wanted + ([self._instance] if self._instance else []):
                     if group not in have:
                         await self._join(group, name)
@@ -308,7 +300,7 @@ class FreeIpaDirectory(Directory):
 
     async def remove_user(self, user: UserIdentifier) -> UserMapping:
         """Leave this instance; when no instance is left, leave the groups and disable."""
-        mapping = user_mapping(user)
+        mapping = naming.user_mapping(user)
         if mapping.local_user in self._protected:
             return mapping
         async with self._users.hold(mapping.local_user):
@@ -322,7 +314,9 @@ class FreeIpaDirectory(Directory):
                 groups.discard(self._instance)
             if any(group.startswith(INSTANCE_PREFIX) for group in groups):
                 return mapping  # still used by another instance
-            for group in sorted(groups - {MANAGED_GROUP, BLOCKED_GROUP, DEFAULT_GROUP}):
+            for group in sorted(
+                groups - {naming.MANAGED_GROUP, naming.BLOCKED_GROUP, DEFAULT_GROUP}
+            ):
                 await self._leave(group, found.name)
             await self._set_enabled(found, False)
         return mapping
@@ -331,7 +325,7 @@ class FreeIpaDirectory(Directory):
         """Members of the project's group whose identity (``cn``) belongs to the project."""
         try:
             result = await self._rpc.call(
-                "user_find", in_group=project_group(project), all=True, sizelimit=0
+                "user_find", in_group=naming.project_group(project), all=True, sizelimit=0
             )
         except FreeIpaError as exc:
             if exc.code == NOT_FOUND:
@@ -341,12 +335,12 @@ class FreeIpaDirectory(Directory):
         for entry in result.get("result") or []:
             identity = identity_in(strings(entry, "cn"))
             if identity is not None and identity.project_identifier == project:
-                found.append(user_mapping(identity))
+                found.append(naming.user_mapping(identity))
         return sorted(found, key=lambda m: m.local_user)
 
     async def is_existing_user(self, user: UserIdentifier) -> bool:
         """Whether the account exists and has not been removed."""
-        mapping = user_mapping(user)
+        mapping = naming.user_mapping(user)
         found = await self._show_user(mapping.local_user)
         if found is None:
             return False
@@ -354,7 +348,7 @@ class FreeIpaDirectory(Directory):
 
     async def is_protected_user(self, user: UserIdentifier) -> bool:
         """Whether the account is unmanaged or named in the protected list."""
-        name = user_name(user)
+        name = naming.user_name(user)
         if name in self._protected:
             return True
         found = await self._show_user(name)
@@ -364,7 +358,7 @@ class FreeIpaDirectory(Directory):
         """Join ``openportal.blocked`` and ``user_disable``."""
 
         async def block(found: _IpaUser) -> None:
-            await self._join(BLOCKED_GROUP, found.name)
+            await self._join(naming.BLOCKED_GROUP, found.name)
             await self._set_enabled(found, False)
 
         return await self._change_managed(user, block)
@@ -373,9 +367,9 @@ class FreeIpaDirectory(Directory):
         """Leave ``openportal.blocked``; ``user_enable`` unless the user was also removed."""
 
         async def unblock(found: _IpaUser) -> None:
-            if BLOCKED_GROUP in found.groups:
-                await self._leave(BLOCKED_GROUP, found.name)
-            if user_mapping(user).local_group.lower() in found.groups:
+            if naming.BLOCKED_GROUP in found.groups:
+                await self._leave(naming.BLOCKED_GROUP, found.name)
+            if naming.user_mapping(user).local_group.lower() in found.groups:
                 await self._set_enabled(found, True)
 
         return await self._change_managed(user, unblock)
@@ -385,7 +379,7 @@ class FreeIpaDirectory(Directory):
     ) -> UserMapping:
         """Apply ``change`` to the user's existing account, holding its lock, unless the
         account is protected (named in the list, or unmanaged)."""
-        mapping = user_mapping(user)
+        mapping = naming.user_mapping(user)
         if mapping.local_user in self._protected:
             return mapping
         async with self._users.hold(mapping.local_user):
@@ -396,13 +390,13 @@ class FreeIpaDirectory(Directory):
 
     async def is_blocked_user(self, user: UserIdentifier) -> bool:
         """Whether the account is in ``openportal.blocked``."""
-        found = await self._show_user(user_name(user))
-        return found is not None and BLOCKED_GROUP in found.groups
+        found = await self._show_user(naming.user_name(user))
+        return found is not None and naming.BLOCKED_GROUP in found.groups
 
     async def update_homedir(self, user: UserIdentifier, homedir: str) -> str:
         """Set ``homedirectory`` (a protected account keeps, and returns, its own)."""
         check_homedir(homedir)
-        name = user_name(user)
+        name = naming.user_name(user)
         async with self._users.hold(name):
             found = await self._require(user)
             if name in self._protected or not found.managed or found.home == homedir:

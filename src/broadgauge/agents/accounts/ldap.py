@@ -50,6 +50,7 @@ from typing import TypeVar
 import ldap3  # type: ignore[import-untyped, unused-ignore]
 from ldap3.utils.dn import escape_rdn  # type: ignore[import-untyped, unused-ignore]
 
+from broadgauge.agents import naming
 from broadgauge.agents.accounts._common import (
     DEFAULT_SHELL,
     Directory,
@@ -73,15 +74,6 @@ from broadgauge.agents.accounts._ldap_session import (
     esc,
 )
 from broadgauge.agents.accounts.backend import AccountError, AuditHook
-from broadgauge.agents.naming import (
-    BLOCKED_GROUP,
-    MANAGED_GROUP,
-    portal_name,
-    project_group,
-    project_mapping,
-    user_mapping,
-    user_name,
-)
 from broadgauge.grammar import (
     PortalIdentifier,
     ProjectIdentifier,
@@ -99,7 +91,10 @@ T = TypeVar("T")
 USER_CLASSES = ["inetOrgPerson", "posixAccount", "shadowAccount"]
 USER_ATTRIBUTES = ["uid", "cn", "uidNumber", "gidNumber", "homeDirectory", "shadowExpire"]
 COUNTER_CLASSES = ["applicationProcess", "extensibleObject"]
-MARKER_DESCRIPTIONS = {MANAGED_GROUP: "Users managed by OpenPortal", BLOCKED_GROUP: "Users blocked"}
+MARKER_DESCRIPTIONS = {
+    naming.MANAGED_GROUP: "Users managed by OpenPortal",
+    naming.BLOCKED_GROUP: "Users blocked",
+}
 CHUNK = 100  # uids per OR-filter when resolving a group's members
 
 
@@ -199,7 +194,9 @@ class LdapDirectory(Directory):
         )
 
     def _is_protected(self, user: _User | None, name: str) -> bool:
-        return name in self._protected or (user is not None and MANAGED_GROUP not in user.groups)
+        return name in self._protected or (
+            user is not None and naming.MANAGED_GROUP not in user.groups
+        )
 
     @staticmethod
     def _check_identity(user: _User, identity: UserIdentifier) -> None:
@@ -282,27 +279,27 @@ class LdapDirectory(Directory):
 
     def _disable(self, s: Session, user: _User, notes: list[str]) -> None:
         for group, dn in sorted(user.groups.items()):
-            if group not in (MANAGED_GROUP, BLOCKED_GROUP):
+            if group not in (naming.MANAGED_GROUP, naming.BLOCKED_GROUP):
                 self._member(s, group, dn, user.name, notes, join=False)
         self._expire(s, user, True, notes)
 
     def _add_user(self, s: Session, identity: UserIdentifier, notes: list[str]) -> None:
-        mapping = user_mapping(identity)
+        mapping = naming.user_mapping(identity)
         name = mapping.local_user
         user = self._find_user(s, name)
         if self._is_protected(user, name):
             return
         if user is not None:
             self._check_identity(user, identity)
-            if BLOCKED_GROUP in user.groups:
+            if naming.BLOCKED_GROUP in user.groups:
                 return  # blocked: only unblock_user may change it
         description = project_description(identity.project_identifier)
         group = self._ensure_group(s, mapping.local_group, description, notes)
-        managed = self._marker(s, MANAGED_GROUP, notes)
+        managed = self._marker(s, naming.MANAGED_GROUP, notes)
         if user is None:
             uid = self._allocate(s, "uid")
             # the marker goes first (see the module docstring)
-            self._member(s, MANAGED_GROUP, managed, name, notes, join=True)
+            self._member(s, naming.MANAGED_GROUP, managed, name, notes, join=True)
             dn = f"uid={escape_rdn(name)},{self._people}"
             attributes = {
                 "uid": name,
@@ -316,7 +313,7 @@ class LdapDirectory(Directory):
             }
             code = s.add(dn, USER_CLASSES, attributes)
             if code not in (SUCCESS, ALREADY_EXISTS):  # nothing made: take the marker back
-                self._member(s, MANAGED_GROUP, managed, name, notes, join=False)
+                self._member(s, naming.MANAGED_GROUP, managed, name, notes, join=False)
                 s.must(code, "add user", dn)
             if code == SUCCESS:
                 notes.append(f"created user {name} (uid {uid}) for {identity}")
@@ -326,12 +323,12 @@ class LdapDirectory(Directory):
                 return
             self._check_identity(user, identity)
         self._expire(s, user, False, notes)
-        for group_name, dn in ((MANAGED_GROUP, managed), (mapping.local_group, group.dn)):
+        for group_name, dn in ((naming.MANAGED_GROUP, managed), (mapping.local_group, group.dn)):
             if group_name not in user.groups:
                 self._member(s, group_name, dn, name, notes, join=True)
 
     def _require(self, s: Session, identity: UserIdentifier) -> _User:
-        name = user_name(identity)
+        name = naming.user_name(identity)
         user = self._find_user(s, name)
         if user is None:
             raise AccountError(f"user {name} does not exist")
@@ -343,14 +340,14 @@ class LdapDirectory(Directory):
 
     async def add_project(self, project: ProjectIdentifier) -> ProjectMapping:
         """Create the project's group (idempotent)."""
-        mapping = project_mapping(project)
+        mapping = naming.project_mapping(project)
         description = project_description(project)
         await self._run(lambda s, n: self._ensure_group(s, mapping.local_group, description, n))
         return mapping
 
     async def remove_project(self, project: ProjectIdentifier) -> ProjectMapping:
         """Disable every managed, unprotected member; keep the group and its gid."""
-        mapping = project_mapping(project)
+        mapping = naming.project_mapping(project)
         group = await self._run(lambda s, n: self._find_group(s, mapping.local_group))
         if group is None:
             raise AccountError(f"project group {mapping.local_group} does not exist")
@@ -373,33 +370,35 @@ class LdapDirectory(Directory):
 
     async def get_projects(self, portal: PortalIdentifier) -> list[ProjectMapping]:
         """Every project group of ``portal`` (read back from the group descriptions)."""
-        query = f"(&(objectClass=posixGroup)(description=*.{esc(portal_name(portal))} |*))"
+        query = f"(&(objectClass=posixGroup)(description=*.{esc(naming.portal_name(portal))} |*))"
         entries = await self._run(lambda s, n: s.search(self._base, query, ["cn", "description"]))
         groups = ((e.first("cn"), described_project(e.first("description"))) for e in entries)
         return portal_projects(groups, portal)  # which checks the portal case-sensitively
 
     async def is_existing_project(self, project: ProjectIdentifier) -> bool:
         """Whether the project's group exists."""
-        group = project_group(project)
+        group = naming.project_group(project)
         return await self._run(lambda s, n: self._find_group(s, group) is not None)
 
     # -- users ----------------------------------------------------------------------------
 
     async def add_user(self, user: UserIdentifier) -> UserMapping:
         """Create, or re-enable, the user in its project group (idempotent)."""
-        async with self._users.hold(user_name(user)):
+        async with self._users.hold(naming.user_name(user)):
             await self._run(lambda s, n: self._add_user(s, user, n))
-        return user_mapping(user)
+        return naming.user_mapping(user)
 
     async def remove_user(self, user: UserIdentifier) -> UserMapping:
         """Expire the account and drop its group memberships; keep the entry and uid."""
-        async with self._users.hold(user_name(user)):
-            await self._run(functools.partial(self._remove, name=user_name(user), identity=user))
-        return user_mapping(user)
+        async with self._users.hold(naming.user_name(user)):
+            await self._run(
+                functools.partial(self._remove, name=naming.user_name(user), identity=user)
+            )
+        return naming.user_mapping(user)
 
     async def get_users(self, project: ProjectIdentifier) -> list[UserMapping]:
         """Members of the project's group whose identity (``cn``) belongs to the project."""
-        name = project_group(project)
+        name = naming.project_group(project)
 
         def op(s: Session, notes: list[str]) -> list[UserMapping]:
             group = self._find_group(s, name)
@@ -413,22 +412,22 @@ class LdapDirectory(Directory):
                 for entry in s.search(self._base, query, ["uid", "cn"]):
                     identity = identity_in(entry.values("cn"))
                     if identity is not None and identity.project_identifier == project:
-                        found.append(user_mapping(identity))
+                        found.append(naming.user_mapping(identity))
             return sorted(found, key=lambda m: m.local_user)
 
         return await self._run(op)
 
     async def is_existing_user(self, user: UserIdentifier) -> bool:
         """Whether the account exists and has not been removed."""
-        mapping = user_mapping(user)
+        mapping = naming.user_mapping(user)
         found = await self._run(lambda s, n: self._find_user(s, mapping.local_user))
         if found is None:
             return False
-        return MANAGED_GROUP not in found.groups or mapping.local_group in found.groups
+        return naming.MANAGED_GROUP not in found.groups or mapping.local_group in found.groups
 
     async def is_protected_user(self, user: UserIdentifier) -> bool:
         """Whether the account is unmanaged or named in the protected list."""
-        name = user_name(user)
+        name = naming.user_name(user)
         if name in self._protected:
             return True
         return await self._run(lambda s, n: self._is_protected(self._find_user(s, name), name))
@@ -440,24 +439,29 @@ class LdapDirectory(Directory):
             found = self._require(s, user)
             if self._is_protected(found, found.name):
                 return
-            blocked = self._marker(s, BLOCKED_GROUP, notes)
-            self._member(s, BLOCKED_GROUP, blocked, found.name, notes, join=True)
+            blocked = self._marker(s, naming.BLOCKED_GROUP, notes)
+            self._member(s, naming.BLOCKED_GROUP, blocked, found.name, notes, join=True)
             self._expire(s, found, True, notes)
 
         await self._guarded(user, op)
-        return user_mapping(user)
+        return naming.user_mapping(user)
 
     async def unblock_user(self, user: UserIdentifier) -> UserMapping:
         """Leave ``openportal.blocked``; un-expire unless the user was also removed."""
-        mapping = user_mapping(user)
+        mapping = naming.user_mapping(user)
 
         def op(s: Session, notes: list[str]) -> None:
             found = self._require(s, user)
             if self._is_protected(found, found.name):
                 return
-            if BLOCKED_GROUP in found.groups:
+            if naming.BLOCKED_GROUP in found.groups:
                 self._member(
-                    s, BLOCKED_GROUP, found.groups[BLOCKED_GROUP], found.name, notes, join=False
+                    s,
+                    naming.BLOCKED_GROUP,
+                    found.groups[naming.BLOCKED_GROUP],
+                    found.name,
+                    notes,
+                    join=False,
                 )
             if mapping.local_group in found.groups:  # a removed user stays disabled
                 self._expire(s, found, False, notes)
@@ -466,7 +470,7 @@ class LdapDirectory(Directory):
         return mapping
 
     async def _guarded(self, user: UserIdentifier, op: Op[None]) -> None:
-        name = user_name(user)
+        name = naming.user_name(user)
         if name in self._protected:
             return
         async with self._users.hold(name):
@@ -474,9 +478,9 @@ class LdapDirectory(Directory):
 
     async def is_blocked_user(self, user: UserIdentifier) -> bool:
         """Whether the account is a member of ``openportal.blocked``."""
-        name = user_name(user)  # a refused name never reaches a pooled session
+        name = naming.user_name(user)  # a refused name never reaches a pooled session
         found = await self._run(lambda s, n: self._find_user(s, name))
-        return found is not None and BLOCKED_GROUP in found.groups
+        return found is not None and naming.BLOCKED_GROUP in found.groups
 
     async def update_homedir(self, user: UserIdentifier, homedir: str) -> str:
         """Set ``homeDirectory`` (a protected account keeps, and returns, its own)."""
@@ -491,7 +495,7 @@ class LdapDirectory(Directory):
             notes.append(f"set the home directory of {found.name} to {homedir}")
             return homedir
 
-        async with self._users.hold(user_name(user)):
+        async with self._users.hold(naming.user_name(user)):
             return await self._run(op)
 
     async def close(self) -> None:

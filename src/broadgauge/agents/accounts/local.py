@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from broadgauge.agents import naming
 from broadgauge.agents.accounts._common import (
     DEFAULT_SHELL,
     Directory,
@@ -52,15 +53,6 @@ from broadgauge.agents.accounts._common import (
     portal_projects,
 )
 from broadgauge.agents.accounts.backend import AccountError, AuditHook
-from broadgauge.agents.naming import (
-    BLOCKED_GROUP,
-    MANAGED_GROUP,
-    portal_name,
-    project_group,
-    project_mapping,
-    user_mapping,
-    user_name,
-)
 from broadgauge.grammar import (
     PortalIdentifier,
     ProjectIdentifier,
@@ -258,7 +250,9 @@ class LocalDirectory(Directory):
     def _is_protected(self, db: sqlite3.Connection, name: str) -> bool:
         if name in self._protected:
             return True
-        return self._user(db, name) is not None and MANAGED_GROUP not in self._groups_of(db, name)
+        return self._user(db, name) is not None and naming.MANAGED_GROUP not in self._groups_of(
+            db, name
+        )
 
     @staticmethod
     def _check_identity(row: _User, user: UserIdentifier) -> None:
@@ -270,7 +264,9 @@ class LocalDirectory(Directory):
             )
 
     def _disable(self, db: sqlite3.Connection, row: _User, notes: list[str]) -> None:
-        for group in sorted(self._groups_of(db, row.name) - {MANAGED_GROUP, BLOCKED_GROUP}):
+        for group in sorted(
+            self._groups_of(db, row.name) - {naming.MANAGED_GROUP, naming.BLOCKED_GROUP}
+        ):
             self._leave(db, group, row.name, notes)
         if row.enabled:
             db.execute("UPDATE users SET enabled = 0 WHERE name = ?", (row.name,))
@@ -280,7 +276,7 @@ class LocalDirectory(Directory):
 
     async def add_project(self, project: ProjectIdentifier) -> ProjectMapping:
         """Create the project's group (idempotent)."""
-        mapping = project_mapping(project)
+        mapping = naming.project_mapping(project)
 
         def op(db: sqlite3.Connection, notes: list[str]) -> ProjectMapping:
             self._ensure_group(db, mapping.local_group, str(project), notes)
@@ -290,7 +286,7 @@ class LocalDirectory(Directory):
 
     async def remove_project(self, project: ProjectIdentifier) -> ProjectMapping:
         """Disable every managed, unprotected member; keep the group and its gid."""
-        mapping = project_mapping(project)
+        mapping = naming.project_mapping(project)
 
         def op(db: sqlite3.Connection, notes: list[str]) -> ProjectMapping:
             if self._gid(db, mapping.local_group) is None:
@@ -312,7 +308,7 @@ class LocalDirectory(Directory):
 
     async def get_projects(self, portal: PortalIdentifier) -> list[ProjectMapping]:
         """Every project group of ``portal``."""
-        portal_name(portal)
+        naming.portal_name(portal)
 
         def op(db: sqlite3.Connection, notes: list[str]) -> list[ProjectMapping]:
             rows = db.execute("SELECT name, identifier FROM groups WHERE identifier IS NOT NULL")
@@ -322,14 +318,14 @@ class LocalDirectory(Directory):
 
     async def is_existing_project(self, project: ProjectIdentifier) -> bool:
         """Whether the project's group exists."""
-        group = project_group(project)
+        group = naming.project_group(project)
         return await self._run(lambda db, notes: self._gid(db, group) is not None)
 
     # -- users ----------------------------------------------------------------------------
 
     async def add_user(self, user: UserIdentifier) -> UserMapping:
         """Create, or re-enable, the user in its project group (idempotent)."""
-        mapping = user_mapping(user)
+        mapping = naming.user_mapping(user)
         name = mapping.local_user
 
         def op(db: sqlite3.Connection, notes: list[str]) -> UserMapping:
@@ -341,7 +337,7 @@ class LocalDirectory(Directory):
                 if row.locked:
                     return mapping  # blocked: only unblock_user may change it
             gid = self._ensure_group(db, mapping.local_group, str(user.project_identifier), notes)
-            self._ensure_group(db, MANAGED_GROUP, None, notes)
+            self._ensure_group(db, naming.MANAGED_GROUP, None, notes)
             if row is None:
                 uid = self._allocate(db, "uid")
                 db.execute(
@@ -353,7 +349,7 @@ class LocalDirectory(Directory):
             elif not row.enabled:
                 db.execute("UPDATE users SET enabled = 1 WHERE name = ?", (name,))
                 notes.append(f"re-enabled {name} (uid {row.uid})")
-            self._join(db, MANAGED_GROUP, name, notes)
+            self._join(db, naming.MANAGED_GROUP, name, notes)
             self._join(db, mapping.local_group, name, notes)
             return mapping
 
@@ -361,7 +357,7 @@ class LocalDirectory(Directory):
 
     async def remove_user(self, user: UserIdentifier) -> UserMapping:
         """Disable the user and drop its project membership; keep the uid."""
-        mapping = user_mapping(user)
+        mapping = naming.user_mapping(user)
 
         def op(db: sqlite3.Connection, notes: list[str]) -> UserMapping:
             row = self._user(db, mapping.local_user)
@@ -375,7 +371,7 @@ class LocalDirectory(Directory):
 
     async def get_users(self, project: ProjectIdentifier) -> list[UserMapping]:
         """Members of the project's group whose stored identity belongs to the project."""
-        group = project_group(project)
+        group = naming.project_group(project)
 
         def op(db: sqlite3.Connection, notes: list[str]) -> list[UserMapping]:
             rows = db.execute(
@@ -387,26 +383,26 @@ class LocalDirectory(Directory):
             for (identity_text,) in rows:
                 identity = identity_in([identity_text])
                 if identity is not None and identity.project_identifier == project:
-                    found.append(user_mapping(identity))
+                    found.append(naming.user_mapping(identity))
             return found
 
         return await self._run(op)
 
     async def is_existing_user(self, user: UserIdentifier) -> bool:
         """Whether the account exists and has not been removed."""
-        mapping = user_mapping(user)
+        mapping = naming.user_mapping(user)
 
         def op(db: sqlite3.Connection, notes: list[str]) -> bool:
             if self._user(db, mapping.local_user) is None:
                 return False
             groups = self._groups_of(db, mapping.local_user)
-            return MANAGED_GROUP not in groups or mapping.local_group in groups
+            return naming.MANAGED_GROUP not in groups or mapping.local_group in groups
 
         return await self._run(op)
 
     async def is_protected_user(self, user: UserIdentifier) -> bool:
         """Whether the account is unmanaged or named in the protected list."""
-        name = user_name(user)
+        name = naming.user_name(user)
         return await self._run(lambda db, notes: self._is_protected(db, name))
 
     async def block_user(self, user: UserIdentifier) -> UserMapping:
@@ -418,17 +414,17 @@ class LocalDirectory(Directory):
         return await self._set_blocked(user, False)
 
     async def _set_blocked(self, user: UserIdentifier, blocked: bool) -> UserMapping:
-        mapping = user_mapping(user)
+        mapping = naming.user_mapping(user)
 
         def op(db: sqlite3.Connection, notes: list[str]) -> UserMapping:
             if self._is_protected(db, mapping.local_user):
                 return mapping
             row = self._existing(db, user)
             if blocked:
-                self._ensure_group(db, BLOCKED_GROUP, None, notes)
-                self._join(db, BLOCKED_GROUP, row.name, notes)
+                self._ensure_group(db, naming.BLOCKED_GROUP, None, notes)
+                self._join(db, naming.BLOCKED_GROUP, row.name, notes)
             else:
-                self._leave(db, BLOCKED_GROUP, row.name, notes)
+                self._leave(db, naming.BLOCKED_GROUP, row.name, notes)
             if row.locked != blocked:
                 db.execute("UPDATE users SET locked = ? WHERE name = ?", (int(blocked), row.name))
                 notes.append(f"{'locked' if blocked else 'unlocked'} {row.name}")
@@ -438,7 +434,7 @@ class LocalDirectory(Directory):
 
     async def is_blocked_user(self, user: UserIdentifier) -> bool:
         """Whether the account exists and is locked."""
-        name = user_name(user)
+        name = naming.user_name(user)
 
         def op(db: sqlite3.Connection, notes: list[str]) -> bool:
             row = self._user(db, name)
@@ -461,7 +457,7 @@ class LocalDirectory(Directory):
         return await self._run(op)
 
     def _existing(self, db: sqlite3.Connection, user: UserIdentifier) -> _User:
-        name = user_name(user)
+        name = naming.user_name(user)
         row = self._user(db, name)
         if row is None:
             raise AccountError(f"user {name} does not exist")

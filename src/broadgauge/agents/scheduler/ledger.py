@@ -34,13 +34,7 @@ from broadgauge.grammar import (
     UserMapping,
 )
 
-from .backend import (
-    MANAGED_ORGANISATION,
-    SchedulerError,
-    account_description,
-    account_name,
-    user_name,
-)
+from . import backend
 
 __all__ = ["LedgerScheduler"]
 
@@ -136,23 +130,23 @@ class LedgerScheduler:
     def _managed(db: sqlite3.Connection, account: str) -> bool:
         """Whether ``account`` exists; raises when another organisation owns it."""
         row = db.execute("SELECT organisation FROM accounts WHERE name = ?", (account,)).fetchone()
-        if row is not None and row[0] != MANAGED_ORGANISATION:
-            raise SchedulerError(
+        if row is not None and row[0] != backend.MANAGED_ORGANISATION:
+            raise backend.SchedulerError(
                 f"account {account} belongs to organisation {row[0]!r}, "
-                f"not {MANAGED_ORGANISATION!r}: refusing to manage it"
+                f"not {backend.MANAGED_ORGANISATION!r}: refusing to manage it"
             )
         return row is not None
 
     def _ensure_account(self, db: sqlite3.Connection, project: ProjectMapping) -> str:
-        account = account_name(project)
+        account = backend.account_name(project)
         if not self._managed(db, account):
             db.execute(
                 "INSERT INTO accounts (name, organisation, description, parent, created)"
                 " VALUES (?, ?, ?, ?, ?)",
                 (
                     account,
-                    MANAGED_ORGANISATION,
-                    account_description(project),
+                    backend.MANAGED_ORGANISATION,
+                    backend.account_description(project),
                     self._parent,
                     _now(),
                 ),
@@ -161,9 +155,9 @@ class LedgerScheduler:
         return account
 
     def _existing(self, db: sqlite3.Connection, project: ProjectMapping) -> str:
-        account = account_name(project)
+        account = backend.account_name(project)
         if not self._managed(db, account):
-            raise SchedulerError(f"account {account} does not exist")
+            raise backend.SchedulerError(f"account {account} does not exist")
         return account
 
     def _set_default(self, db: sqlite3.Connection, user: str, account: str | None) -> None:
@@ -178,18 +172,18 @@ class LedgerScheduler:
 
     async def add_project(self, project: ProjectMapping) -> None:
         """Create the project's account (idempotent; refused if someone else owns it)."""
-        account_name(project)
+        backend.account_name(project)
         await self._call(lambda db: self._ensure_account(db, project))
 
     async def remove_project(self, project: ProjectMapping) -> None:
         """Keep the account and its usage (the ledger runs no jobs to cancel)."""
-        account = account_name(project)
+        account = backend.account_name(project)
         await self._call(lambda db: self._managed(db, account))
 
     async def add_user(self, user: UserMapping) -> None:
         """Associate the user with its project's account and make that its default."""
-        name = user_name(user)
-        account_name(user.project_mapping)  # both names checked before the transaction
+        name = backend.user_name(user)
+        backend.account_name(user.project_mapping)  # both names checked before the transaction
 
         def work(db: sqlite3.Connection) -> None:
             account = self._ensure_account(db, user.project_mapping)
@@ -208,8 +202,8 @@ class LedgerScheduler:
 
     async def remove_user(self, user: UserMapping) -> None:
         """Remove the user's association with the account (usage records stay)."""
-        name = user_name(user)
-        account = account_name(user.project_mapping)
+        name = backend.user_name(user)
+        account = backend.account_name(user.project_mapping)
 
         def work(db: sqlite3.Connection) -> None:
             if not self._managed(db, account):
@@ -266,7 +260,7 @@ class LedgerScheduler:
         self, project: ProjectMapping, dates: DateRange
     ) -> ProjectUsageReport:
         """Per-day, per-user usage; days after today are left out, past days are complete."""
-        account = account_name(project)
+        account = backend.account_name(project)
         today = _today()
         days = [day for day in dates.days() if day <= today]
 
@@ -325,7 +319,7 @@ class LedgerScheduler:
         when = day if isinstance(day, Date) else Date.from_python(day)
         if amount < 0 or jobs < 0 or wait_seconds < 0:
             raise ValueError("usage, jobs and wait seconds cannot be negative")
-        name = user_name(user)
+        name = backend.user_name(user)
 
         def work(db: sqlite3.Connection) -> None:
             account = self._existing(db, user.project_mapping)

@@ -1,7 +1,8 @@
 """Provisioning benchmark: end-to-end ``add_user`` latency and bulk onboarding rate.
 
     python bench/provision.py [--samples 200] [--warmup 20] [--users 500] [--concurrency 32]
-                              [--real-samples 30] [--no-real]
+                              [--real-samples 30] [--real-users 20] [--real-concurrency 1]
+                              [--no-real]
 
 Prints numbers, asserts nothing.  Every ``add_user`` is sent the way portal software sends it:
 from the bridge, as ``submit portal.provider.platform.instance add_user U``.  It travels
@@ -27,6 +28,15 @@ add_local_project, add_local_user) and the result comes back the same way.
    and ``tests/backends/slurm.py`` and chosen with the demo's ``configure`` hook.  slapd's
    users have no NSS entries here (no SSSD), so the filesystem agent runs with
    ``chown=false``.  Skipped, with the reason, when those cannot run here.
+
+3. **slapd + slurmrestd**: the same network and stack, with the scheduler agent on the
+   slurmrestd engine (``slurm-server`` = the stack's slurmrestd on its Unix socket,
+   ``token-command`` = its ``scontrol token``), measured in the same run as 2, so the two
+   Slurm engines can be compared: latency one at a time, then ``--real-users`` users with
+   ``--real-concurrency`` in flight (users/s).  Each bulk user has a project of its own.  The
+   default is one at a time: with several new projects in flight slurmdbd loses account
+   creations under the same parent, with both engines (sacctmgr exits with "No associations
+   created"; slurmrestd answers success without creating it, which the engine reports).
 """
 
 from __future__ import annotations
@@ -209,18 +219,30 @@ async def measure(
     users: int,
     concurrency: int,
     goal: bool,
+    prefix: str = "",
+    own_projects: bool = False,
 ) -> None:
-    """Latency one at a time (with breakdown), then a bulk run if ``users``."""
+    """Latency one at a time (with breakdown), then a bulk run if ``users``.
+
+    ``prefix`` keeps the user names of two runs on one back end apart; ``own_projects`` gives
+    each bulk user a project of its own (the sacctmgr engine loses concurrent add_user races
+    on one account: "sacctmgr did not associate ...")."""
     trace = Trace()
     trace.attach(network)
-    await add_users(network, [f"w{i:03d}.warm.portal" for i in range(warmup)], 1)
+    await add_users(network, [f"w{prefix}{i:03d}.warm.portal" for i in range(warmup)], 1)
     trace.on = True
-    timed, _ = await add_users(network, [f"l{i:03d}.lat.portal" for i in range(samples)], 1)
+    lat = [f"l{prefix}{i:03d}.lat.portal" for i in range(samples)]
+    timed, _ = await add_users(network, lat, 1)
     trace.on = False
     print(latency_line(f"{name}, one at a time", timed, goal=goal))
     print_breakdown(breakdown(timed, trace.events))
     if users:
-        bulk = [f"b{i:03d}.bulk.portal" for i in range(users)]
+        bulk = [
+            f"b{prefix}{i:03d}.bulk{prefix}{i:03d}.portal"
+            if own_projects
+            else f"b{i:03d}.bulk.portal"
+            for i in range(users)
+        ]
         loaded, elapsed = await add_users(network, bulk, concurrency)
         print(
             f"{name}, bulk {users} users, {concurrency} in flight: "
@@ -265,8 +287,11 @@ def real_fixtures() -> tuple[ModuleType, ModuleType] | str:
     return slapd, slurm
 
 
-def real_config(ldap: Any, stack: Any) -> Callable[[str, AgentConfig], AgentConfig]:
-    """The demo's ``configure`` hook: LDAP accounts on slapd, a Slurm scheduler."""
+def real_config(
+    ldap: Any, stack: Any, engine: str = "slurm"
+) -> Callable[[str, AgentConfig], AgentConfig]:
+    """The demo's ``configure`` hook: LDAP accounts on slapd, a Slurm scheduler on ``engine``
+    (``slurm``: sacctmgr; ``slurmrestd``: the stack's slurmrestd)."""
 
     def configure(name: str, config: AgentConfig) -> AgentConfig:
         if config.agent is AgentType.ACCOUNT:
@@ -291,6 +316,15 @@ def real_config(ldap: Any, stack: Any) -> Callable[[str, AgentConfig], AgentConf
                 "slurm-conf": str(stack.conf),
                 "command-prefix": shlex.join(stack.command_prefix),
             }
+            if engine == "slurmrestd":
+                settings.update(
+                    {
+                        "scheduler-backend": "slurmrestd",
+                        "slurm-server": stack.rest_server,
+                        "slurm-user": "slurm",
+                        "token-command": stack.token_command,
+                    }
+                )
             return replace(config, extras={**config.extras, **settings})
         return config
 
@@ -311,20 +345,31 @@ def real_backends(slapd: ModuleType, slurm: ModuleType) -> Iterator[tuple[Any, A
 
 
 async def real(args: argparse.Namespace, ldap: Any, stack: Any) -> None:
-    with tempfile.TemporaryDirectory(prefix="bgprovision-real-") as root:
-        network = await start_network(Path(root), configure=real_config(ldap, stack))
-        try:
-            await measure(
-                network,
-                "slapd + slurmdbd",
-                samples=args.real_samples,
-                warmup=min(args.warmup, 5),
-                users=0,
-                concurrency=1,
-                goal=False,
-            )
-        finally:
-            await network.stop()
+    engines = [("slurm", "slapd + slurmdbd (sacctmgr)")]
+    if stack.rest_missing:
+        print(f"slurmrestd: not available (missing {', '.join(stack.rest_missing)})")
+    else:
+        engines.append(("slurmrestd", "slapd + slurmdbd (slurmrestd)"))
+    for engine, name in engines:
+        with tempfile.TemporaryDirectory(prefix=f"bgprovision-{engine}-") as root:
+            network = await start_network(Path(root), configure=real_config(ldap, stack, engine))
+            try:
+                await measure(
+                    network,
+                    name,
+                    samples=args.real_samples,
+                    warmup=min(args.warmup, 5),
+                    users=args.real_users,
+                    concurrency=args.real_concurrency,
+                    goal=False,
+                    prefix=engine[-4:],
+                    own_projects=True,
+                )
+            except Exception as exc:  # one engine failing must not hide the other's numbers
+                print(f"{name}: failed ({type(exc).__name__}: {exc})")
+            finally:
+                await network.stop()
+        print()
 
 
 # --- main --------------------------------------------------------------------------------
@@ -338,6 +383,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="bulk jobs in flight")
     parser.add_argument(
         "--real-samples", type=int, default=30, help="add_user one at a time on slapd + Slurm"
+    )
+    parser.add_argument(
+        "--real-users", type=int, default=20, help="bulk add_user on each Slurm engine"
+    )
+    parser.add_argument(
+        "--real-concurrency", type=int, default=1, help="bulk jobs in flight on real back ends"
     )
     parser.add_argument("--no-real", action="store_true", help="skip slapd + slurmdbd")
     args = parser.parse_args(argv)

@@ -12,6 +12,30 @@ The daemons run in the foreground (``-D``) as our children, so we know every PID
 and stop exactly those.  munged is shared through its Unix socket: it is started only when
 none answers, and stopped at the end only if we started it.
 
+**slurmrestd** (when installed, with Debian's ``slurm-wlm-jwt-plugin``): slurm.conf and
+slurmdbd.conf get ``AuthAltTypes=auth/jwt`` and ``AuthAltParameters=jwt_key=<etc>/jwt_hs256.key``
+(32 random bytes, mode 0600, owned by SlurmUser, here root).  Without the plugin slurmdbd would
+refuse that setting, so without it nothing changes.  slurmrestd 22.05 refuses to run as root
+("slurmrestd should not be run as the root user"), so it is started as root inside the
+namespace and told to drop to ``nobody:nogroup`` with ``-u``/``-g``; it binds its Unix socket
+after dropping them, so the socket lives in a directory owned by nobody
+(``<root>/rest/slurmrestd.socket``).  A Unix socket is reached from any network namespace,
+so the tests talk to it directly.  It needs ``SLURM_JWT=daemon`` in its environment: without
+it, slurmrestd hands the caller's token to auth/munge, which rejects it ("Rejecting thread
+config token for user ...").  The full command line is::
+
+    SLURM_JWT=daemon SLURM_CONF=<etc>/slurm.conf nsenter --net=/run/netns/<ns> \
+        slurmrestd -u nobody -g nogroup -a rest_auth/jwt \
+        -s openapi/v0.0.38,openapi/dbv0.0.38 unix:<root>/rest/slurmrestd.socket
+
+22.05 offers ``openapi/v0.0.36``..``v0.0.38`` and ``openapi/dbv0.0.36``..``dbv0.0.38``.  The REST
+user is ``slurm`` (Debian's packages create it), made a Slurm ``Administrator`` with
+``sacctmgr add user slurm account=root adminlevel=Administrator``: slurmdbd lets only
+administrators (and SlurmUser) change accounts, and a token for root works too but no site
+should hand one out.  Tokens come from ``scontrol token username=slurm lifespan=N``
+(:attr:`SlurmStack.token_command`).  The stack's :attr:`SlurmStack.rest_missing` says why
+slurmrestd is not there.
+
 Use the session fixture :func:`slurm_stack`, or run ``python -m tests.backends.slurm`` to keep
 a stack up for manual exploration (it prints the environment to use, Ctrl-C stops it).
 """
@@ -20,6 +44,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
+import shlex
 import shutil
 import signal
 import subprocess
@@ -33,6 +59,11 @@ import pytest
 
 CLUSTER = "bgcluster"
 NODE_MEM_MB = 1000
+
+#: The Slurm user the tests call slurmrestd as (an Administrator in slurmdbd).
+REST_USER = "slurm"
+#: The OpenAPI plugins slurmrestd loads.
+REST_PLUGINS = "openapi/v0.0.38,openapi/dbv0.0.38"
 
 _BINARIES = (
     "munged",
@@ -82,11 +113,34 @@ class SlurmStack:
     _processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     _munged: subprocess.Popen[bytes] | None = None
     _netns_created: bool = False
+    rest_missing: list[str] = field(default_factory=list)
 
     @property
     def conf(self) -> Path:
         """The slurm.conf every daemon and client reads."""
         return self.root / "etc" / "slurm.conf"
+
+    @property
+    def rest_socket(self) -> Path:
+        """slurmrestd's Unix socket (it exists only when :attr:`rest_missing` is empty)."""
+        return self.root / "rest" / "slurmrestd.socket"
+
+    @property
+    def rest_server(self) -> str:
+        """The ``slurm-server`` value that reaches slurmrestd."""
+        return f"unix:{self.rest_socket}"
+
+    @property
+    def token_command(self) -> str:
+        """The ``token-command`` for this stack (``scontrol token`` in the namespace)."""
+        return shlex.join(
+            ["env", f"SLURM_CONF={self.conf}", *self.command_prefix, _path("scontrol"), "token"]
+        )
+
+    @property
+    def jwt_key(self) -> Path:
+        """The HS256 key of auth/jwt (``AuthAltParameters=jwt_key=...``)."""
+        return self.root / "etc" / "jwt_hs256.key"
 
     @property
     def env(self) -> dict[str, str]:
@@ -117,6 +171,12 @@ class SlurmStack:
             )
         return result
 
+    def submit(self, account: str, script: str, *options: str) -> str:
+        """``sbatch --wrap script`` charged to ``account``; the job's id."""
+        out = self.run("sbatch", "--parsable", "-A", account, "-o", "/dev/null", *options,
+                       "--wrap", script).stdout  # fmt: skip
+        return out.strip().split(";")[0]
+
     # ---- start -------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -137,7 +197,27 @@ class SlurmStack:
         self._wait("slurmctld", lambda: "UP" in self._out("scontrol", "ping"))
         self._spawn("slurmd", [_path("slurmd"), "-D", "-N", "localhost"])
         self._wait("slurmd", lambda: self._out("sinfo", "-h", "-o", "%T").startswith("idle"))
+        if not self.rest_missing:
+            self._start_slurmrestd()
         self.setup_seconds = time.monotonic() - began
+
+    def _start_slurmrestd(self) -> None:
+        self.run(
+            "sacctmgr", "-i", "add", "user", REST_USER, "account=root",
+            "adminlevel=Administrator",
+        )  # fmt: skip
+        rest = self.rest_socket.parent
+        rest.mkdir()
+        shutil.chown(rest, "nobody", "nogroup")
+        self._spawn(
+            "slurmrestd",
+            [
+                _path("slurmrestd"), "-u", "nobody", "-g", "nogroup", "-a", "rest_auth/jwt",
+                "-s", REST_PLUGINS, f"unix:{self.rest_socket}",
+            ],
+            extra_env={"SLURM_JWT": "daemon"},
+        )  # fmt: skip
+        self._wait("slurmrestd", self.rest_socket.exists)
 
     def _start_munged(self) -> None:
         if _munge_works():
@@ -215,12 +295,19 @@ class SlurmStack:
     def _write_configs(self) -> None:
         d = self.root
         etc = d / "etc"
+        jwt = ""
+        if not self.rest_missing:
+            # The HS256 key slurmctld and slurmdbd sign and check JWTs with (auth/jwt): 32
+            # random bytes, readable only by SlurmUser (root here).
+            self.jwt_key.write_bytes(os.urandom(32))
+            self.jwt_key.chmod(0o600)
+            jwt = f"AuthAltTypes=auth/jwt\nAuthAltParameters=jwt_key={self.jwt_key}\n"
         (etc / "slurm.conf").write_text(
             f"""ClusterName={self.cluster}
 SlurmctldHost=localhost
 SlurmUser=root
 AuthType=auth/munge
-AccountingStorageType=accounting_storage/slurmdbd
+{jwt}AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=6819
 AccountingStorageEnforce=associations,limits,safe
@@ -249,7 +336,7 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
         dbd = etc / "slurmdbd.conf"
         dbd.write_text(
             f"""AuthType=auth/munge
-DbdHost=localhost
+{jwt}DbdHost=localhost
 DbdPort=6819
 SlurmUser=root
 PidFile={d}/run/slurmdbd.pid
@@ -266,11 +353,11 @@ StorageLoc=slurm_acct_db
         # slurmdbd refuses a conf holding a password that others can read.
         dbd.chmod(0o600)
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> None:
         log = (self.root / "log" / f"{name}.stdout").open("wb")
         proc = subprocess.Popen(
             [*self.command_prefix, *argv],
-            env={**os.environ, **self.env},
+            env={**os.environ, **self.env, **(extra_env or {})},
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -362,6 +449,23 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
 
 
+def missing_rest_requirements() -> list[str]:
+    """Why slurmrestd cannot be added to the stack here (empty when it can)."""
+    missing = [] if shutil.which("slurmrestd", path=_SEARCH) else ["slurmrestd"]
+    plugins = [
+        *Path("/usr/lib").glob("*/slurm-wlm/auth_jwt.so"),
+        Path("/usr/lib/slurm/auth_jwt.so"),
+    ]
+    if not any(path.exists() for path in plugins):
+        missing.append("the auth/jwt plugin (Debian: slurm-wlm-jwt-plugin)")
+    for user in (REST_USER, "nobody"):
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            missing.append(f"Unix user {user}")
+    return missing
+
+
 def missing_requirements() -> list[str]:
     """Why the stack cannot run here (empty when it can)."""
     missing = [name for name in _BINARIES if shutil.which(name, path=_SEARCH) is None]
@@ -377,7 +481,12 @@ def running_stack() -> Iterator[SlurmStack]:
     # must traverse them to reach its datadir.
     root = Path(tempfile.mkdtemp(prefix=f"bgslurm{os.getpid()}-"))
     root.chmod(0o755)
-    stack = SlurmStack(root=root, namespace=f"bgtest{os.getpid()}", cpus=os.cpu_count() or 1)
+    stack = SlurmStack(
+        root=root,
+        namespace=f"bgtest{os.getpid()}",
+        cpus=os.cpu_count() or 1,
+        rest_missing=missing_rest_requirements(),
+    )
     try:
         stack.start()
         yield stack
@@ -398,9 +507,22 @@ def slurm_stack() -> Iterator[SlurmStack]:
         yield stack
 
 
+@pytest.fixture(scope="session")
+def slurm_rest(slurm_stack: SlurmStack) -> SlurmStack:
+    """The session stack with slurmrestd (skipped when unavailable, failed in CI)."""
+    if slurm_stack.rest_missing:
+        reason = "slurmrestd unavailable, missing: " + ", ".join(slurm_stack.rest_missing)
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return slurm_stack
+
+
 if __name__ == "__main__":
     with running_stack() as running:
         print(f"up in {running.setup_seconds:.1f} s")
         print(f"export SLURM_CONF={running.conf}; N='{' '.join(running.command_prefix)}'")
+        if not running.rest_missing:
+            print(f"slurmrestd: {running.rest_server}, token: {running.token_command}")
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()

@@ -40,6 +40,7 @@ from broadgauge.grammar import (
     UserMapping,
 )
 from tests.backends.slurm import SlurmStack
+from tests.scheduler.rest_support import rest_scheduler
 
 TODAY = Date.from_python(dt.datetime.now(dt.UTC).date())
 
@@ -183,10 +184,7 @@ class SlurmHarness(Harness):
     async def produce_usage(self, user: UserMapping) -> tuple[int, int]:
         account = user.local_group
         ids = [
-            self.stack.run(
-                "sbatch", "--parsable", "-A", account, "-t", "1", "-o", "/dev/null",
-                "--wrap", f"sleep {seconds}",
-            ).stdout.strip().split(";")[0]
+            self.stack.submit(account, f"sleep {seconds}", "-t", "1")
             for seconds in (2, 1)
         ]  # fmt: skip
         deadline = time.monotonic() + 60.0
@@ -201,14 +199,18 @@ class SlurmHarness(Harness):
             await asyncio.sleep(0.25)
 
 
-@pytest.fixture(params=["ledger", "slurm"])
+@pytest.fixture(params=["ledger", "slurm", "slurmrestd"])
 async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
-    """Each backend in turn (the Slurm one skips when the stack cannot run here)."""
+    """Each backend in turn (the Slurm ones skip when the stack cannot run here)."""
     chosen: Harness
     if request.param == "ledger":
         chosen = LedgerHarness(tmp_path / "ledger.sqlite")
-    else:
+    elif request.param == "slurm":
         chosen = SlurmHarness(request.getfixturevalue("slurm_stack"))
+    else:  # the same stack, through slurmrestd
+        slurm = SlurmHarness(request.getfixturevalue("slurm_rest"))
+        slurm.scheduler = rest_scheduler(slurm.stack, node=slurm.node, audit=slurm.audit.append)
+        chosen = slurm
     yield chosen
     await chosen.scheduler.close()
 
@@ -378,10 +380,7 @@ async def test_slurm_remove_user_cancels_pending_jobs(slurm_stack: SlurmStack) -
     proj = project()
     root = member(proj, "root", "root")
     await slurm.add_user(root)
-    job = slurm_stack.run(
-        "sbatch", "--parsable", "-A", proj.local_group, "--begin=now+1hour", "-o", "/dev/null",
-        "--wrap", "sleep 1",
-    ).stdout.strip()  # fmt: skip
+    job = slurm_stack.submit(proj.local_group, "sleep 1", "--begin=now+1hour")
     await slurm.remove_user(root)
     state = slurm_stack.run("sacct", "-P", "-n", "-X", "-j", job, "--format=State").stdout
     assert state.startswith("CANCELLED")
@@ -395,9 +394,7 @@ async def test_slurm_remove_user_with_running_jobs_asks_for_a_retry(
     proj = project()
     root = member(proj, "root", "root")
     await slurm.add_user(root)
-    job = slurm_stack.run(
-        "sbatch", "--parsable", "-A", proj.local_group, "-o", "/dev/null", "--wrap", "sleep 30"
-    ).stdout.strip()
+    job = slurm_stack.submit(proj.local_group, "sleep 30")
     deadline = time.monotonic() + 20.0
     while slurm_stack.run("squeue", "-h", "-j", job, "-o", "%T").stdout.strip() != "RUNNING":
         assert time.monotonic() < deadline, "the job never started"

@@ -15,10 +15,15 @@ filesystem agents
     ``delete-on-remove`` = ``true`` to delete (not recycle) a removed user's files.
     ``chown`` = ``auto`` (default: set owners when running as root), ``true`` or ``false``.
 scheduler agents
-    ``scheduler-backend`` = ``ledger`` (default: ``<data dir>/scheduler.sqlite3``) or
+    ``scheduler-backend`` = ``ledger`` (default: ``<data dir>/scheduler.sqlite3``),
     ``slurm`` (``slurm-default-node``, a JSON object such as ``{"cpus": 128, "mem": 256000}``
     used to turn limits into GrpTRESMins; ``slurm-cluster``, ``parent-account``,
-    ``slurm-conf``, ``command-prefix``).
+    ``slurm-conf``, ``command-prefix``) or ``slurmrestd``, which is also chosen, as in
+    OpenPortal, whenever ``slurm-server`` is set (``slurm-server`` =
+    ``http(s)://host:port`` or ``unix:/path``; ``slurm-user``, ``token-command``,
+    ``token-lifespan`` (default 1800, at least 10), ``slurm-default-node``, ``slurm-cluster``,
+    ``parent-account``; ``sacctmgr``, ``slurm-conf`` and ``command-prefix`` for the one
+    limit Slurm 22.05's slurmrestd may fail to store).
 provider, platform and instance agents
     ``planner-rules``: a planner TOML (``[site]`` and ``[[rules]]``) to publish to the
     network planner (see ``docs/operators/planner.md``).
@@ -51,9 +56,12 @@ from broadgauge.agents.filesystem.layout import parse_layout
 from broadgauge.agents.instance import Instance
 from broadgauge.agents.portal import Portal
 from broadgauge.agents.scheduler.agent import serve_scheduler
-from broadgauge.agents.scheduler.backend import SchedulerBackend
+from broadgauge.agents.scheduler.backend import SchedulerBackend, SchedulerError
+from broadgauge.agents.scheduler.commands import SlurmCommands
 from broadgauge.agents.scheduler.ledger import LedgerScheduler
+from broadgauge.agents.scheduler.rest import SlurmRestClient
 from broadgauge.agents.scheduler.slurm import NodeFactors, SlurmScheduler
+from broadgauge.agents.scheduler.slurmrestd import SlurmRestScheduler
 from broadgauge.jobs.agent_type import AgentType
 from broadgauge.jobs.errors import ProtocolError
 from broadgauge.jobs.published import DOCUMENT_TABLES, check_document
@@ -236,7 +244,7 @@ def _filesystem(agent: Agent, data: Path) -> FilesystemRole:
         agent,
         layout,
         resolver,
-        build_engines(layout, data),
+        build_engines(layout, data, resolver),
         delete_on_remove=_extra(agent, "delete-on-remove", "false").lower() == "true",
         audit=agent.audit_operation,
         chown=_chown(agent),
@@ -254,7 +262,11 @@ def _chown(agent: Agent) -> bool:
 
 
 def _scheduler_backend(agent: Agent, data: Path) -> SchedulerBackend:
-    backend = _extra(agent, "scheduler-backend", "ledger")
+    # OpenPortal's slurm agent talks to slurmrestd whenever slurm-server is set.
+    rest = bool(agent.config.extra("slurm-server"))
+    backend = _extra(agent, "scheduler-backend", "slurmrestd" if rest else "ledger")
+    if backend == "slurmrestd" or (backend == "slurm" and rest):
+        return _slurmrestd_backend(agent)
     if backend == "ledger":
         path = _extra(agent, "ledger", str(data / "scheduler.sqlite3"))
         return LedgerScheduler(path, audit=agent.audit_operation)
@@ -269,3 +281,38 @@ def _scheduler_backend(agent: Agent, data: Path) -> SchedulerBackend:
             audit=agent.audit_operation,
         )
     raise ConfigError(f"{agent.name}: unknown scheduler-backend {backend!r}")
+
+
+def _slurmrestd_backend(agent: Agent) -> SlurmRestScheduler:
+    lifespan_text = _extra(agent, "token-lifespan", "1800")
+    try:
+        lifespan = int(lifespan_text)
+    except ValueError:
+        raise ConfigError(
+            f"{agent.name}: token-lifespan must be a whole number of seconds, not {lifespan_text!r}"
+        ) from None
+    conf = agent.config.extra("slurm-conf")
+    sacctmgr = shlex.split(_extra(agent, "sacctmgr", "sacctmgr"))
+    try:
+        client = SlurmRestClient(
+            _extra(agent, "slurm-server"),
+            user=_extra(agent, "slurm-user"),
+            token_command=_extra(agent, "token-command"),
+            token_lifespan=max(10, lifespan),  # OpenPortal raises it to 10 as well
+            max_requests=int(_extra(agent, "max-slurm-runners", "5")),
+        )
+        node = NodeFactors.from_json(_extra(agent, "slurm-default-node"))
+    except (SchedulerError, ValueError) as exc:
+        raise ConfigError(f"{agent.name}: {exc}") from None
+    return SlurmRestScheduler(
+        client,
+        cluster=agent.config.extra("slurm-cluster"),
+        default_node=node,
+        parent_account=_extra(agent, "parent-account", "root"),
+        audit=agent.audit_operation,
+        sacctmgr=SlurmCommands(
+            command_prefix=shlex.split(_extra(agent, "command-prefix", "")),
+            env={"SLURM_CONF": conf} if conf else None,
+            commands={"sacctmgr": sacctmgr},
+        ),
+    )

@@ -10,6 +10,7 @@ bounded by a per-call timeout.
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 from broadgauge.agents.naming import check_project_mapping, check_user_mapping, slurm_name
@@ -18,6 +19,8 @@ from broadgauge.runtime.envelope import JobRefused
 
 #: The organisation of every account Broadgauge makes; it manages no other.
 MANAGED_ORGANISATION = "openportal"
+
+log = logging.getLogger(__name__)
 
 
 class SchedulerError(JobRefused):
@@ -42,6 +45,21 @@ def user_name(user: UserMapping) -> str:
 def account_description(project: ProjectMapping) -> str:
     """The description of a project's account."""
     return f"Account for OpenPortal project {project.project}"
+
+
+def owned(
+    account: str, found: tuple[str, bool] | None, organisation: str
+) -> tuple[str, bool] | None:
+    """``found`` (``account``'s organisation and more), refused if another organisation owns it.
+
+    Both Slurm engines ask this before they read or change an account.
+    """
+    if found is not None and found[0].lower() != organisation:
+        raise SchedulerError(
+            f"Slurm account {account} belongs to organisation {found[0]!r}, "
+            f"not {organisation!r}: refusing to manage it"
+        )
+    return found
 
 
 class SchedulerBackend(Protocol):
@@ -80,3 +98,11 @@ class SchedulerBackend(Protocol):
     async def close(self) -> None:
         """Release resources."""
         ...
+
+
+def first_cluster(names: list[str]) -> str:
+    """The cluster an engine with no ``slurm-cluster`` uses: the first slurmdbd knows."""
+    if not names:
+        raise SchedulerError("slurmdbd knows no cluster; configure slurm-cluster")
+    log.info("using Slurm cluster %s", names[0])
+    return names[0]

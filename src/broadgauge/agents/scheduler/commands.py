@@ -26,6 +26,38 @@ _ALREADY = ("already exists", "nothing new added", "nothing modified", "nothing 
 _SACCTMGR = ("-i", "-P", "-n")
 
 
+async def run_once(
+    argv: Sequence[str], shown: str, timeout: float, env: Mapping[str, str] | None = None
+) -> tuple[int, bytes, bytes]:
+    """Run ``argv`` with no input, in a session of its own: (exit code, stdout, stderr).
+
+    Failing to start it, or its running past ``timeout`` seconds, is a
+    :class:`SchedulerError` naming ``shown``.  On a timeout or a cancellation its whole
+    process group is killed, so nothing is left running.
+    """
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise SchedulerError(f"cannot run {shown}: {exc}") from exc
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    except BaseException as exc:  # timeout or cancellation: leave nothing running
+        _kill_group(process)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), 2.0)
+        if isinstance(exc, TimeoutError):
+            raise SchedulerError(f"{shown} timed out after {timeout:g} s (killed)") from None
+        raise
+    return (process.returncode if process.returncode is not None else -1, out, err)
+
+
 def _kill_group(process: asyncio.subprocess.Process) -> None:
     # The process leads its own session, so this also reaches anything it started
     # (a prefix such as `sh -c` or `ssh`), whose open pipes would otherwise hang wait().
@@ -79,34 +111,11 @@ class SlurmCommands:
 
     async def _exec(self, tool: str, args: Sequence[str]) -> tuple[int, str, str]:
         """Run one command: (exit code, stdout, stdout + stderr on one line, shortened)."""
-        command = [*self._commands[tool], *args]
-        shown = self._shown(tool, args)
+        command = [*self._prefix, *self._commands[tool], *args]
+        shown = f"`{self._shown(tool, args)}`"
         env = {**os.environ, **self._env, "TZ": "UTC"}
         async with self._runners:
-            try:
-                process = await asyncio.create_subprocess_exec(
-                    *self._prefix,
-                    *command,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                    env=env,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise SchedulerError(f"cannot run `{shown}`: {exc}") from exc
-            try:
-                out, err = await asyncio.wait_for(process.communicate(), self._timeout)
-            except BaseException as exc:  # timeout or cancellation: leave nothing running
-                _kill_group(process)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(process.wait(), 2.0)
-                if isinstance(exc, TimeoutError):
-                    raise SchedulerError(
-                        f"`{shown}` timed out after {self._timeout:g} s (killed)"
-                    ) from None
-                raise
+            code, out, err = await run_once(command, shown, self._timeout, env)
         stdout = out.decode(errors="replace")
         text = " ".join(f"{stdout} {err.decode(errors='replace')}".split())
-        code = process.returncode if process.returncode is not None else -1
         return (code, stdout, text[:500])

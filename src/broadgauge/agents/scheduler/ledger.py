@@ -24,15 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from broadgauge.grammar import (
-    DailyProjectUsageReport,
-    Date,
-    DateRange,
-    ProjectMapping,
-    ProjectUsageReport,
-    Usage,
-    UserMapping,
-)
+from broadgauge.grammar.calendar import Date
+from broadgauge.grammar.identifiers import ProjectMapping, UserMapping
+from broadgauge.grammar.reports import DailyProjectUsageReport, ProjectUsageReport
+from broadgauge.grammar.values import DateRange, Usage
 
 from . import backend
 

@@ -57,6 +57,8 @@ from .backend import (
     SchedulerError,
     account_description,
     account_name,
+    first_cluster,
+    owned,
     user_name,
 )
 from .commands import SlurmCommands
@@ -220,10 +222,7 @@ class SlurmScheduler:
         """The configured cluster, else the first one slurmdbd knows (looked up once)."""
         if self._cluster is None:
             names = (await self._sacctmgr("list", "cluster", "format=Cluster")).split()
-            if not names:
-                raise SchedulerError("slurmdbd knows no cluster; configure slurm-cluster")
-            self._cluster = names[0]
-            log.info("using Slurm cluster %s", self._cluster)
+            self._cluster = first_cluster(names)
         return self._cluster
 
     async def _account(self, account: str) -> tuple[str, bool] | None:
@@ -247,13 +246,7 @@ class SlurmScheduler:
         return await self._checked(account) is not None
 
     async def _checked(self, account: str) -> tuple[str, bool] | None:
-        found = await self._account(account)
-        if found is not None and found[0].lower() != self._organisation:
-            raise SchedulerError(
-                f"Slurm account {account} belongs to organisation {found[0]!r}, "
-                f"not {self._organisation!r}: refusing to manage it"
-            )
-        return found
+        return owned(account, await self._account(account), self._organisation)
 
     async def _existing(self, project: ProjectMapping) -> str:
         account = self.account_name(project)

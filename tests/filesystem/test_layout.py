@@ -155,7 +155,7 @@ def test_invalid_tables_are_refused_clearly(tables: dict[str, Any], message: str
     [
         ({"type": "linux"}, "needs filesystem"),
         ({"type": "linux", "filesystem": "/dev/x", "timeout": 0}, "timeout must be"),
-        ({"type": "lustre"}, "'lustre' is not supported"),
+        ({"type": "lustre", "lfs_command": "/no/lfs"}, r"lfs_command: '/no/lfs' was not found"),
         ({"type": "ledger"}, "set database, or give the agent a data directory"),
         ({"type": "ledger", "database": "/x.sqlite", "max_entries": 0}, "max_entries"),
     ],

@@ -45,6 +45,7 @@ from broadgauge.agents.filesystem.layout import (
 )
 from broadgauge.agents.filesystem.ledger import LedgerQuotaEngine
 from broadgauge.agents.filesystem.linux import LinuxQuotaEngine
+from broadgauge.agents.filesystem.lustre import lustre_engine_from_spec
 from broadgauge.agents.filesystem.quota import QuotaEngine, QuotaError
 from broadgauge.agents.naming import check_instruction
 from broadgauge.grammar import (
@@ -425,18 +426,26 @@ def _refusing(handler: Handler) -> Handler:
 # --- building from config ------------------------------------------------------------------
 
 
-def build_engines(layout: Layout, data_dir: str | Path | None = None) -> dict[str, QuotaEngine]:
+def build_engines(
+    layout: Layout, data_dir: str | Path | None = None, resolver: IdResolver | None = None
+) -> dict[str, QuotaEngine]:
     """Instantiate every ``[quota_engines.<name>]`` table.
 
     ``ledger``: ``database`` (default ``<data_dir>/quotas.sqlite``), ``max_entries``.
     ``fake`` (OpenPortal's): a ledger at ``<quota_dir>/quotas.sqlite``.
     ``linux``: ``filesystem`` (required), ``setquota``, ``repquota``, ``timeout`` seconds.
-    ``lustre`` is not supported and is refused.
+    ``lustre``: OpenPortal's keys (:mod:`.lustre`); names resolve through ``resolver``
+    (NSS when none is given).  A ``lfs_command`` that is not found is refused here.
     """
-    return {name: _engine_from_spec(spec, data_dir) for name, spec in layout.quota_engines.items()}
+    return {
+        name: _engine_from_spec(spec, data_dir, layout, resolver)
+        for name, spec in layout.quota_engines.items()
+    }
 
 
-def _engine_from_spec(spec: EngineSpec, data_dir: str | Path | None) -> QuotaEngine:
+def _engine_from_spec(
+    spec: EngineSpec, data_dir: str | Path | None, layout: Layout, resolver: IdResolver | None
+) -> QuotaEngine:
     where = f"[quota_engines.{spec.name}]"
     options = spec.options
     if spec.type in ("ledger", "fake"):
@@ -465,6 +474,8 @@ def _engine_from_spec(spec: EngineSpec, data_dir: str | Path | None) -> QuotaEng
             repquota=_command_option(options, "repquota", where),
             timeout=float(timeout),
         )
+    if spec.type == "lustre":
+        return lustre_engine_from_spec(spec, layout, resolver)
     raise LayoutError(f"{where}: quota engine type {spec.type!r} is not supported here")
 
 
@@ -485,7 +496,8 @@ def serve_filesystem(
 ) -> FilesystemRole:
     """Build the layout (from ``agent.config`` unless given) and engines; register handlers."""
     layout = layout if layout is not None else parse_layout(agent.config.other)
-    return FilesystemRole(agent, layout, resolver, build_engines(layout, data_dir), **options)
+    engines = build_engines(layout, data_dir, resolver)
+    return FilesystemRole(agent, layout, resolver, engines, **options)
 
 
 def default_volumes(root: str | Path) -> Layout:

@@ -106,6 +106,20 @@ class Faults:
             monkeypatch.setattr(store, "_db", _FaultyConnection(store._conn(), self, where))
 
 
+def fail_writes(
+    monkeypatch: pytest.MonkeyPatch,
+    agent: Agent,
+    where: str,
+    make: Callable[[], BaseException],
+    times: int | None = None,
+) -> Faults:
+    """Make ``agent``'s store fail at ``where``; the :class:`Faults` returned switches it off."""
+    assert agent.store is not None
+    faults = Faults(make, times)
+    faults.install(monkeypatch, agent.store, where)
+    return faults
+
+
 class _FaultyConnection:
     """A SQLite connection whose writes (or the COMMITs after writes) fail on demand."""
 
@@ -310,10 +324,8 @@ async def test_a_failing_store_leaves_the_board_unchanged_and_recording_resumes(
     make: Callable[[], BaseException],
 ) -> None:
     op = operation(agent, clock)
-    assert agent.store is not None
     board_before, store_before = snapshot(agent), stored(agent)
-    faults = Faults(make)
-    faults.install(monkeypatch, agent.store, where)
+    faults = fail_writes(monkeypatch, agent, where, make)
 
     with pytest.raises(StoreError) as refused:
         await op()
@@ -343,10 +355,8 @@ async def test_a_sweep_the_store_refuses_leaves_the_board_for_the_next_sweep(
 ) -> None:
     agent.record(PEER, pending())
     clock.now = T0 + 1000
-    assert agent.store is not None
     board_before, store_before = snapshot(agent), stored(agent)
-    faults = Faults(make)
-    faults.install(monkeypatch, agent.store, where)
+    faults = fail_writes(monkeypatch, agent, where, make)
 
     with caplog.at_level(logging.WARNING, "broadgauge.jobs"):
         assert agent.sweep() == []  # logged, not raised: the cleaner must keep running
@@ -462,9 +472,13 @@ async def test_one_job_of_a_sync_the_store_refuses_does_not_cost_the_others(
     first, second = pending(), pending("portal.instance add_user v.p.portal")
     agent.record(PEER, first)
     agent.record(PEER, second)
-    assert agent.store is not None
-    faults = Faults(lambda: sqlite3.OperationalError("database is locked"), times=1)
-    faults.install(monkeypatch, agent.store, "commit")
+    faults = fail_writes(
+        monkeypatch,
+        agent,
+        "commit",
+        lambda: sqlite3.OperationalError("database is locked"),
+        times=1,
+    )
     done = [job.complete_with("done", now=T0 + 5) for job in (first, second)]
 
     await agent.inbound._received_sync(PEER, tuple(done))
@@ -490,10 +504,14 @@ async def test_a_put_the_store_refuses_is_failed_back_and_the_agent_keeps_servin
 ) -> None:
     async with Network() as net:
         portal, instance = await portal_and_durable_instance(net, tmp_path)
-        assert instance.store is not None
         # The first write fails: the Put is refused; the refusal itself is recorded.
-        faults = Faults(lambda: sqlite3.OperationalError("database is locked"), times=1)
-        faults.install(monkeypatch, instance.store, "commit")
+        fail_writes(
+            monkeypatch,
+            instance,
+            "commit",
+            lambda: sqlite3.OperationalError("database is locked"),
+            times=1,
+        )
 
         with pytest.raises(JobFailed) as failed:
             await finished(portal.run("portal.instance", f"add_user {USER}", timeout=5))
@@ -510,9 +528,12 @@ async def test_while_the_store_is_down_puts_are_refused_and_nothing_is_half_reco
 ) -> None:
     async with Network() as net:
         portal, instance = await portal_and_durable_instance(net, tmp_path)
-        assert instance.store is not None
-        faults = Faults(lambda: sqlite3.OperationalError("database or disk is full"))
-        faults.install(monkeypatch, instance.store, "statement")
+        faults = fail_writes(
+            monkeypatch,
+            instance,
+            "statement",
+            lambda: sqlite3.OperationalError("database or disk is full"),
+        )
 
         # The store refuses the Put and then the refusal: the sender is told all the same.
         with pytest.raises(JobFailed) as failed:

@@ -59,6 +59,13 @@ async def running(service: Service, *, listen: bool = True) -> AsyncIterator[Ser
         await service.stop()
 
 
+@asynccontextmanager
+async def inviting(server: Service, client: str = "client") -> AsyncIterator[Invite]:
+    """Run ``server`` with ``client`` invited from loopback; yield the client's invite."""
+    async with running(server):
+        yield server.add_client(client, "127.0.0.1")
+
+
 def make_server(name: str = "server", timers: Timers = FAST, **kwargs: object) -> Service:
     return Service(ServiceConfig.create(name, port=0), timers=timers, **kwargs)  # type: ignore[arg-type]
 

@@ -35,6 +35,7 @@ from .conftest import (
     FAST,
     Inbox,
     eventually,
+    inviting,
     make_client,
     make_server,
     open_link,
@@ -142,8 +143,7 @@ async def test_ip_outside_the_allowed_range_is_refused_before_any_crypto(
 async def test_rotation_issues_a_new_invite_that_works_and_drops_the_old_link(
     server: Service,
 ) -> None:
-    async with running(server):
-        old_invite = server.add_client("client", "127.0.0.1")
+    async with inviting(server) as old_invite:
         client = make_client(old_invite)
         async with running(client, listen=False):
             await wait_for_peer(client)
@@ -176,8 +176,7 @@ async def test_proxy_header_supplies_the_caller_address() -> None:
 
 
 async def test_missing_salt_headers_are_a_bad_request(server: Service) -> None:
-    async with running(server):
-        invite = server.add_client("client", "127.0.0.1")
+    async with inviting(server) as invite:
         assert await _refused_upgrade(invite.url) == 400
         assert server.stats.connections_rejected["missing-salt"] == 1
 
@@ -212,25 +211,22 @@ async def test_malformed_frames_are_skipped_counted_and_the_link_survives(
 
 
 async def test_a_standby_poll_gets_a_standby_status(server: Service) -> None:
-    async with running(server):
-        invite = server.add_client("client", "127.0.0.1")
-        async with raw_link(invite) as (ws, channel):
-            await ws.send(channel.seal_value({}))
-            from broadgauge.wire.envelope import parse_json
+    async with inviting(server) as invite, raw_link(invite) as (ws, channel):
+        await ws.send(channel.seal_value({}))
+        from broadgauge.wire.envelope import parse_json
 
-            # Reach into the channel's layers the way a peer would open the answer.
-            answer = parse_json(
-                __import__("broadgauge.wire.envelope", fromlist=["decode_frame"]).decode_frame(
-                    str(await ws.recv()), channel._inner, channel._outer
-                )
+        # Reach into the channel's layers the way a peer would open the answer.
+        answer = parse_json(
+            __import__("broadgauge.wire.envelope", fromlist=["decode_frame"]).decode_frame(
+                str(await ws.recv()), channel._inner, channel._outer
             )
-            assert answer == {"server_is_secondary": False, "client_is_secondary": False}
+        )
+        assert answer == {"server_is_secondary": False, "client_is_secondary": False}
 
 
 async def test_oversized_frames_close_only_that_link(caplog: pytest.LogCaptureFixture) -> None:
     server = make_server(limits=Limits(max_frame=4096))
-    async with running(server):
-        invite = server.add_client("client", "127.0.0.1")
+    async with inviting(server) as invite:
         async with raw_link(invite) as (ws, channel):
             await ws.send(channel.seal("x" * 4000))
             with pytest.raises(ConnectionClosed) as closed:
@@ -294,8 +290,7 @@ async def test_client_reconnects_after_the_server_restarts() -> None:
 async def test_watchdog_closes_a_silent_peer() -> None:
     timers = replace(FAST, watchdog_tick=0.05, inactivity=0.3, keepalive=60)
     server = make_server(timers=timers)
-    async with running(server):
-        invite = server.add_client("client", "127.0.0.1")
+    async with inviting(server) as invite:
         async with raw_link(invite) as (ws, _channel):
             await eventually(lambda: len(server.connected_peers()) == 1)
             # Say nothing.  The TCP connection stays open; only the watchdog can notice.
@@ -355,8 +350,7 @@ async def _primary_and_standby(
 async def test_a_second_connection_waits_as_a_standby_until_the_primary_goes(
     server: Service,
 ) -> None:
-    async with running(server):
-        invite = server.add_client("client", "127.0.0.1")
+    async with inviting(server) as invite:
         inbox = Inbox(server)
         async with _primary_and_standby(server, invite) as (
             (first_ws, first),
@@ -378,8 +372,7 @@ async def test_a_second_connection_waits_as_a_standby_until_the_primary_goes(
 
 
 async def test_a_standby_may_only_poll(server: Service) -> None:
-    async with running(server):
-        invite = server.add_client("client", "127.0.0.1")
+    async with inviting(server) as invite:
         inbox = Inbox(server)
         async with _primary_and_standby(server, invite) as (
             (first_ws, first),
@@ -399,8 +392,7 @@ async def test_a_standby_may_only_poll(server: Service) -> None:
 async def test_changing_a_clients_keys_also_closes_its_standbys(
     server: Service, change: str
 ) -> None:
-    async with running(server):
-        invite = server.add_client("client", "127.0.0.1")
+    async with inviting(server) as invite:
         inbox = Inbox(server)
         async with _primary_and_standby(server, invite) as ((first_ws, _), (second_ws, second, _)):
             await second_ws.send(second.seal_value({}))
@@ -434,24 +426,24 @@ async def test_a_half_open_primary_is_cut_for_its_standby(
     ping: Callable[[], Awaitable[asyncio.Future[float]]],
 ) -> None:
     monkeypatch.setattr("broadgauge.wire.service.PRIMARY_PING_TIMEOUT", 0.2)
-    async with running(server):
-        invite = server.add_client("client", "127.0.0.1")
-        async with _primary_and_standby(server, invite) as (_, (second_ws, second, _)):
-            # A half-open primary: quiet for a while, and its ping goes unanswered.
-            link = server._links[PeerId("client", "default")]
-            link.last_activity -= 60
-            monkeypatch.setattr(link.connection, "ping", ping)
-            promoted = False
-            async with asyncio.timeout(5):
-                while not promoted:
-                    await second_ws.send(second.seal_value({}))
-                    promoted = second.open_status(str(await second_ws.recv())).is_primary
-            assert server._links[PeerId("client", "default")] is not link
+    async with (
+        inviting(server) as invite,
+        _primary_and_standby(server, invite) as (_, (second_ws, second, _)),
+    ):
+        # A half-open primary: quiet for a while, and its ping goes unanswered.
+        link = server._links[PeerId("client", "default")]
+        link.last_activity -= 60
+        monkeypatch.setattr(link.connection, "ping", ping)
+        promoted = False
+        async with asyncio.timeout(5):
+            while not promoted:
+                await second_ws.send(second.seal_value({}))
+                promoted = second.open_status(str(await second_ws.recv())).is_primary
+        assert server._links[PeerId("client", "default")] is not link
 
 
 async def test_a_hot_spare_agent_takes_over_when_the_primary_stops(server: Service) -> None:
-    async with running(server):
-        invite = server.add_client("client", "127.0.0.1")
+    async with inviting(server) as invite:
         inbox = Inbox(server)
         primary, spare = make_client(invite), make_client(invite)
         spare_inbox = Inbox(spare)

@@ -110,13 +110,12 @@ class AgentConfig:
             agent = AgentType.from_wire(document["agent"])
         except ValueError as exc:
             raise ConfigError(f"agent: {exc}") from None
-        if "service" not in document:
-            raise ConfigError("config has no [service] table")
+        service = ServiceConfig.from_document(document)
         extras = document.get("extras", {})
         if not isinstance(extras, dict) or not all(isinstance(v, str) for v in extras.values()):
             raise ConfigError("[extras] must map names to strings")
         other = {k: v for k, v in document.items() if k not in ("agent", "service", "extras")}
-        return cls(agent, ServiceConfig.from_toml(document["service"]), extras, other)
+        return cls(agent, service, extras, other)
 
     def dumps(self) -> str:
         """Render the document."""

@@ -287,7 +287,11 @@ class ServiceConfig:
     @classmethod
     def loads(cls, text: str) -> ServiceConfig:
         """Parse a TOML document and read its ``[service]`` table."""
-        document = parse_toml(text, "config")
+        return cls.from_document(parse_toml(text, "config"))
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> ServiceConfig:
+        """Read the ``[service]`` table of a parsed config document."""
         if "service" not in document:
             raise ConfigError("config has no [service] table")
         return cls.from_toml(document["service"])

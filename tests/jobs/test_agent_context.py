@@ -8,6 +8,7 @@ control plane sends.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -121,3 +122,6 @@ async def test_own_health_counts_the_boards_jobs() -> None:
     info = ControlPlane(context(agent)).own_health()
     assert info.active_jobs + info.pending_jobs >= 1
     assert info.worker_count == 3
+    # Real process and host figures, as the reference reports (never the zeros of a stub).
+    assert info.memory_bytes > 0 and info.system_memory_total > info.memory_bytes
+    assert info.system_cpus == os.cpu_count()

@@ -29,6 +29,7 @@ from broadgauge.jobs.commands import (
 from broadgauge.jobs.health import DiagnosticsReport, HealthInfo
 from broadgauge.runtime.context import AgentContext
 from broadgauge.runtime.diagnostics import build_report
+from broadgauge.runtime.system import ProcessSampler
 from broadgauge.wire import PeerId
 
 log = logging.getLogger("broadgauge.jobs")
@@ -50,6 +51,7 @@ class ControlPlane:
         self.agent = agent
         self.restarting = False
         self.hard_restart = asyncio.Event()
+        self.system = ProcessSampler()
         # FIFO per neighbour: concurrent sweeps may ask the same neighbour at once.
         self._health_waiters: dict[PeerId, deque[asyncio.Future[HealthInfo]]] = {}
         self._diagnostics_waiters: dict[PeerId, deque[_Requester]] = {}
@@ -84,8 +86,13 @@ class ControlPlane:
             agent.name, agent.agent_type, connected=True, start_time=agent.started_at, now=now
         )
         stats = [board.stats(agent.name, agent.clock()) for board in agent.boards()]
+        system = self.system.sample()
         return dataclasses.replace(
             info,
+            memory_bytes=system.memory_bytes,
+            cpu_percent=system.cpu_percent,
+            system_memory_total=system.system_memory_total,
+            system_cpus=system.system_cpus,
             active_jobs=sum(s.active for s in stats),
             pending_jobs=sum(s.pending for s in stats),
             running_jobs=sum(s.running for s in stats),

@@ -183,3 +183,31 @@ async def test_a_caller_without_known_keys_is_refused_at_the_wire_and_audited(
     assert (entry["job"], entry["instruction"], entry["path"]) == (None, None, [])
     assert "stranger" not in {p.name for p in account.service.connected_peers()}
     assert stranger.service.connected_peers() == []
+
+
+async def test_a_submit_naming_an_unknown_first_hop_is_refused_at_once_as_the_reference_words_it(
+    site: Site,
+) -> None:
+    bridge = site.network.agents["bridge"]
+    submit = f"submit portal.nowhere.instance add_user {ALICE}"
+
+    with pytest.raises(JobFailed) as failed:
+        await bridge.run("bridge.portal", submit, timeout=5)
+
+    # The reference's portal words it so (portal/src/main.rs); nothing went further down.
+    assert str(failed.value) == (
+        f"Invalid instruction: {submit}. "
+        "Cannot find next agent in destination portal.nowhere.instance"
+    )
+    assert not await site.accounts.is_existing_user(identity(ALICE))
+
+
+async def test_a_submit_that_does_not_start_at_the_portal_is_refused_as_the_reference_words_it(
+    site: Site,
+) -> None:
+    submit = f"submit provider.platform.instance add_user {ALICE}"
+    with pytest.raises(JobFailed) as failed:
+        await site.network.agents["bridge"].run("bridge.portal", submit, timeout=5)
+    assert str(failed.value) == (
+        f"Invalid instruction: {submit}. First agent in destination should be this portal (portal)"
+    )

@@ -62,9 +62,19 @@ class Portal:
         if envelope.sender.agent_type is not AgentType.BRIDGE:
             raise JobRefused("Only bridge agents can submit jobs to the portal")
         submit = instruction_of(envelope, ins.Submit)
+        # Refusals read as the reference's do ("Invalid instruction: <submit ...>. <why>"), so
+        # portal software can recognise them whichever implementation answers.
+        invalid = f"Invalid instruction: {submit}."
         if submit.destination.agents[0] != self.agent.name:
             raise JobRefused(
-                f"submit to {submit.destination} must start at this portal ({self.agent.name})"
+                f"{invalid} First agent in destination should be this portal ({self.agent.name})"
+            )
+        config = self.agent.service.config
+        neighbours = {e.name for e in config.servers} | {e.name for e in config.clients}
+        if submit.destination.agents[1] not in neighbours:
+            # Refused at once: the reference waits 5 s for the agent to appear first.
+            raise JobRefused(
+                f"{invalid} Cannot find next agent in destination {submit.destination}"
             )
         # The portal check runs here, where the identity's portal is finally known.
         command = Command.parse(f"{submit.destination} {submit.instruction}", portal_check=True)

@@ -39,7 +39,7 @@ def test_init_and_client_file(tmp_path: Path) -> None:
     settings = BridgeSettings.of(AgentConfig.load(config_path))
     assert settings.port == 3001 and settings.url == "http://web:3000/api/"
     assert settings.signal_url is None  # only http(s) is kept, as the reference
-    assert settings.notification_url == "http://localhost/notification"
+    assert settings.notification_url is None  # none asked for: none written
     assert settings.trusted_proxies == ("10.0.0.0/8",)
     assert (
         main(["bridge", "bridge", "-c", str(config_path), "--client-file", str(client_path)]) == 0

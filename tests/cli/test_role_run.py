@@ -93,6 +93,10 @@ def test_a_rotated_client_needs_the_rotate_file(site: Path, agents: Agents) -> N
     portal = agents.run("portal")
     stale = agents.run("provider")  # still holds the keys of the first invite
     portal.wait_for(REFUSED)
+    # The dialling side says what is wrong and what to run, at WARNING.
+    stale.wait_for("WARNING broadgauge.wire: portal@default at ")
+    assert "refused our keys" in stale.output
+    assert "`broadgauge <role> server --rotate rotate_provider_default.toml`" in stale.output
     assert REGISTERED not in portal.output
     assert stale.terminate() == 0, stale.output
 
@@ -185,6 +189,13 @@ def test_bridge_serves_the_network_planner_over_what_the_provider_publishes(
     bridge = agents.run("bridge")
     bridge.wait_for(f"network planner 'planner' at http://127.0.0.1:{planner_port}/accepts")
     bridge.wait_for("bridge: portal@default registered as Portal")
+    # `run` says where the HTTP API listens (bridge init's default port), and that with no
+    # signal URLs asked for at init, nothing will be signalled.
+    bridge.wait_for(
+        "INFO broadgauge.bridge: bridge: bridge HTTP API listening on http://127.0.0.1:3000/ "
+        "(port 3000)"
+    )
+    assert "signal_url and notification_url not set" in bridge.output
     url = f"http://127.0.0.1:{planner_port}/accepts"
     # Before the provider runs, its branch is silent and the answer is a plain NO.
     before = httpx.get(url, params={"tasktype": "jupyter-notebook"}, timeout=30).json()

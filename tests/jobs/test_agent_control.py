@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from broadgauge.jobs import AgentType, DiagnosticsReport
-from broadgauge.runtime.agent import JobFailed
+from broadgauge.runtime.agent import JobFailed, JobRefused
 from broadgauge.runtime.control import RESTARTING_MESSAGE, SOFT_RESTART_MESSAGE
 
 from .agent_helpers import USER, Network, Recorder, eventually, finished, wait_linked
@@ -43,10 +43,10 @@ async def test_a_leaf_agent_does_not_forward_diagnostics() -> None:
     async with Network() as net:
         await net.start("instance", AgentType.INSTANCE)
         await net.start("account", AgentType.ACCOUNT, dials=["instance"], listen=False)
-        with pytest.raises(TimeoutError):
-            # The account agent is a leaf: it will not pass the request on to anyone.
-            async with asyncio.timeout(1.0):
-                await net["instance"].diagnostics("account.somewhere")
+        # The account agent is a leaf: it will not pass the request on to anyone, so the
+        # request is refused at once rather than left to time out.
+        with pytest.raises(JobRefused, match=r"account is a leaf .* passes nothing on"):
+            await net["instance"].diagnostics("account.somewhere")
 
 
 async def test_soft_restart_cancels_unfinished_jobs_and_reconnects() -> None:

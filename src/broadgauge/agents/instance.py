@@ -29,6 +29,11 @@ silently), and clearing a quota succeeds with no result.
 Before any of this, every user, project and portal an instruction names is checked against
 the rule of the back ends (:mod:`broadgauge.agents.naming`): a name that breaks it ends the
 job in an error naming the rule, and no account, directory or association is touched.
+Then every leaf agent the instruction needs (:mod:`broadgauge.agents.leaves`) must be
+connected, again before any back end is asked anything: one that is not linked at all ends
+the job at once in an error naming the missing role and how to link it; one that is linked
+but away is waited for (up to 10 s, logged).  OpenPortal only finds out half-way through,
+after the account agent has made the account.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from broadgauge.agents._envelope import instruction_of
+from broadgauge.agents._envelope import instruction_of, notify_portal
+from broadgauge.agents.leaves import REQUIRED_AGENTS, LeafAgents
 from broadgauge.agents.naming import (
     check_instruction,
     check_project_mapping,
@@ -46,7 +52,6 @@ from broadgauge.agents.naming import (
 )
 from broadgauge.grammar import (
     DateRange,
-    Destination,
     PortalIdentifier,
     ProjectIdentifier,
     ProjectMapping,
@@ -59,8 +64,9 @@ from broadgauge.grammar import (
 )
 from broadgauge.grammar import instructions as ins
 from broadgauge.jobs.agent_type import AgentType
-from broadgauge.jobs.notification import EventKind, Notification, NotificationEvent
+from broadgauge.jobs.notification import EventKind
 from broadgauge.runtime.agent import Agent, Envelope, JobFailed, JobRefused, Typed
+from broadgauge.wire import PeerId
 
 log = logging.getLogger("broadgauge.agents.instance")
 
@@ -75,25 +81,12 @@ _LOCAL_REPORTS: dict[type, tuple[AgentType, str]] = {
 SUBJOB_TIMEOUT = 60.0
 
 
-def _names_checked(
-    handler: Callable[[Envelope], Awaitable[object]],
-) -> Callable[[Envelope], Awaitable[object]]:
-    """``handler``, run only once every name in the instruction passed the naming rule."""
-
-    async def run(envelope: Envelope) -> object:
-        # Here, not in each handler: no handler may ask a back end about a bad name first
-        # (the account, filesystem and scheduler would each act, then need undoing).
-        check_instruction(envelope.job.instruction)
-        return await handler(envelope)
-
-    return run
-
-
 class Instance:
     """The business rules of an instance agent, registered as handlers on ``agent``."""
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
+        self.leaves = LeafAgents(agent)
         handlers: dict[str, Callable[[Envelope], Awaitable[object]]] = {
             "add_user": self.add_user,
             "remove_user": self.remove_user,
@@ -132,13 +125,33 @@ class Instance:
                 handlers[f"{verb}_{keyword}_quota"] = self.quota
             handlers[f"get_{keyword}_quotas"] = self.quota
         for keyword, handler in handlers.items():
-            agent.add_handler(keyword, _names_checked(handler))
+            agent.add_handler(keyword, self._checked(handler))
+
+    def _checked(
+        self, handler: Callable[[Envelope], Awaitable[object]]
+    ) -> Callable[[Envelope], Awaitable[object]]:
+        """``handler``, run only once the names passed the rule and its agents are here."""
+
+        async def run(envelope: Envelope) -> object:
+            # Here, not in each handler: no handler may ask a back end about a bad name, or
+            # start work that a missing agent would leave half done (the account, filesystem
+            # and scheduler would each act, then need undoing).
+            instruction = envelope.job.instruction
+            check_instruction(instruction)
+            await self.leaves.require(REQUIRED_AGENTS.get(instruction.keyword, ()))
+            return await handler(envelope)
+
+        return run
 
     # --- asking our own agents ---------------------------------------------------------
 
+    async def leaf(self, role: AgentType) -> PeerId:
+        """Our connected ``role`` agent; :class:`JobRefused` at once if there is none."""
+        return await self.leaves.leaf(role)
+
     async def ask(self, role: AgentType, instruction: str) -> object:
         """Run ``instruction`` on our ``role`` agent and return its decoded result."""
-        peer = await self.agent.peer_of_type(role)
+        peer = await self.leaf(role)
         job = await self.agent.run(
             f"{self.agent.name}.{peer.name}", instruction, timeout=SUBJOB_TIMEOUT
         )
@@ -146,7 +159,7 @@ class Instance:
 
     def _delegate(self, role: AgentType) -> Callable[[Envelope], Awaitable[object]]:
         async def delegate(envelope: Envelope) -> object:
-            peer = await self.agent.peer_of_type(role)
+            peer = await self.leaf(role)
             return await self.agent.run(
                 f"{self.agent.name}.{peer.name}",
                 str(envelope.job.instruction),
@@ -453,13 +466,4 @@ class Instance:
     # --- notifications -----------------------------------------------------------------
 
     async def _notify(self, envelope: Envelope, kind: EventKind, argument: str) -> None:
-        """Tell the portal what changed, back along the job's path (best effort)."""
-        path = envelope.job.destination
-        if len(path.agents) < 2:
-            return
-        try:
-            reverse = Destination.parse(".".join(reversed(path.agents)))
-            event = NotificationEvent.parse(f"{kind.keyword} {argument}")
-            await self.agent.notify(Notification.create(reverse, event))
-        except (JobRefused, ValueError) as exc:
-            log.info("%s: notification %s not sent: %s", self.agent.name, kind.keyword, exc)
+        await notify_portal(self.agent, envelope, kind, argument)

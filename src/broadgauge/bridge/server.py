@@ -8,6 +8,7 @@ software are held even before HTTP is up) and returns a :class:`BridgeServer` wh
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from typing import Any
 
@@ -20,6 +21,8 @@ from broadgauge.runtime.agent import Agent
 from broadgauge.serving import AppServer
 
 __all__ = ["BridgeServer", "HttpSignaller", "attach_bridge"]
+
+log = logging.getLogger("broadgauge.bridge")
 
 
 class HttpSignaller:
@@ -83,6 +86,26 @@ class BridgeServer:
         """Bind and serve (port 0 picks a free port, readable from :attr:`port`)."""
         await self._server.start()
         self.port = self._server.port
+        settings = self.settings
+        # Operators look for this line first: the address really bound (port 0 resolved),
+        # and the base URL put in client files, which may differ behind a proxy.
+        log.info(
+            "%s: bridge HTTP API listening on %s (port %d); client files name %s",
+            self.runtime.agent.name,
+            self._server.url,
+            self.port,
+            self.url,
+        )
+        if not settings.signal_url or not settings.notification_url:
+            unset = [
+                name for name in ("signal_url", "notification_url") if not getattr(settings, name)
+            ]
+            log.info(
+                "%s: %s not set: the portal software is not signalled and must poll "
+                "(GET /fetch_jobs, POST /fetch_notification)",
+                self.runtime.agent.name,
+                " and ".join(unset),
+            )
 
     async def stop(self) -> None:
         """Stop serving (idempotent)."""

@@ -211,14 +211,17 @@ def _add_bridge_options(
     )
     init.add_argument("-b", "--bridge-ip", default=DEFAULT_IP, help="HTTP API listen address")
     init.add_argument("-q", "--bridge-port", type=int, default=3000, help="HTTP API port")
+    # No defaults: a made-up URL would be signalled (and fail) on every job, when leaving
+    # them unset means "the portal software polls" (docs/operators/bridge.md).
     init.add_argument(
-        "-s", "--signal-url", default="http://localhost/signal", help="GET ?job_id=<uuid>"
+        "-s",
+        "--signal-url",
+        help="GET ?job_id=<uuid> for each job held for the portal software (default: none)",
     )
     init.add_argument(
         "-N",
         "--notification-url",
-        default="http://localhost/notification",
-        help="GET ?notification_id=<uuid>",
+        help="GET ?notification_id=<uuid> for each notification (default: none)",
     )
     init.add_argument(
         "--trusted-proxy",

@@ -5,6 +5,13 @@ path *relative to the receiver*: empty, or this agent's own name, means "you"; o
 first element names the neighbour to pass it to, with the rest of the path.  Leaf agents
 (account, filesystem, scheduler) never pass them on, and a portal ignores all three from
 another portal, so one portal cannot restart or inspect another's site.
+
+A restart is fire-and-forget on the wire, and an agent that cannot pass a request on has no
+way to say so (the reference logs it and drops it).  So the agent that starts a restart or a
+diagnostics request checks the whole path first (:meth:`ControlPlane.check_path`): the first
+hop against its own neighbours, every further hop against the health tree its sweep returns.
+A path naming an agent that is not there is refused at once, the same way for both, instead
+of a restart answered "sent" that goes nowhere or a diagnostics request that times out.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from broadgauge.jobs.commands import (
 from broadgauge.jobs.health import DiagnosticsReport, HealthInfo
 from broadgauge.runtime.context import AgentContext
 from broadgauge.runtime.diagnostics import build_report
+from broadgauge.runtime.envelope import JobRefused
 from broadgauge.runtime.system import ProcessSampler
 from broadgauge.wire import PeerId
 
@@ -68,6 +76,37 @@ class ControlPlane:
             parts = parts[1:]
         name, _, zone = parts[0].partition("@")
         return self.agent.peer_named(name, zone or None), ".".join(parts[1:])
+
+    async def check_path(self, path: str) -> None:
+        """Raise :class:`JobRefused` if a hop of ``path`` is not a connected neighbour.
+
+        The first hop is checked against this agent's own neighbours (as :meth:`route`
+        does), every further one against the peers its predecessor reported in this agent's
+        health sweep.  A hop naming an agent already passed (a path that turns back) ends
+        the check: the sweep never lists an agent twice.
+        """
+        target, rest = self.route(path)
+        if target is None or not rest:
+            return
+        tree = await self.health()
+        passed = {self.agent.name, target.name}
+        node = tree.peers.get(target.name)
+        if node is None:
+            raise JobRefused(f"{self.agent.name} has no connected neighbour called {target.name}")
+        hops = [hop.partition("@")[0] for hop in rest.split(".") if hop]
+        for name in hops:
+            if name in passed:
+                return
+            if node.agent_type.is_leaf:
+                raise JobRefused(
+                    f"{node.name} is a leaf ({node.agent_type.display}) agent: "
+                    f"it passes nothing on to {name}"
+                )
+            child = node.peers.get(name)
+            if child is None:
+                raise JobRefused(f"{node.name} has no connected neighbour called {name}")
+            passed.add(name)
+            node = child
 
     def _ignores(self, peer: PeerId) -> bool:
         agent = self.agent
@@ -174,6 +213,7 @@ class ControlPlane:
         target, rest = self.route(path)
         if target is None:
             return self.report()
+        await self.check_path(path)
         future: asyncio.Future[DiagnosticsReport] = asyncio.get_running_loop().create_future()
         self._diagnostics_waiters.setdefault(target, deque()).append(future)
         await self.agent.send_control(target, DiagnosticsRequest(rest))
@@ -218,13 +258,19 @@ class ControlPlane:
         if target is None:
             await self._restart_self(restart_type)
         else:
+            await self.check_path(path)
             await self.agent.send_control(target, Restart(restart_type, rest))
 
     async def received_restart(self, peer: PeerId, restart: Restart) -> None:
         """Restart ourselves, or pass the order on towards its target."""
         if self._ignores(peer):
             return
-        target, rest = self.route(restart.destination)
+        try:
+            target, rest = self.route(restart.destination)
+        except JobRefused as exc:
+            # Fire-and-forget: there is no one to tell but the log (as the reference does).
+            log.warning("%s: restart from %s not passed on: %s", self.agent.name, peer, exc)
+            return
         if target is None:
             log.warning(
                 "%s: %s restart requested by %s", self.agent.name, restart.restart_type, peer

@@ -39,7 +39,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from broadgauge.wire.config import ServerEntry
-from broadgauge.wire.errors import HandshakeError
+from broadgauge.wire.errors import HandshakeError, KeysRefused
 from broadgauge.wire.handshake import (
     INNER_SALT_HEADER,
     OUTER_SALT_HEADER,
@@ -291,6 +291,8 @@ class Connections:
                     backoff = self._timers.reconnect_initial
             except asyncio.CancelledError:
                 raise
+            except KeysRefused as exc:
+                log.warning("%s", self._stale_keys_hint(peer, entry, exc))
             except HandshakeError as exc:
                 log.warning("handshake with %s at %s failed: %s", peer, entry.url, exc)
             except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ConnectionClosed) as exc:
@@ -299,8 +301,22 @@ class Connections:
             await asyncio.sleep(backoff / 2 + random.uniform(0, backoff / 2))
             backoff = min(backoff * 2, self._timers.reconnect_max)
 
+    def _stale_keys_hint(self, peer: PeerId, entry: ServerEntry, exc: KeysRefused) -> str:
+        """What to tell the operator when ``peer`` refused our keys: the command that fixes it."""
+        me = self._peers.config.name
+        rotated = f"rotate_{me}_{entry.zone}.toml"
+        return (
+            f"{peer} at {entry.url} refused our keys ({exc.detail}): the keys this agent holds "
+            f"for it are stale, most likely rotated on its side.  Get the file its operator "
+            f"made with `client --rotate {me}` ({rotated}), run "
+            f"`broadgauge <role> server --rotate {rotated}` for this agent, then restart it"
+        )
+
     async def dial_once(self, entry: ServerEntry) -> bool:
-        """Connect to ``entry``'s server, shake hands and serve the link until it closes."""
+        """Connect to ``entry``'s server, shake hands and serve the link until it closes.
+
+        Raises :class:`KeysRefused` if the server hangs up on our first handshake frame.
+        """
         handshake = ClientHandshake(self._peers.config.name, entry)
         async with connect(
             entry.url,
@@ -310,7 +326,16 @@ class Connections:
         ) as connection:
             async with asyncio.timeout(self._timers.handshake):
                 await connection.send(handshake.start())
-                reply = handshake.receive(await recv_text(connection))
+                try:
+                    first = await recv_text(connection)
+                except ConnectionClosed as exc:
+                    # The server read our first frame and hung up: no key of its opened it.
+                    # (The reference drops the socket; ours sends 1008 policy violation.
+                    # Going away, 1001, is a server stopping, not a refusal.)
+                    if exc.rcvd is None or exc.rcvd.code == CloseCode.POLICY_VIOLATION:
+                        raise KeysRefused(f"closed the handshake: {exc}") from exc
+                    raise
+                reply = handshake.receive(first)
                 assert reply is not None
                 await connection.send(reply)
                 handshake.receive(await recv_text(connection))

@@ -35,6 +35,18 @@ class HandshakeError(WireError):
         self.detail = detail
 
 
+class KeysRefused(HandshakeError):
+    """The server closed the connection on our first handshake frame: it refused our keys.
+
+    That frame is the first one sealed with the link's keys, and a server closes the
+    connection on it only when none of its keys opens it, which after a working link almost
+    always means that the server's operator rotated the keys and ours are stale.
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("keys-refused", detail)
+
+
 class PeerNotConnected(WireError):
     """A message was sent to a peer that has no live connection."""
 

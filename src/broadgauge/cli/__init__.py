@@ -2,6 +2,8 @@
 
 * ``broadgauge demo [--serve --dir DIR]`` - a whole network on loopback (:mod:`broadgauge.demo`);
 * ``broadgauge audit verify PATH`` - check an agent's hash-chained audit log;
+* ``broadgauge site init TOPOLOGY`` - every agent's config of a site, keys exchanged (:mod:`.site`);
+* ``broadgauge doctor CONFIG | --topology FILE --dir DIR`` - check agents, say what to fix;
 * ``broadgauge example echo|job [ROLE ...]`` - the teaching examples (:mod:`.examples`);
 * ``broadgauge <role> init|client|server|encryption|secret|extra|run`` - configure and run
   an agent of that role (:mod:`.roles`, :mod:`.run`).
@@ -17,9 +19,11 @@ import logging
 import sys
 
 from broadgauge import __version__
+from broadgauge.cli.doctor import add_doctor_command, run_doctor
 from broadgauge.cli.examples import add_example_commands, run_example
 from broadgauge.cli.planner import add_planner_commands, run_planner
 from broadgauge.cli.roles import ROLES_BY_NAME, add_role_commands, run_role
+from broadgauge.cli.site import add_site_commands, run_site
 from broadgauge.cli.tools import add_tool_commands, run_tool
 from broadgauge.wire import WireError
 
@@ -42,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_tool_commands(commands)
+    add_site_commands(commands)
+    add_doctor_command(commands)
     add_planner_commands(commands)
     add_example_commands(commands)
     add_role_commands(commands)
@@ -62,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("demo", "audit"):
             return run_tool(args)
+        if args.command == "doctor":
+            return run_doctor(args)
+        if args.command == "site":
+            return run_site(args)
         if args.command == "planner":
             return run_planner(args)
         if args.command == "example":

@@ -1,11 +1,15 @@
 """``broadgauge demo``: a whole agent network on loopback, with embedded backends.
 
-Nine agents in one process, each with its own keys, invite and data directory, linked as a
-site would link them::
+Ten agents in one process, each with its own keys, invite and data directory, linked as a
+site would link them, and configured by the same code as ``broadgauge site init``
+(:data:`DEMO_TOPOLOGY` is a topology file).  The provider has the seed's two platforms, the
+clusters and the notebooks::
 
     bridge ─▶ portal ◀─ provider ◀─ platform ◀─ instance ◀─ account    (local SQLite directory)
-                                                        ◀─ filesystem (a sandbox folder)
-                                                        ◀─ scheduler  (a SQLite ledger)
+                               │                        ◀─ filesystem (a sandbox folder)
+                               │                        ◀─ scheduler  (a SQLite ledger)
+                               ◀─ notebooks ◀─ jupyter   (the embedded JupyterHub stand-in,
+                                                          or a real hub: --jupyterhub-url)
 
 (an arrow points from the agent that dials to the one that listens).  The scenario sends each
 instruction the way portal software does, through the bridge as ``submit`` jobs, and prints
@@ -19,7 +23,7 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import tomli_w
@@ -28,7 +32,7 @@ from rich.table import Table
 
 from broadgauge.agents.assemble import Role, assemble
 from broadgauge.agents.scheduler.ledger import LedgerScheduler
-from broadgauge.bridge import BridgeServer, BridgeSettings, attach_bridge
+from broadgauge.bridge import BridgeServer, attach_bridge
 from broadgauge.grammar import ProjectUsageReport, UserMapping
 from broadgauge.jobs.agent_type import AgentType
 from broadgauge.jobs.job import Job
@@ -39,45 +43,146 @@ from broadgauge.planner.rules import Identity
 from broadgauge.runtime.agent import Agent, JobFailed
 from broadgauge.runtime.audit import verify
 from broadgauge.runtime.config import AgentConfig
-from broadgauge.wire import ServiceConfig, Timers
+from broadgauge.site.build import build_configs
+from broadgauge.site.topology import Topology, parse_topology
+from broadgauge.wire import SimpleEncryption, Timers
 
 PATH = "portal.provider.platform.instance"
+NOTEBOOKS = "portal.provider.notebooks.jupyter"
 PROJECT = "physics.portal"
 USERS = ("alice.physics.portal", "bob.physics.portal")
 FAST_RECONNECT = Timers(reconnect_initial=0.05, reconnect_max=2.0)
 NEWCOMER = "carol.physics.portal"
 
-#: What the demo instance publishes to the network planner: notebooks for its account holders.
-INSTANCE_RULES: dict[str, object] = {
-    "service": {"name": "instance"},
-    "site": {"capabilities": []},
-    "rules": [
-        {
-            "name": "notebooks-for-account-holders",
-            "tasktypes": ["jupyter-notebook"],
-            "servicetype": "jupyter-hub",
-            "serviceinfo": {"endpoint": "https://jupyter.instance.example/"},
-            "requires_account": True,
-        }
-    ],
-}
+
+def notebook_rules(endpoint: str) -> dict[str, object]:
+    """What the demo's notebook instance publishes to the network planner: notebooks on its
+    hub (at ``endpoint``) for the users it has."""
+    return {
+        "service": {"name": "jupyter"},
+        "site": {"capabilities": []},
+        "rules": [
+            {
+                "name": "notebooks-for-account-holders",
+                "tasktypes": ["jupyter-notebook"],
+                "servicetype": "jupyter-hub",
+                "serviceinfo": {"endpoint": endpoint},
+                "requires_account": True,
+            }
+        ],
+    }
+
+
 #: The network planner beside the demo's bridge: anonymous, any free loopback port.
 DEMO_PLANNER = NetworkConfig(
     parse_config({"service": {"name": "demo network planner"}}),
     NetworkSettings(port=0, refresh=0.0, missing_account_ttl=0.0),
 )
 
-#: (name, type, the agents it dials)
-TOPOLOGY: tuple[tuple[str, AgentType, tuple[str, ...]], ...] = (
-    ("portal", AgentType.PORTAL, ()),
-    ("bridge", AgentType.BRIDGE, ("portal",)),
-    ("provider", AgentType.PROVIDER, ("portal",)),
-    ("platform", AgentType.PLATFORM, ("provider",)),
-    ("instance", AgentType.INSTANCE, ("platform",)),
-    ("account", AgentType.ACCOUNT, ("instance",)),
-    ("filesystem", AgentType.FILESYSTEM, ("instance",)),
-    ("scheduler", AgentType.SCHEDULER, ("instance",)),
-)
+#: The demo's site, in the format of ``broadgauge site init`` (see docs/operators/quickstart.md).
+#: Every agent runs in this process on loopback; port 0 is any free port, learnt at start.
+DEMO_TOPOLOGY = """
+[hosts]
+loopback = "127.0.0.1"
+
+[[agent]]
+name = "portal"
+role = "portal"
+host = "loopback"
+port = 0
+
+[[agent]]
+name = "bridge"
+role = "bridge"
+host = "loopback"
+[agent.settings.bridge]
+port = 0                        # the HTTP API, on any free loopback port
+
+[[agent]]
+name = "provider"
+role = "provider"
+host = "loopback"
+port = 0
+
+[[agent]]
+name = "platform"
+role = "platform"
+host = "loopback"
+port = 0
+
+[[agent]]
+name = "instance"
+role = "instance"
+host = "loopback"
+port = 0
+
+[[agent]]
+name = "notebooks"
+role = "platform"
+host = "loopback"
+port = 0
+
+[[agent]]
+name = "jupyter"
+role = "instance"
+host = "loopback"
+port = 0
+[agent.settings]
+service = "notebooks"           # a JupyterHub (the embedded stand-in unless jupyterhub-url)
+notebook-url = "https://jupyter.instance.example/"  # what the stand-in answers; it serves nothing
+
+[[agent]]
+name = "account"
+role = "account"
+host = "loopback"
+
+[[agent]]
+name = "filesystem"             # reads ids from the account directory (set by the builder)
+role = "filesystem"
+host = "loopback"
+
+[[agent]]
+name = "scheduler"
+role = "scheduler"
+host = "loopback"
+
+[[link]]
+dials = "bridge"
+listens = "portal"
+
+[[link]]
+dials = "provider"
+listens = "portal"
+
+[[link]]
+dials = "platform"
+listens = "provider"
+
+[[link]]
+dials = "instance"
+listens = "platform"
+
+[[link]]
+dials = "notebooks"
+listens = "provider"
+
+[[link]]
+dials = "jupyter"
+listens = "notebooks"
+
+[[link]]
+dials = "account"
+listens = "instance"
+
+[[link]]
+dials = "filesystem"
+listens = "instance"
+
+[[link]]
+dials = "scheduler"
+listens = "instance"
+"""
+TOPOLOGY: Topology = parse_topology(DEMO_TOPOLOGY, "the demo's topology", any_port=True)
 
 
 @dataclass
@@ -109,10 +214,11 @@ class Network:
             await self.agents[name].stop()
             await self.roles[name].close()
 
-    async def submit(self, instruction: str, timeout: float = 30.0) -> Job:
-        """Send ``instruction`` to the instance the way portal software does: via the bridge."""
+    async def submit(self, instruction: str, timeout: float = 30.0, path: str = PATH) -> Job:
+        """Send ``instruction`` to an instance (the cluster unless ``path`` names another) the
+        way portal software does: via the bridge."""
         bridge = self.agents["bridge"]
-        return await bridge.run("bridge.portal", f"submit {PATH} {instruction}", timeout=timeout)
+        return await bridge.run("bridge.portal", f"submit {path} {instruction}", timeout=timeout)
 
     def describe(self) -> dict[str, object]:
         """What other tools need to attach: each agent's type, URL and data directory."""
@@ -133,49 +239,80 @@ class Network:
 Configure = Callable[[str, AgentConfig], AgentConfig]
 
 
+def use_jupyterhub(url: str, token: str) -> Configure:
+    """A :data:`Configure` that points the demo's notebook instance at a real JupyterHub.
+
+    The token is stored as the agent would keep it in its config file: encrypted, under the
+    ``simple`` scheme (the demo's configs live only in its data folder).
+    """
+
+    def configure(name: str, config: AgentConfig) -> AgentConfig:
+        if name != "jupyter":
+            return config
+        if config.service.encryption is None:
+            config = replace(config, service=replace(config.service, encryption=SimpleEncryption()))
+        return config.with_extra("jupyterhub-url", url).with_secret("jupyterhub-token", token)
+
+    return configure
+
+
 async def start_network(
     root: Path, *, timers: Timers = FAST_RECONNECT, configure: Configure | None = None
 ) -> Network:
     """Start every agent of :data:`TOPOLOGY` under ``root`` and wait until all are linked.
 
+    The configs come from :func:`broadgauge.site.build.build_configs`, as for a real site.
+
     ``configure(name, config)`` may change each agent's config before it starts (to choose
     other back ends, as the real-backend tests and benchmarks do).
     """
     network = Network(root)
-    directory = root / "account" / "directory.sqlite3"
+    # The same code as `broadgauge site init`: configs, keys and the filesystem's id-resolver.
+    built = build_configs(TOPOLOGY, data_dir=lambda spec: root / spec.name)
     try:
-        for name, kind, dials in TOPOLOGY:
-            service = ServiceConfig.create(name, port=0)
-            extras = {}
-            if kind is AgentType.FILESYSTEM:
-                # The sandbox has no NSS entries for our users: read ids from the directory.
-                extras = {"id-resolver": f"directory:{directory}"}
-            config = AgentConfig(kind, service, extras)
-            if kind is AgentType.BRIDGE:
-                # A fresh API key and any free loopback port for the HTTP API.
-                config = BridgeSettings.generate(port=0).store(config)
+        for spec in TOPOLOGY.top_down():
+            name, kind = spec.name, spec.role
+            config = built.configs[name]
+            # The invites were made before anyone listened on port 0: name the real URLs.
+            service = config.service
+            for upper in TOPOLOGY.servers_of(name):
+                entry = service.server(upper.name)
+                assert entry is not None
+                url = network.agents[upper.name].service.url
+                service = service.with_server(replace(entry, url=url))
+            config = replace(config, service=service)
             if configure is not None:
                 config = configure(name, config)
             agent = Agent(config, data_dir=root / name, timers=timers)
             role = assemble(agent, root / name, bridge=attach_bridge)
-            if kind is AgentType.INSTANCE and agent.planner_rules.document is None:
-                agent.planner_rules.publish(INSTANCE_RULES)
+            if role.notebooks is not None and agent.planner_rules.document is None:
+                agent.planner_rules.publish(notebook_rules(role.notebooks.hub.url))
             if kind is AgentType.BRIDGE and role.planner is None:
                 role.planner = NetworkPlannerServer(agent, DEMO_PLANNER)
             network.roles[name] = role
             network.agents[name] = agent
-            for upper in dials:
-                invite = network.agents[upper].service.add_client(name, "127.0.0.1")
-                agent.service.add_server(invite)
-            await agent.start(listen=any(name in d for _, _, d in TOPOLOGY))
+            await agent.start(listen=TOPOLOGY.listens(name))
         async with asyncio.timeout(20):
-            for name, kind, _ in TOPOLOGY:
-                for upper in dict((n, d) for n, _, d in TOPOLOGY)[name]:
-                    await network.agents[upper].peer_of_type(kind)
+            for link in TOPOLOGY.links:
+                await _linked(network.agents[link.listens], link.dials)
     except BaseException:
         await network.stop()
         raise
     return network
+
+
+async def _linked(listener: Agent, dialler: str) -> None:
+    """Return once ``dialler`` has connected to ``listener`` and registered."""
+
+    def up() -> bool:
+        return any(
+            peer.name == dialler and peer in listener.peer_types
+            for peer in listener.service.connected_peers()
+        )
+
+    # Woken by each Register, so no polling.
+    async with listener.registrations:
+        await listener.registrations.wait_for(up)
 
 
 class StepFailed(Exception):
@@ -199,6 +336,8 @@ class Scenario:
         self.network = network
         self.console = console
         self.steps: list[Step] = []
+        #: the planner's last suggestion: (destination, instruction) to provision
+        self.suggestion: tuple[str, str] | None = None
 
     async def step(self, title: str, action: Callable[[], Awaitable[str]]) -> None:
         """Run one step with a spinner; record and print its outcome."""
@@ -213,11 +352,11 @@ class Scenario:
         mark = "[green]✓[/]" if ok else "[red]✗[/]"
         self.console.print(f"{mark} {title}  [dim]({millis:.0f} ms)[/]\n    {outcome}")
 
-    def job(self, instruction: str) -> Callable[[], Awaitable[str]]:
-        """An action that submits ``instruction`` and describes its result."""
+    def job(self, instruction: str, path: str = PATH) -> Callable[[], Awaitable[str]]:
+        """An action that submits ``instruction`` (to ``path``) and describes its result."""
 
         async def run() -> str:
-            job = await self.network.submit(instruction)
+            job = await self.network.submit(instruction, path=path)
             return f"{job.result_type}: {_show(job)}"
 
         return run
@@ -230,15 +369,29 @@ class Scenario:
         for user in USERS:
             await self.step(f"Add user {user}", self.job(f"add_user {user}"))
         await self.step(
+            f"Give {PROJECT} a group on the notebook hub",
+            self.job(f"add_project {PROJECT}", NOTEBOOKS),
+        )
+        await self.step(
+            f"Add {USERS[0]} to the notebook hub too", self.job(f"add_user {USERS[0]}", NOTEBOOKS)
+        )
+        await self.step(
             f"Ask the network planner where {USERS[0]} can run a jupyter-notebook",
             self._where_can(USERS[0], expect_yes=True),
         )
         await self.step(
-            f"Ask where {NEWCOMER} (no account yet) can run one",
+            f"Ask where {NEWCOMER} (not on the hub yet) can run one",
             self._where_can(NEWCOMER, expect_yes=False),
         )
-        await self.step(f"Provision {NEWCOMER} as suggested", self.job(f"add_user {NEWCOMER}"))
+        await self.step(f"Provision {NEWCOMER} as suggested", self._provision)
         await self.step(f"Ask again for {NEWCOMER}", self._where_can(NEWCOMER, expect_yes=True))
+        await self.step(
+            f"Start {USERS[0]}'s notebook server",
+            self.job(f"start_notebook {USERS[0]}", NOTEBOOKS),
+        )
+        await self.step(
+            f"Stop {USERS[0]}'s notebook server", self.job(f"stop_notebook {USERS[0]}", NOTEBOOKS)
+        )
         await self.step(
             "Set a 10 GB quota on the project volume",
             self.job(f"set_project_quota {PROJECT} projects 10 GB"),
@@ -253,6 +406,10 @@ class Scenario:
         await self.step(
             "Produce this month's usage report",
             self.job(f"get_usage_report {PROJECT} {month}"),
+        )
+        await self.step(
+            "Produce this month's notebook usage report",
+            self.job(f"get_usage_report {PROJECT} {month}", NOTEBOOKS),
         )
         await self.step(f"Remove user {USERS[1]}", self.job(f"remove_user {USERS[1]}"))
         await self.step("List the project's users", self.job(f"get_users {PROJECT}"))
@@ -269,12 +426,20 @@ class Scenario:
                 return f"YES at {where['destination']}: {where['serviceinfo']['endpoint']}"
             if not expect_yes and body["provisionable"]:
                 provision = body["provisionable"][0]["reponseinfo"]["provision"]
+                self.suggestion = (provision["destination"], provision["instruction"])
                 return (
                     f"NO for now; provision: {provision['destination']} {provision['instruction']}"
                 )
             raise StepFailed(f"unexpected answer {body}")
 
         return ask
+
+    async def _provision(self) -> str:
+        if self.suggestion is None:
+            raise StepFailed("the planner suggested nothing to provision")
+        destination, instruction = self.suggestion
+        job = await self.network.submit(instruction, path=destination)
+        return f"{destination} {instruction} -> {job.result_type}: {_show(job)}"
 
     async def _simulate_usage(self) -> str:
         # The embedded scheduler runs no jobs; record what a finished job would have used.
@@ -321,10 +486,13 @@ def _show(job: Job) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-async def run_demo(root: Path, console: Console) -> int:
-    """Start the network under ``root``, run the scenario, stop; the exit status."""
-    console.print(f"[bold]Starting {len(TOPOLOGY)} agents on loopback[/] (data in {root})")
-    network = await start_network(root)
+async def run_demo(root: Path, console: Console, configure: Configure | None = None) -> int:
+    """Start the network under ``root``, run the scenario, stop; the exit status.
+
+    ``configure`` changes agents' configs first (:func:`use_jupyterhub`).
+    """
+    console.print(f"[bold]Starting {len(TOPOLOGY.agents)} agents on loopback[/] (data in {root})")
+    network = await start_network(root, configure=configure)
     try:
         for name, agent in network.agents.items():
             console.print(f"  {name:<10} {agent.agent_type.value:<10} {agent.service.url}")
@@ -341,13 +509,15 @@ async def run_demo(root: Path, console: Console) -> int:
     return 0 if ok else 1
 
 
-async def serve_demo(root: Path, console: Console, stop: asyncio.Event) -> int:
+async def serve_demo(
+    root: Path, console: Console, stop: asyncio.Event, configure: Configure | None = None
+) -> int:
     """Start the network, describe it in ``root/network.toml``, serve until ``stop``.
 
     The bridge's HTTP API listens on a free loopback port; its client file (``url`` and
     ``key``, as ``openportal.load_config`` reads) is written to ``root/bridge.toml``.
     """
-    network = await start_network(root)
+    network = await start_network(root, configure=configure)
     try:
         await network.roles["bridge"].start()
         client_file = root / "bridge.toml"

@@ -28,12 +28,14 @@ def test_demo_runs_the_whole_scenario_and_exits_0(tmp_path: Path) -> None:
         'Usage: {"seconds":3600000}',
         "bool: true",
         "alice.physics.portal: 9000 s in 3 jobs",
-        'Vec<UserMapping>: ["alice.physics.portal:alice.physics:portal.physics",'
-        '"carol.physics.portal:carol.physics:portal.physics"]',
+        'Vec<UserMapping>: ["alice.physics.portal:alice.physics:portal.physics"]',
         "user_removed bob.physics.portal",
-        # The network planner: YES for an account holder; for a newcomer, where to provision.
-        "YES at portal.provider.platform.instance: https://jupyter.instance.example/",
-        "NO for now; provision: portal.provider.platform.instance add_user carol.physics.portal",
+        # The network planner: YES for a hub user; for a newcomer, where to provision.
+        "YES at portal.provider.notebooks.jupyter: https://jupyter.instance.example/",
+        "NO for now; provision: portal.provider.notebooks.jupyter add_user carol.physics.portal",
+        # The notebook platform: alice's server, on the stand-in's URL.
+        'String: "https://jupyter.instance.example/user/alice.physics/"',
+        "jupyter.notebooks.provider.portal user_added carol.physics.portal",
     ):
         assert expected in out, expected
     assert "✗" not in out
@@ -41,7 +43,7 @@ def test_demo_runs_the_whole_scenario_and_exits_0(tmp_path: Path) -> None:
     assert (tmp_path / "filesystem" / "sandbox" / "home" / "physics" / "alice.physics").is_dir()
     assert not (tmp_path / "filesystem" / "sandbox" / "home" / "physics" / "bob.physics").exists()
     # Every agent kept an audit log that verifies.
-    for name in ("portal", "instance", "account", "filesystem", "scheduler"):
+    for name in ("portal", "instance", "account", "filesystem", "scheduler", "jupyter"):
         log = tmp_path / name / "audit.jsonl"
         check = run_broadgauge("audit", "verify", str(log))
         assert check.returncode == 0, check.stdout
@@ -83,6 +85,8 @@ def test_demo_serve_describes_the_network_and_stops_on_sigint(tmp_path: Path) ->
             "provider",
             "platform",
             "instance",
+            "notebooks",
+            "jupyter",
             "account",
             "filesystem",
             "scheduler",
@@ -102,7 +106,7 @@ def test_demo_serve_describes_the_network_and_stops_on_sigint(tmp_path: Path) ->
         ) as reply:
             explained = json.loads(reply.read())
         (only,) = explained["destinations"]
-        assert only["destination"] == "portal.provider.platform.instance"
+        assert only["destination"] == "portal.provider.notebooks.jupyter"
         assert only["explain"]["steps"][0]["outcome"] == "identity-denied"
         server.send_signal(signal.SIGINT)
         assert server.wait(timeout=30) == 0

@@ -13,9 +13,9 @@ from broadgauge.jobs.commands import PlannerRulesRequest, PlannerRulesResponse
 from broadgauge.jobs.published import PublishedRules
 from broadgauge.runtime.rules_sweep import MAX_ENTRIES_PER_CHILD, SweepResult
 from broadgauge.wire import MessageTooLarge, PeerId
-from tests.agents.network import demo_network, network
+from tests.agents.network import demo_network
 
-__all__ = ["demo_network", "network"]  # the shared demo-network fixtures
+__all__ = ["demo_network"]  # the shared demo-network fixture
 
 INSTANCE_PATH = "portal.provider.platform.instance"
 PLATFORM_PATH = "portal.provider.platform"
@@ -26,6 +26,14 @@ INSTANCE_DOC: dict[str, Any] = {
 PLATFORM_DOC: dict[str, Any] = {"site": {"name": "platform-wide"}, "rules": []}
 #: A hang guard only: every sweep here should finish in a few seconds at most.
 GUARD = 10.0
+
+
+@pytest.fixture
+def network(demo_network: Network) -> Network:
+    """The demo network publishing only what each test publishes: the rules the demo's
+    notebook instance publishes by default are withdrawn."""
+    demo_network.agents["jupyter"].planner_rules.publish(None)
+    return demo_network
 
 
 def audit(network: Network, agent: str) -> list[dict[str, Any]]:

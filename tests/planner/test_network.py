@@ -1,11 +1,11 @@
 """The network planner on a real demo network: black-box over HTTP, on loopback sockets.
 
-Eight agents run on loopback (:func:`broadgauge.demo.start_network`); the instance publishes
-its rules (notebooks for account holders), the bridge gathers them, and the network planner
-beside the bridge answers ``/accepts``.  Accounts are checked by asking the instance
-``is_existing_user`` through the portal, and created with the ``add_user`` instruction the
-planner suggests.  Tokens come from the real OIDC provider the suite starts
-(tests/backends/oidc.py).
+The demo's agents run on loopback (:func:`broadgauge.demo.start_network`); its notebook
+instance (``jupyter``, the embedded hub) publishes its rules (notebooks for hub users), the
+bridge gathers them, and the network planner beside the bridge answers ``/accepts``.
+Accounts are checked by asking that instance ``is_existing_user`` through the portal, and
+created with the ``add_user`` instruction the planner suggests.  Tokens come from the real
+OIDC provider the suite starts (tests/backends/oidc.py).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from broadgauge.agents.assemble import assemble
 from broadgauge.bridge import BridgeSettings
 from broadgauge.cli import main
 from broadgauge.cli.run import serve
-from broadgauge.demo import PATH, Network, start_network
+from broadgauge.demo import NOTEBOOKS, Network, start_network
 from broadgauge.jobs.agent_type import AgentType
 from broadgauge.planner.network import (
     NetworkPlannerServer,
@@ -117,9 +117,9 @@ async def stop_agent(network: Network, name: str) -> None:
 
 
 async def provision_users(network: Network, *users: str) -> None:
-    await network.submit("add_project physics.portal")
+    await network.submit("add_project physics.portal", path=NOTEBOOKS)
     for user in users:
-        await network.submit(f"add_user {user}")
+        await network.submit(f"add_user {user}", path=NOTEBOOKS)
 
 
 # --- anonymous, on the demo's own planner -----------------------------------------------------
@@ -160,7 +160,7 @@ async def test_explain_names_the_destination_and_the_rule(
     assert explained["identity"] is None
     assert explained["answer"]["reponseword"] == "NO"
     [destination] = explained["destinations"]
-    assert destination["destination"] == PATH
+    assert destination["destination"] == NOTEBOOKS
     assert destination["status"] == "answered"
     assert destination["answer"] == {
         "reponseword": "NO",
@@ -233,7 +233,7 @@ async def test_account_holder_gets_yes_with_the_destination(
     assert body["reponseword"] == "YES"
     assert body["servicetype"] == "jupyter-hub"
     assert body["serviceinfo"] == {"endpoint": DEMO_ENDPOINT}
-    assert body["answers"][0]["destination"] == PATH
+    assert body["answers"][0]["destination"] == NOTEBOOKS
     assert body["answers"][0]["serviceinfo"]["endpoint"] == DEMO_ENDPOINT
     assert body["provisionable"] == []
     assert body["failures"] == []
@@ -260,9 +260,9 @@ async def test_newcomer_is_offered_a_provision_that_works(
     assert before["answers"] == []
     assert before["failures"] == []
     [offer] = before["provisionable"]
-    assert offer["destination"] == PATH
+    assert offer["destination"] == NOTEBOOKS
     provision = offer["reponseinfo"]["provision"]
-    assert provision == {"destination": PATH, "instruction": "add_user carol.physics.portal"}
+    assert provision == {"destination": NOTEBOOKS, "instruction": "add_user carol.physics.portal"}
     assert offer["reponseinfo"]["httpcode"] == 403
     # The top-level answer is the seed's NO, carrying the same provision.
     assert before["reponseinfo"]["provision"] == provision
@@ -277,7 +277,7 @@ async def test_newcomer_is_offered_a_provision_that_works(
     after = (await accepts(http, signed_in.url, NOTEBOOK, headers)).json()
     assert after["reponseword"] == "YES"
     assert after["serviceinfo"] == {"endpoint": DEMO_ENDPOINT}
-    assert after["answers"][0]["destination"] == PATH
+    assert after["answers"][0]["destination"] == NOTEBOOKS
     assert after["provisionable"] == []
 
 
@@ -321,7 +321,7 @@ async def test_unparseable_site_is_a_failure_while_the_instance_still_answers(
     network.agents["platform"].planner_rules.publish({"rules": [{"name": "x"}]})
     body = (await accepts(http, signed_in.url, NOTEBOOK, alice)).json()
     assert body["reponseword"] == "YES"
-    assert [a["destination"] for a in body["answers"]] == [PATH]
+    assert [a["destination"] for a in body["answers"]] == [NOTEBOOKS]
     [failure] = body["failures"]
     assert failure["destination"] == PLATFORM
     assert failure["status"] == "invalid-rules"
@@ -359,12 +359,12 @@ async def test_a_second_site_that_takes_everyone(network: Network, http: httpx.A
 async def test_a_stopped_instance_is_listed_as_silent(
     network: Network, http: httpx.AsyncClient
 ) -> None:
-    await stop_agent(network, "instance")
+    await stop_agent(network, "jupyter")
     body = (await accepts(http, network.planner.url, NOTEBOOK)).json()
     assert body["reponseword"] == "NO"
     assert body["answers"] == []
     assert body["failures"] == [
-        {"destination": PATH, "status": "silent", "detail": "did not answer the sweep"}
+        {"destination": NOTEBOOKS, "status": "silent", "detail": "did not answer the sweep"}
     ]
     assert body["asked"] == 1
     assert body["noes"] == 0
@@ -383,10 +383,10 @@ def with_extra(name: str, key: str, value: str) -> Callable[[str, AgentConfig], 
 async def test_instance_publishes_its_planner_rules_file(
     tmp_path: Path, http: httpx.AsyncClient
 ) -> None:
-    configure = with_extra("instance", "planner-rules", str(JUPYTERHUB_EXAMPLE))
+    configure = with_extra("jupyter", "planner-rules", str(JUPYTERHUB_EXAMPLE))
     network = await start_network(tmp_path, configure=configure)
     try:
-        document = network.agents["instance"].planner_rules.document
+        document = network.agents["jupyter"].planner_rules.document
         assert document is not None
         assert "auth" not in document  # the network planner has its own [auth]
         assert document["service"] == {"name": "example-jupyterhub", "cache_max_age": 60}
@@ -397,7 +397,7 @@ async def test_instance_publishes_its_planner_rules_file(
         await network.stop()
     assert body["reponseword"] == "YES"
     assert body["serviceinfo"] == {"endpoint": "http://jupyter.example.org/"}
-    assert [a["destination"] for a in body["answers"]] == [PATH]
+    assert [a["destination"] for a in body["answers"]] == [NOTEBOOKS]
 
 
 def leaf_config(tmp_path: Path, kind: AgentType, **extras: str) -> AgentConfig:
@@ -517,7 +517,7 @@ async def test_planner_ask_shows_the_answer_and_where_to_provision(
     assert await asyncio.to_thread(main, ask) == 0
     out = capsys.readouterr().out
     assert f"YES: jupyter-notebook can run on jupyter-hub at {DEMO_ENDPOINT}" in out
-    assert PATH in out
+    assert NOTEBOOKS in out
     bearer = (await token(oidc_provider, "carol", "carol.physics.portal"))["Authorization"]
     monkeypatch.setenv("BROADGAUGE_TOKEN", bearer.removeprefix("Bearer "))
     assert await asyncio.to_thread(main, [*ask, "--json"]) == 3

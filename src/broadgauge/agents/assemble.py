@@ -24,6 +24,14 @@ scheduler agents
     ``token-lifespan`` (default 1800, at least 10), ``slurm-default-node``, ``slurm-cluster``,
     ``parent-account``; ``sacctmgr``, ``slurm-conf`` and ``command-prefix`` for the one
     limit Slurm 22.05's slurmrestd may fail to store).
+instance agents
+    ``service`` = ``cluster`` (default: account, filesystem and scheduler agents below it) or
+    ``notebooks`` (a JupyterHub: ``jupyterhub-url`` and the secret ``jupyterhub-token``, or,
+    with no URL, the embedded stand-in at ``embedded-hub``, default
+    ``<data dir>/notebooks.sqlite3``, answering as ``notebook-url``; server sessions are
+    kept at ``notebook-ledger``, default ``<data dir>/notebook-sessions.sqlite3``;
+    ``notebook-accounts`` = ``agent`` to make hub users through the site's account agent;
+    ``spawn-timeout`` in seconds, default 120).
 provider, platform and instance agents
     ``planner-rules``: a planner TOML (``[site]`` and ``[[rules]]``) to publish to the
     network planner (see ``docs/operators/planner.md``).
@@ -54,6 +62,11 @@ from broadgauge.agents.filesystem.agent import (
 from broadgauge.agents.filesystem.ids import DirectoryResolver, IdResolver, NssResolver
 from broadgauge.agents.filesystem.layout import parse_layout
 from broadgauge.agents.instance import Instance
+from broadgauge.agents.notebook.backend import NotebookBackend
+from broadgauge.agents.notebook.embedded import EmbeddedHub
+from broadgauge.agents.notebook.jupyterhub import JupyterHubBackend
+from broadgauge.agents.notebook.rules import NotebookInstance
+from broadgauge.agents.notebook.sessions import SessionLedger
 from broadgauge.agents.portal import Portal
 from broadgauge.agents.scheduler.agent import serve_scheduler
 from broadgauge.agents.scheduler.backend import SchedulerBackend, SchedulerError
@@ -93,10 +106,13 @@ class Role:
     agent: Agent
     portal: Portal | None = None
     instance: Instance | None = None
+    notebooks: NotebookInstance | None = None
     accounts: AccountBackend | None = None
     filesystem: FilesystemRole | None = None
     scheduler: SchedulerBackend | None = None
-    closers: list[AccountBackend | SchedulerBackend] = field(default_factory=list)
+    closers: list[AccountBackend | SchedulerBackend | NotebookBackend | SessionLedger] = field(
+        default_factory=list
+    )
     bridge: Attachment | None = None
     planner: Attachment | None = None
 
@@ -144,7 +160,15 @@ def assemble(
     if kind is AgentType.PORTAL:
         role.portal = Portal(agent)
     elif kind is AgentType.INSTANCE:
-        role.instance = Instance(agent)
+        service = _extra(agent, "service", "cluster")
+        if service == "cluster":
+            role.instance = Instance(agent)
+        elif service == "notebooks":
+            role.notebooks = _notebooks(agent, data, role)
+        else:
+            raise ConfigError(
+                f"{agent.name}: service must be cluster or notebooks, not {service!r}"
+            )
     elif kind is AgentType.ACCOUNT:
         role.accounts = _account_backend(agent, data)
         role.closers.append(role.accounts)
@@ -316,3 +340,39 @@ def _slurmrestd_backend(agent: Agent) -> SlurmRestScheduler:
             commands={"sacctmgr": sacctmgr},
         ),
     )
+
+
+def _notebooks(agent: Agent, data: Path, role: Role) -> NotebookInstance:
+    timeout_text = _extra(agent, "spawn-timeout", "120")
+    try:
+        spawn_timeout = float(timeout_text)
+    except ValueError:
+        raise ConfigError(
+            f"{agent.name}: spawn-timeout must be a number of seconds, not {timeout_text!r}"
+        ) from None
+    url = agent.config.extra("jupyterhub-url")
+    backend = _extra(agent, "notebook-backend", "jupyterhub" if url else "embedded")
+    hub: NotebookBackend
+    if backend == "jupyterhub":
+        hub = JupyterHubBackend(
+            _extra(agent, "jupyterhub-url"),
+            agent.config.secret("jupyterhub-token"),
+            spawn_timeout=spawn_timeout,
+            audit=agent.audit_operation,
+        )
+    elif backend == "embedded":
+        hub = EmbeddedHub(
+            _extra(agent, "embedded-hub", str(data / "notebooks.sqlite3")),
+            url=_extra(agent, "notebook-url", "http://127.0.0.1:8000/"),
+            audit=agent.audit_operation,
+        )
+    else:
+        raise ConfigError(f"{agent.name}: notebook-backend must be jupyterhub or embedded")
+    accounts = _extra(agent, "notebook-accounts", "none")
+    if accounts not in ("none", "agent"):
+        raise ConfigError(f"{agent.name}: notebook-accounts must be none or agent")
+    ledger = SessionLedger(
+        _extra(agent, "notebook-ledger", str(data / "notebook-sessions.sqlite3"))
+    )
+    role.closers += [hub, ledger]
+    return NotebookInstance(agent, hub, ledger, accounts=accounts == "agent")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import tempfile
@@ -22,6 +23,12 @@ def add_tool_commands(commands: Any) -> None:
     demo.add_argument(
         "--dir", type=Path, help="where agents keep their data (default: a temporary folder)"
     )
+    demo.add_argument(
+        "--jupyterhub-url",
+        metavar="URL",
+        help="manage this JupyterHub (its public URL) instead of the embedded stand-in; "
+        "the API token is read from JUPYTERHUB_API_TOKEN",
+    )
     audit = commands.add_parser("audit", help="check an agent's hash-chained audit log")
     actions = audit.add_subparsers(dest="audit_action", metavar="ACTION", required=True)
     verify = actions.add_parser("verify", help="report the first broken or altered entry")
@@ -37,25 +44,36 @@ def run_tool(args: argparse.Namespace) -> int:
     from broadgauge import demo
 
     console = Console()
+    configure = None
+    if args.jupyterhub_url:
+        token = os.environ.get("JUPYTERHUB_API_TOKEN")
+        if not token:
+            print(
+                "broadgauge: demo --jupyterhub-url needs the hub's API token in "
+                "JUPYTERHUB_API_TOKEN",
+                file=sys.stderr,
+            )
+            return 2
+        configure = demo.use_jupyterhub(args.jupyterhub_url, token)
     if args.serve:
         if args.dir is None:
             print("broadgauge: demo --serve needs --dir DIR", file=sys.stderr)
             return 2
         args.dir.mkdir(parents=True, exist_ok=True)
-        return asyncio.run(_serve(demo, args.dir, console))
+        return asyncio.run(_serve(demo, args.dir, console, configure))
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
-        return asyncio.run(demo.run_demo(args.dir, console))
+        return asyncio.run(demo.run_demo(args.dir, console, configure))
     with tempfile.TemporaryDirectory(prefix="broadgauge-demo-") as tmp:
-        return asyncio.run(demo.run_demo(Path(tmp), console))
+        return asyncio.run(demo.run_demo(Path(tmp), console, configure))
 
 
-async def _serve(demo: Any, root: Path, console: Any) -> int:
+async def _serve(demo: Any, root: Path, console: Any, configure: Any) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    status: int = await demo.serve_demo(root, console, stop)
+    status: int = await demo.serve_demo(root, console, stop, configure)
     return status
 
 

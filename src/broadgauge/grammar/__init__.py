@@ -19,6 +19,7 @@ from .calendar import Date, Timestamp
 from .command import Command
 from .destination import Destination, Destinations, Position
 from .errors import GrammarError
+from .extensions import EXTENSION_KEYWORDS
 from .identifiers import (
     PortalIdentifier,
     ProjectIdentifier,
@@ -41,6 +42,7 @@ from .values import DateRange, Quota, QuotaLimit, StorageSize, StorageUsage, Usa
 
 __all__ = [
     "ALIASES",
+    "EXTENSION_KEYWORDS",
     "INSTRUCTION_TYPES",
     "KEYWORDS",
     "RESULT_TYPES",

@@ -125,14 +125,22 @@ class Instruction:
     _required: ClassVar[int] = 0
     #: the range a report instruction covers when none is given
     default_range: ClassVar[str]
+    #: a Broadgauge addition, unknown to OpenPortal (:mod:`broadgauge.grammar.extensions`)
+    extension: ClassVar[bool] = False
 
     __slots__ = ()
 
     def __init_subclass__(
-        cls, *, keyword: str | None = None, check: str | None = None, **kwargs: Any
+        cls,
+        *,
+        keyword: str | None = None,
+        check: str | None = None,
+        extension: bool = False,
+        **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
         cls._required = sum(arg.required for arg in cls._args)
+        cls.extension = extension
         if check is not None:
             cls.portal_check = check
         if keyword is not None:

@@ -380,8 +380,11 @@ class GetOfferings(Instruction, keyword="get_offerings"):
     """``get_offerings`` (any further tokens are ignored)."""
 
 
-# Every concrete instruction class defined above, in definition order.
-INSTRUCTION_TYPES: tuple[type[Instruction], ...] = tuple(REGISTRY.values())
+# Every concrete instruction class defined above, in definition order (the reference's 64;
+# Broadgauge's extensions register too, but are not among them).
+INSTRUCTION_TYPES: tuple[type[Instruction], ...] = tuple(
+    t for t in REGISTRY.values() if not t.extension
+)
 
 #: alias keyword -> canonical keyword
 ALIASES: dict[str, str] = {

@@ -14,11 +14,17 @@
    one service is asked the same way.  Rows: cold (services send ``no-cache``, so every
    request fans out to all N) and warm (services send ``max-age=60``, so the aggregator
    answers from its cache).
-3. Network planner over the demo network (8 agents in this process, the instance publishing
+3. Network planner over the demo network (in this process, the notebook instance publishing
    a rule that needs an account): latency of one answer through the planner's Python API,
    (a) sweeping the hierarchy every time, (b) with the sweep cached, (c) cached sweep plus
    an ``is_existing_user`` job to the instance (account facts not cached).  Everything runs
    on one event loop, as the agents share this process.
+4. The broker over the demo network: ``POST /requests`` per second over HTTP (concurrent
+   clients, each request making one offer, against a site publishing room for a million
+   cores), with the booking store in SQLite and in a real PostgreSQL (started as the tests
+   start it; skipped with the reason when it cannot run here); and the time from accepting an
+   offer to the session being AVAILABLE (a new researcher each time: the account is
+   provisioned through the network and a notebook started on the embedded hub), p50.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import argparse
 import asyncio
 import dataclasses
 import os
+import pwd
+import shutil
 import socket
 import statistics
 import subprocess
@@ -280,7 +288,7 @@ def aggregator_latency(sizes: list[int], samples: dict[int, int]) -> None:
 
 
 def network_latency(samples: int) -> None:
-    from broadgauge.demo import start_network
+    from broadgauge.demo import NOTEBOOKS, start_network
     from broadgauge.planner.answers import Task
     from broadgauge.planner.rules import Identity
 
@@ -288,8 +296,8 @@ def network_latency(samples: int) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             network = await start_network(Path(tmp))
             try:
-                await network.submit("add_project physics.portal")
-                await network.submit("add_user alice.physics.portal")
+                await network.submit("add_project physics.portal", path=NOTEBOOKS)
+                await network.submit("add_user alice.physics.portal", path=NOTEBOOKS)
                 planner = network.planner.planner
                 alice = Identity("alice", {"openportal_users": ["alice.physics.portal"]})
                 task = Task("jupyter-notebook")
@@ -321,6 +329,105 @@ def network_latency(samples: int) -> None:
         print(f"   {label:<34}{pct(times, 0.5):>9.2f}{pct(times, 0.99):>9.2f}")
 
 
+def broker_figures(seconds: float, concurrency: int, samples: int, postgres: bool) -> None:
+    from broadgauge.demo import notebook_rules, start_network
+    from broadgauge.planner.config import parse_config
+    from broadgauge.planner.network import NetworkConfig, NetworkSettings
+    from broadgauge.planner.offers.records import Phase
+    from broadgauge.planner.rules import Identity
+    from broadgauge.planner.server import NetworkPlannerServer
+
+    request = {"executable": {"kind": "jupyter-notebook"}, "compute": {"cores": {"min": 1}}}
+
+    async def requests_per_second(bookings: str) -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            network = await start_network(Path(tmp))
+            rules = notebook_rules("https://jupyter.example/")
+            rules["site"] = {"capacity": {"cores": 1_000_000, "memory": 1_000_000}}
+            rules["rules"] = [dict(rules["rules"][0], requires_account=False)]  # type: ignore[index]
+            network.agents["jupyter"].planner_rules.publish(rules)
+            config = NetworkConfig(
+                parse_config({"service": {"name": "bench"}}),
+                NetworkSettings(port=0, refresh=3600.0, bookings=bookings or ""),
+            )
+            server = NetworkPlannerServer(network.agents["bridge"], config)
+            await server.start()
+            try:
+                url = f"{server.url}requests"
+                headers = {"Prefer": "return=representation"}
+                async with httpx.AsyncClient(timeout=60) as http:
+                    await http.post(url, json=request, headers=headers)  # warm: sweep, tables
+                    done = 0
+                    deadline = time.perf_counter() + seconds
+
+                    async def client() -> None:
+                        nonlocal done
+                        while time.perf_counter() < deadline:
+                            answer = await http.post(url, json=request, headers=headers)
+                            assert answer.json()["result"] == "YES", answer.text
+                            done += 1
+
+                    started = time.perf_counter()
+                    await asyncio.gather(*(client() for _ in range(concurrency)))
+                    return done / (time.perf_counter() - started)
+            finally:
+                await server.stop()
+                await network.stop()
+
+    async def accept_to_available() -> list[float]:
+        with tempfile.TemporaryDirectory() as tmp:
+            network = await start_network(Path(tmp))
+            broker = network.planner.broker
+            assert broker is not None
+            times = []
+            try:
+                for i in range(samples):
+                    user = f"r{i}.physics.portal"
+                    who = Identity(user, {"sub": user, "openportal_users": [user]})
+                    _, offers = await broker.request(request, who)
+                    started = time.perf_counter()
+                    await broker.update(offers[0].uuid, Phase.ACCEPTED, who)
+                    await broker.wait_idle()
+                    times.append(time.perf_counter() - started)
+                    session = await broker.session(offers[0].uuid, who)
+                    assert session.phase is Phase.AVAILABLE, session.messages
+                    await broker.update(offers[0].uuid, Phase.CANCELLED, who)
+            finally:
+                await network.stop()
+            return times
+
+    print(f"\n4. the broker over the demo network ({concurrency} clients, {seconds:g} s each)")
+    sqlite_rate = asyncio.run(requests_per_second(""))
+    print(f"   POST /requests, SQLite store      {sqlite_rate:>9.1f} /s")
+    if postgres:
+        sys.path.insert(0, str(ROOT))
+        from tests.backends import postgres as pg
+
+        reason = pg.missing()
+        if reason:
+            print(f"   POST /requests, PostgreSQL store  skipped: {reason}")
+        else:
+            # As the fixture does: under /tmp, owned by the server's user when we are root.
+            directory = Path(tempfile.mkdtemp(prefix="bench-pg-", dir="/tmp"))
+            if os.geteuid() == 0:
+                account = pwd.getpwnam(pg.SYSTEM_USER)
+                os.chown(directory, account.pw_uid, account.pw_gid)
+            try:
+                server = pg.start_postgres(directory)
+                try:
+                    rate = asyncio.run(requests_per_second(server.create_database()))
+                finally:
+                    pg.stop_postgres(directory, server.pid)
+            finally:
+                shutil.rmtree(directory, ignore_errors=True)
+            print(f"   POST /requests, PostgreSQL store  {rate:>9.1f} /s")
+    times = asyncio.run(accept_to_available())
+    print(
+        f"   accept -> AVAILABLE (n={len(times)})    p50 {pct(times, 0.5):7.1f} ms"
+        f"   p99 {pct(times, 0.99):7.1f} ms"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=2.0)
@@ -328,6 +435,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--network-samples", type=int, default=200)
+    parser.add_argument("--broker-samples", type=int, default=50)
+    parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--only-broker", action="store_true")
     parser.add_argument("--fleet-server", nargs=2, metavar=("PORT", "CONFIG"))
     parser.add_argument("--stub-server", type=int, metavar="PORT")
     args = parser.parse_args()
@@ -338,9 +448,13 @@ def main() -> None:
         fleet_server(int(args.fleet_server[0]), Path(args.fleet_server[1]))
         return
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
-    throughput(args.seconds, args.concurrency, args.repeat)
-    aggregator_latency(args.sizes, {size: 100 if size <= 100 else 30 for size in args.sizes})
-    network_latency(args.network_samples)
+    if not args.only_broker:
+        throughput(args.seconds, args.concurrency, args.repeat)
+        aggregator_latency(args.sizes, {size: 100 if size <= 100 else 30 for size in args.sizes})
+        network_latency(args.network_samples)
+    broker_figures(
+        args.seconds * 2, args.concurrency, args.broker_samples, postgres=not args.no_postgres
+    )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,10 @@ from broadgauge.jobs.agent_type import AgentType
 from broadgauge.jobs.job import Job
 from broadgauge.planner.answers import Task
 from broadgauge.planner.config import parse_config
-from broadgauge.planner.network import NetworkConfig, NetworkPlannerServer, NetworkSettings
+from broadgauge.planner.network import NetworkConfig, NetworkSettings
+from broadgauge.planner.offers.records import Phase
 from broadgauge.planner.rules import Identity
+from broadgauge.planner.server import NetworkPlannerServer
 from broadgauge.runtime.agent import Agent, JobFailed
 from broadgauge.runtime.audit import verify
 from broadgauge.runtime.config import AgentConfig
@@ -53,6 +55,13 @@ PROJECT = "physics.portal"
 USERS = ("alice.physics.portal", "bob.physics.portal")
 FAST_RECONNECT = Timers(reconnect_initial=0.05, reconnect_max=2.0)
 NEWCOMER = "carol.physics.portal"
+#: The researcher who asks the broker for a notebook session, with no account anywhere yet.
+RESEARCHER = "dora.physics.portal"
+SESSION_REQUEST = {
+    "name": "a notebook for the demo",
+    "executable": {"kind": "jupyter-notebook"},
+    "compute": {"cores": {"min": 2}, "memory": {"min": 4}},
+}
 
 
 def notebook_rules(endpoint: str) -> dict[str, object]:
@@ -60,7 +69,8 @@ def notebook_rules(endpoint: str) -> dict[str, object]:
     hub (at ``endpoint``) for the users it has."""
     return {
         "service": {"name": "jupyter"},
-        "site": {"capabilities": []},
+        # What the broker may reserve at once for sessions (offers hold the request's minima).
+        "site": {"capabilities": [], "capacity": {"cores": 8, "memory": 32}},
         "rules": [
             {
                 "name": "notebooks-for-account-holders",
@@ -195,7 +205,7 @@ class Network:
 
     @property
     def planner(self) -> NetworkPlannerServer:
-        """The network planner beside the bridge (served by :func:`serve_demo`)."""
+        """The network planner and broker beside the bridge (served by :func:`serve_demo`)."""
         server = self.roles["bridge"].planner
         assert isinstance(server, NetworkPlannerServer)
         return server
@@ -257,9 +267,14 @@ def use_jupyterhub(url: str, token: str) -> Configure:
 
 
 async def start_network(
-    root: Path, *, timers: Timers = FAST_RECONNECT, configure: Configure | None = None
+    root: Path,
+    *,
+    timers: Timers = FAST_RECONNECT,
+    configure: Configure | None = None,
+    topology: Topology = TOPOLOGY,
 ) -> Network:
-    """Start every agent of :data:`TOPOLOGY` under ``root`` and wait until all are linked.
+    """Start every agent of ``topology`` (the demo's :data:`TOPOLOGY`) under ``root`` and wait
+    until all are linked.
 
     The configs come from :func:`broadgauge.site.build.build_configs`, as for a real site.
 
@@ -268,14 +283,14 @@ async def start_network(
     """
     network = Network(root)
     # The same code as `broadgauge site init`: configs, keys and the filesystem's id-resolver.
-    built = build_configs(TOPOLOGY, data_dir=lambda spec: root / spec.name)
+    built = build_configs(topology, data_dir=lambda spec: root / spec.name)
     try:
-        for spec in TOPOLOGY.top_down():
+        for spec in topology.top_down():
             name, kind = spec.name, spec.role
             config = built.configs[name]
             # The invites were made before anyone listened on port 0: name the real URLs.
             service = config.service
-            for upper in TOPOLOGY.servers_of(name):
+            for upper in topology.servers_of(name):
                 entry = service.server(upper.name)
                 assert entry is not None
                 url = network.agents[upper.name].service.url
@@ -291,9 +306,9 @@ async def start_network(
                 role.planner = NetworkPlannerServer(agent, DEMO_PLANNER)
             network.roles[name] = role
             network.agents[name] = agent
-            await agent.start(listen=TOPOLOGY.listens(name))
+            await agent.start(listen=topology.listens(name))
         async with asyncio.timeout(20):
-            for link in TOPOLOGY.links:
+            for link in topology.links:
                 await _linked(network.agents[link.listens], link.dials)
     except BaseException:
         await network.stop()
@@ -338,6 +353,8 @@ class Scenario:
         self.steps: list[Step] = []
         #: the planner's last suggestion: (destination, instruction) to provision
         self.suggestion: tuple[str, str] | None = None
+        #: the broker's offers to the researcher (session uuids)
+        self.offers: list[str] = []
 
     async def step(self, title: str, action: Callable[[], Awaitable[str]]) -> None:
         """Run one step with a spinner; record and print its outcome."""
@@ -385,6 +402,9 @@ class Scenario:
         )
         await self.step(f"Provision {NEWCOMER} as suggested", self._provision)
         await self.step(f"Ask again for {NEWCOMER}", self._where_can(NEWCOMER, expect_yes=True))
+        await self.step(f"{RESEARCHER} asks the broker for a notebook session", self._request)
+        await self.step(f"{RESEARCHER} accepts the first offer", self._accept)
+        await self.step(f"{RESEARCHER} ends the session", self._end_session)
         await self.step(
             f"Start {USERS[0]}'s notebook server",
             self.job(f"start_notebook {USERS[0]}", NOTEBOOKS),
@@ -433,6 +453,37 @@ class Scenario:
             raise StepFailed(f"unexpected answer {body}")
 
         return ask
+
+    def _researcher(self) -> Identity:
+        return Identity(RESEARCHER, {"sub": RESEARCHER, "openportal_users": [RESEARCHER]})
+
+    async def _request(self) -> str:
+        broker = self.network.planner.broker
+        assert broker is not None
+        record, offers = await broker.request(SESSION_REQUEST, self._researcher())
+        if not offers:
+            raise StepFailed(f"no offers: {[m['message'] for m in record.messages]}")
+        self.offers = [offer.uuid for offer in offers]
+        sites = sorted({offer.resource for offer in offers})
+        count = f"{len(offers)} offer" + ("s" if len(offers) != 1 else "")
+        return f"{record.result}: {count} (2 cores, 4 GiB, 2 h) from {sites}"
+
+    async def _accept(self) -> str:
+        broker = self.network.planner.broker
+        assert broker is not None and self.offers
+        await broker.update(self.offers[0], Phase.ACCEPTED, self._researcher())
+        await broker.wait_idle()
+        session = await broker.session(self.offers[0], self._researcher())
+        if session.phase is not Phase.AVAILABLE:
+            raise StepFailed(f"{session.phase}: {[m['message'] for m in session.messages]}")
+        notes = "; ".join(m["message"] for m in session.messages)
+        return f"{session.phase} at {session.connectors[0]['location']} ({notes})"
+
+    async def _end_session(self) -> str:
+        broker = self.network.planner.broker
+        assert broker is not None and self.offers
+        ended = await broker.update(self.offers[0], Phase.CANCELLED, self._researcher())
+        return f"{ended.phase}: {ended.messages[-1]['message']}"
 
     async def _provision(self) -> str:
         if self.suggestion is None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +130,9 @@ def client_file(tmp_path: Path, bridge: BridgeServer) -> Path:
     return path
 
 
-@pytest.fixture
-async def official(client_file: Path) -> AsyncIterator[Official]:
+@asynccontextmanager
+async def official_client(client_file: Path) -> AsyncIterator[Official]:
+    """The official client in its worker process, configured with ``client_file``."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(WORKER),
@@ -144,3 +146,9 @@ async def official(client_file: Path) -> AsyncIterator[Official]:
         yield client
     finally:
         await client.close()
+
+
+@pytest.fixture
+async def official(client_file: Path) -> AsyncIterator[Official]:
+    async with official_client(client_file) as client:
+        yield client

@@ -16,7 +16,6 @@ import datetime as dt
 import io
 import json
 import secrets
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from broadgauge.demo import NOTEBOOKS, Network, run_demo, start_network, use_jup
 from broadgauge.grammar import ProjectUsageReport
 from broadgauge.jobs.job import Job
 from tests.backends.jupyterhub import JupyterHub
-from tests.bridge.conftest import WORKER, Official, OfficialError
+from tests.bridge.conftest import Official, OfficialError, official_client
 
 #: A hang guard only (a spawn takes seconds).
 GUARD = 120.0
@@ -53,19 +52,8 @@ async def network(tmp_path: Path, jupyterhub: JupyterHub) -> AsyncIterator[Netwo
 async def official(network: Network, tmp_path: Path) -> AsyncIterator[Official]:
     client_file = tmp_path / "bridge.toml"
     network.bridge.client_file().save(client_file)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(WORKER),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    client = Official(process)
-    try:
-        await client.call(f"op.load_config({str(client_file)!r})")
+    async with official_client(client_file) as client:
         yield client
-    finally:
-        await client.close()
 
 
 @pytest.fixture

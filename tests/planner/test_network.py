@@ -26,12 +26,8 @@ from broadgauge.cli import main
 from broadgauge.cli.run import serve
 from broadgauge.demo import NOTEBOOKS, Network, start_network
 from broadgauge.jobs.agent_type import AgentType
-from broadgauge.planner.network import (
-    NetworkPlannerServer,
-    attach_network_planner,
-    combine,
-    parse_network_config,
-)
+from broadgauge.planner.network import combine, parse_network_config
+from broadgauge.planner.server import NetworkPlannerServer, attach_network_planner
 from broadgauge.runtime.agent import Agent
 from broadgauge.runtime.config import AgentConfig
 from broadgauge.wire import ConfigError, ServiceConfig

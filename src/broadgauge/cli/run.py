@@ -22,7 +22,8 @@ from starlette.routing import Route
 
 from broadgauge.agents.assemble import assemble
 from broadgauge.bridge import attach_bridge
-from broadgauge.planner.network import attach_network_planner, check_published_rules
+from broadgauge.planner.network import check_published_rules
+from broadgauge.planner.server import attach_network_planner
 from broadgauge.runtime.agent import Agent
 from broadgauge.runtime.config import AgentConfig
 from broadgauge.runtime.control import HARD_RESTART_EXIT

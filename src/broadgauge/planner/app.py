@@ -255,10 +255,10 @@ class Planner:
 
 
 def openapi_route(
-    title: str, *, with_explain: bool, network: bool = False
+    title: str, *, with_explain: bool, network: bool = False, offers: bool = False
 ) -> Callable[[Request], Any]:
     """A handler serving the OpenAPI document."""
-    doc = document(title, with_explain=with_explain, network=network)
+    doc = document(title, with_explain=with_explain, network=network, offers=offers)
 
     async def handler(request: Request) -> Response:
         return JSONResponse(doc)

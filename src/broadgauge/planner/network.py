@@ -39,7 +39,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from broadgauge.grammar import GrammarError, UserIdentifier
-from broadgauge.jobs.errors import InvalidStateError
 from broadgauge.planner.answers import WORD, Answer, Task
 from broadgauge.planner.app import Planner, answers_refusals, openapi_route
 from broadgauge.planner.auth import TokenValidator
@@ -53,9 +52,8 @@ from broadgauge.planner.rules import (
     parse_ruleset,
     turns_on_account,
 )
-from broadgauge.runtime.agent import Agent, JobExpired, JobFailed, JobRefused
+from broadgauge.runtime.agent import Agent
 from broadgauge.runtime.rules_sweep import SweepResult
-from broadgauge.serving import AppServer
 from broadgauge.wire import ConfigError
 
 log = logging.getLogger("broadgauge.planner.network")
@@ -91,6 +89,11 @@ class NetworkSettings:
     missing_account_ttl: float = 5.0
     host: str = "127.0.0.1"
     port: int = 8401
+    #: Where offers and sessions are kept: ``sqlite:///path`` or ``postgresql://...`` (empty:
+    #: ``bookings.sqlite3`` in the bridge agent's data directory).
+    bookings: str = ""
+    #: Seconds an offer holds its capacity before it expires.
+    offer_ttl: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,14 @@ class NetworkConfig:
     network: NetworkSettings = field(default_factory=NetworkSettings)
 
 
-_NUMBERS = ("refresh", "budget", "account_timeout", "account_ttl", "missing_account_ttl")
+_NUMBERS = (
+    "refresh",
+    "budget",
+    "account_timeout",
+    "account_ttl",
+    "missing_account_ttl",
+    "offer_ttl",
+)
 
 
 def parse_network_config(raw: Mapping[str, Any]) -> NetworkConfig:
@@ -112,7 +122,7 @@ def parse_network_config(raw: Mapping[str, Any]) -> NetworkConfig:
         raise RuleError("[network] must be a table")
     if body.get("rules"):
         raise RuleError("a network planner has no [[rules]] of its own; sites publish them")
-    unknown = set(table) - {*_NUMBERS, "user_claim", "host", "port"}
+    unknown = set(table) - {*_NUMBERS, "user_claim", "host", "port", "bookings"}
     if unknown:
         raise RuleError(f"[network] has unknown keys {sorted(unknown)}")
     values: dict[str, Any] = {}
@@ -122,6 +132,12 @@ def parse_network_config(raw: Mapping[str, Any]) -> NetworkConfig:
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise RuleError(f"network.{key} must be a number >= 0")
             values[key] = float(value)
+    if "bookings" in table:
+        if not isinstance(table["bookings"], str):
+            raise RuleError(
+                "network.bookings must be a store URL (sqlite:///... or postgresql://...)"
+            )
+        values["bookings"] = table["bookings"]
     for key in ("user_claim", "host"):
         if key in table:
             if not isinstance(table[key], str) or not table[key]:
@@ -392,35 +408,18 @@ def combine(verdicts: Sequence[Verdict], silent: Sequence[str]) -> dict[str, Any
     return body
 
 
-class AgentSource:
-    """The network as seen from a bridge agent: sweeps, and account questions via its portal."""
-
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-
-    async def sweep(self, budget: float) -> SweepResult:
-        """Published rules from the whole hierarchy below the bridge."""
-        return await self.agent.planner_rules.collect(budget)
-
-    async def has_account(self, destination: str, user: UserIdentifier) -> bool:
-        """Ask the instance at ``destination`` whether ``user`` has an account."""
-        portal = destination.split(".", 1)[0]
-        try:
-            job = await self.agent.run(
-                f"{self.agent.name}.{portal}", f"submit {destination} is_existing_user {user}"
-            )
-            value = job.result_value()
-        except (JobFailed, JobExpired, JobRefused, GrammarError, InvalidStateError) as exc:
-            raise AccountCheckError(f"is_existing_user {user} at {destination}: {exc}") from exc
-        if not isinstance(value, bool):
-            raise AccountCheckError(f"is_existing_user {user} returned {value!r}")
-        return value
+#: Adds routes to the network planner's app (the broker's), given its planner and network.
+ExtraRoutes = Callable[[Planner, "NetworkPlanner"], list[Route]]
 
 
 def create_network_app(
-    config: NetworkConfig, source: NetworkSource, validator: TokenValidator | None = None
+    config: NetworkConfig,
+    source: NetworkSource,
+    validator: TokenValidator | None = None,
+    *,
+    extra_routes: ExtraRoutes | None = None,
 ) -> Starlette:
-    """The ASGI application of the network planner."""
+    """The ASGI application of the network planner (plus ``extra_routes``)."""
     planner = Planner(config.service, validator)
     network = NetworkPlanner(config, source)
 
@@ -463,53 +462,17 @@ def create_network_app(
                     f"Broadgauge network planner: {config.service.name}",
                     with_explain=True,
                     network=True,
+                    offers=extra_routes is not None,
                 ),
                 methods=["GET"],
             ),
+            *(extra_routes(planner, network) if extra_routes is not None else ()),
         ],
         lifespan=planner.lifespan,
     )
     app.state.planner = planner
     app.state.network = network
     return app
-
-
-class NetworkPlannerServer:
-    """The network planner beside a bridge agent: its app, and where it listens."""
-
-    def __init__(
-        self, agent: Agent, config: NetworkConfig, validator: TokenValidator | None = None
-    ) -> None:
-        self.config = config
-        self.app = create_network_app(config, AgentSource(agent), validator)
-        self.planner: NetworkPlanner = self.app.state.network
-        self._server = AppServer(self.app, config.network.host, config.network.port)
-
-    @property
-    def url(self) -> str:
-        """Base URL of the planner as bound (``/accepts`` is below it)."""
-        return self._server.url
-
-    async def start(self) -> None:
-        """Bind and serve (``port = 0`` picks a free port)."""
-        await self._server.start()
-        log.info("network planner %r at %saccepts", self.config.service.name, self.url)
-
-    async def stop(self) -> None:
-        """Stop serving (idempotent)."""
-        await self._server.stop()
-        await self.app.state.planner.aclose()
-
-
-def attach_network_planner(agent: Agent) -> NetworkPlannerServer:
-    """The network planner for a bridge agent whose ``[extras] planner-config`` names its TOML."""
-    path = agent.config.extra("planner-config")
-    if path is None:
-        raise ConfigError(f"{agent.name}: set [extras] planner-config to serve the network planner")
-    try:
-        return NetworkPlannerServer(agent, load_network_config(path))
-    except RuleError as exc:
-        raise ConfigError(f"{agent.name}: planner-config {exc}") from exc
 
 
 def check_published_rules(agent: Agent) -> None:

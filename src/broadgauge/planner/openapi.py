@@ -119,10 +119,115 @@ def _responses(answer_schema: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def document(title: str, *, with_explain: bool = True, network: bool = False) -> dict[str, Any]:
+_OFFERSET = {
+    "type": "object",
+    "required": ["meta", "result", "offers"],
+    "properties": {
+        "meta": {"type": "object"},
+        "result": {"type": "string", "enum": ["YES", "NO"]},
+        "offers": {"type": "array", "items": {"$ref": "#/components/schemas/Session"}},
+    },
+}
+_SESSION = {
+    "type": "object",
+    "required": ["meta", "phase", "site"],
+    "properties": {
+        "kind": {"type": "string"},
+        "meta": {"type": "object"},
+        "phase": {"type": "string"},
+        "expires": {"type": "string"},
+        "site": {"type": "string", "description": "The OpenPortal destination of the offer."},
+        "executable": {"type": "object"},
+        "compute": {"type": "object"},
+        "schedule": {"type": "object"},
+        "connectors": {"type": "array", "items": {"type": "object"}},
+    },
+}
+_UUID = [{"name": "uuid", "in": "path", "required": True, "schema": {"type": "string"}}]
+_REQUEST = {
+    "required": True,
+    "content": {"application/json": {"schema": {"type": "object"}}},
+    "description": "A Calycopis execution request: executable, compute, storage, schedule.",
+}
+
+
+def _offer_paths() -> dict[str, Any]:
+    """The broker's endpoints (Calycopis's API shape): offers, sessions, direct."""
+    session_ref = {"$ref": "#/components/schemas/Session"}
+    not_found = _json(_ERROR, "No such record, or not the caller's.")
+    posted = {
+        "303": {"description": "See Location (the default)."},
+        "400": _json(_ERROR, "A malformed request, with the path of the bad field."),
+        "401": _json(_ERROR, "A token is required."),
+        "413": _json(_ERROR, "The body is too large."),
+        "415": _json(_ERROR, "The body is not application/json."),
+    }
+    return {
+        "/requests": {
+            "post": {
+                "summary": "Offers for an execution request (303 to the offer set)",
+                "operationId": "requestOffers",
+                "requestBody": _REQUEST,
+                "responses": {
+                    "200": _json(_OFFERSET, "With Prefer: return=representation."),
+                    **posted,
+                },
+            }
+        },
+        "/direct": {
+            "post": {
+                "summary": "Request and accept the first offer (303 to the session)",
+                "operationId": "direct",
+                "requestBody": _REQUEST,
+                "responses": {
+                    "200": _json(session_ref, "With Prefer: return=representation."),
+                    **posted,
+                    "409": _json(_ERROR, "The offer was taken meanwhile."),
+                },
+            }
+        },
+        "/offersets/{uuid}": {
+            "get": {
+                "summary": "An offer set",
+                "operationId": "getOfferSet",
+                "parameters": _UUID,
+                "responses": {"200": _json(_OFFERSET, "The offer set."), "404": not_found},
+            }
+        },
+        "/sessions/{uuid}": {
+            "get": {
+                "summary": "A session",
+                "operationId": "getSession",
+                "parameters": _UUID,
+                "responses": {"200": _json(session_ref, "The session."), "404": not_found},
+            },
+            "post": {
+                "summary": "Accept (phase ACCEPTED) or cancel (phase CANCELLED) a session",
+                "operationId": "updateSession",
+                "parameters": _UUID,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "responses": {
+                    "200": _json(session_ref, "The session after the change."),
+                    "400": _json(_ERROR, "Not an enum-value-update of the phase."),
+                    "401": _json(_ERROR, "Anonymous callers may not accept or cancel."),
+                    "404": not_found,
+                    "409": _json(_ERROR, "The session's phase does not allow it."),
+                },
+            },
+        },
+    }
+
+
+def document(
+    title: str, *, with_explain: bool = True, network: bool = False, offers: bool = False
+) -> dict[str, Any]:
     """The OpenAPI document served at ``/openapi.json`` (the aggregator has no explain).
 
     ``network``: the network planner's explain, which gives a verdict per destination.
+    ``offers``: the broker's endpoints, which the network planner serves beside a bridge.
     """
     explain: dict[str, Any] = {
         "type": "object",
@@ -172,6 +277,10 @@ def document(title: str, *, with_explain: bool = True, network: bool = False) ->
                 "responses": _responses(explain),
             }
         }
+    schemas: dict[str, Any] = {}
+    if offers:
+        paths.update(_offer_paths())
+        schemas["Session"] = _SESSION
     return {
         "openapi": "3.0.3",
         "info": {
@@ -196,7 +305,8 @@ def document(title: str, *, with_explain: bool = True, network: bool = False) ->
                             "additionalProperties": {"$ref": "#/components/schemas/TaskinfoValue"},
                         },
                     ]
-                }
+                },
+                **schemas,
             }
         },
     }

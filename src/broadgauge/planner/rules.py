@@ -175,12 +175,40 @@ class Explanation:
 
 
 @dataclass(frozen=True)
+class Capacity:
+    """What a site can hold at once (``[site] capacity``): offers reserve from it."""
+
+    cores: int
+    memory_mib: int
+
+
+@dataclass(frozen=True)
 class RuleSet:
-    """A service's rules, its site capabilities, and the claim that carries groups."""
+    """A service's rules, its site capabilities and capacity, and the claim that carries
+    groups."""
 
     rules: tuple[Rule, ...]
     capabilities: frozenset[str] = frozenset()
     groups_claim: str = "groups"
+    capacity: Capacity | None = None
+
+
+def _parse_capacity(raw: Any) -> Capacity | None:
+    """``[site] capacity = {cores = N, memory = GiB}`` (the broker's offers need it)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or set(raw) - {"cores", "memory"}:
+        raise RuleError("site.capacity must be a table with cores and memory (GiB)")
+    cores, memory = raw.get("cores"), raw.get("memory")
+    if not isinstance(cores, int) or isinstance(cores, bool) or not 1 <= cores <= 10_000_000:
+        raise RuleError("site.capacity.cores must be a whole number of cores, at least 1")
+    if (
+        not isinstance(memory, int | float)
+        or isinstance(memory, bool)
+        or not 0 < memory <= 1_000_000_000
+    ):
+        raise RuleError("site.capacity.memory must be a positive number of GiB")
+    return Capacity(cores, int(memory * 1024))
 
 
 def _strings(value: Any, where: str) -> tuple[str, ...]:
@@ -318,6 +346,7 @@ def parse_ruleset(config: Mapping[str, Any]) -> RuleSet:
         rules=rules,
         capabilities=frozenset(_strings(site.get("capabilities", []), "site.capabilities")),
         groups_claim=groups_claim,
+        capacity=_parse_capacity(site.get("capacity")),
     )
 
 

@@ -117,6 +117,8 @@ class Agent:
         self.service.on_connected(self._on_connected)
         self.service.on_disconnected(self._on_disconnected)
         self.clock = clock
+        #: where the agent keeps its boards and audit log (None: in memory only)
+        self.data_dir = Path(data_dir) if data_dir is not None else None
         self.store = BoardStore(data_dir) if data_dir is not None else None
         self.audit_log = (
             AuditLog(Path(data_dir) / "audit.jsonl", config.service.name)

@@ -289,8 +289,11 @@ class NotebookInstance:
             await self._ask_accounts(f"remove_user {mapping.user}")
 
     async def is_existing_user(self, envelope: Envelope) -> bool:
-        """Whether the hub has the user."""
-        mapping = await self.user_mapping(instruction_of(envelope, ins.IsExistingUser).user)
+        """Whether the hub has the user (and, with site accounts, the site has its account)."""
+        user = instruction_of(envelope, ins.IsExistingUser).user
+        if self.accounts and not await self._ask_accounts(f"is_existing_user {user}"):
+            return False
+        mapping = await self.user_mapping(user)
         return await self.hub.user_exists(mapping.local_user)
 
     async def get_user_mapping(self, envelope: Envelope) -> UserMapping:

@@ -25,6 +25,7 @@ from broadgauge.jobs.commands import Notify
 from broadgauge.jobs.job import Job
 from broadgauge.jobs.notification import Notification
 from broadgauge.runtime.agent import Agent, Envelope, JobExpired, JobFailed, JobRefused, PeerInfo
+from broadgauge.runtime.logs import child_job_id
 
 log = logging.getLogger("broadgauge.agents.portal")
 
@@ -78,7 +79,7 @@ class Portal:
             )
         # The portal check runs here, where the identity's portal is finally known.
         command = Command.parse(f"{submit.destination} {submit.instruction}", portal_check=True)
-        inner = Job.create(command, now=self.agent.clock())
+        inner = Job.create(command, now=self.agent.clock(), job_id=child_job_id())
         try:
             return await self.agent.submit(inner, zone=None)
         except JobExpired:
@@ -90,7 +91,7 @@ class Portal:
         """Re-issue the question to the bridge and return its answer."""
         bridge = await self.agent.peer_of_type(AgentType.BRIDGE, wait=5.0)
         command = Command.parse(f"{self.agent.name}.{bridge.name} {envelope.job.instruction}")
-        job = Job.create(command, now=self.agent.clock()).with_forwarded_for(
+        job = Job.create(command, now=self.agent.clock(), job_id=child_job_id()).with_forwarded_for(
             envelope.job.destination
         )
         try:

@@ -25,6 +25,7 @@ from broadgauge.cli.planner import add_planner_commands, run_planner
 from broadgauge.cli.roles import ROLES_BY_NAME, add_role_commands, run_role
 from broadgauge.cli.site import add_site_commands, run_site
 from broadgauge.cli.tools import add_tool_commands, run_tool
+from broadgauge.runtime.logs import FORMATS, configure_logging
 from broadgauge.wire import WireError
 
 _LEVELS = [logging.WARNING, logging.INFO, logging.DEBUG]
@@ -44,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="log more (-v info, -vv debug, -vvv also websockets; `run` starts at info)",
     )
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=None,
+        help="human (the default) or json: one JSON object per line, with agent, event, job, "
+        "trace and outcome fields (`run` also reads [logging] format from its config)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_tool_commands(commands)
     add_site_commands(commands)
@@ -59,10 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # A long-running agent reports connections at INFO, like OpenPortal's default RUST_LOG.
     verbosity = args.verbose + (1 if getattr(args, "action", None) == "run" else 0)
-    logging.basicConfig(
-        level=_LEVELS[min(verbosity, 2)],
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(_LEVELS[min(verbosity, 2)], args.log_format or "human")
     # The websockets library logs every connection at INFO and every frame at DEBUG.
     logging.getLogger("websockets").setLevel(logging.DEBUG if args.verbose > 2 else logging.WARNING)
     try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from broadgauge.jobs import AgentType
 from broadgauge.runtime.config import AgentConfig
+from broadgauge.runtime.logs import FORMATS, configure_logging
 from broadgauge.wire import (
     ConfigError,
     EnvironmentEncryption,
@@ -277,6 +279,7 @@ def run_role(args: argparse.Namespace) -> int:
         from broadgauge.cli.run import run_agent
 
         config = load(role, path)
+        _log_format_from(config, args)
         return run_agent(config, args.data_dir or default_data_dir(role.name))
     config = load(role, path)
     changed = {
@@ -289,6 +292,17 @@ def run_role(args: argparse.Namespace) -> int:
     if changed is not None:
         changed.save(path)
     return 0
+
+
+def _log_format_from(config: AgentConfig, args: argparse.Namespace) -> None:
+    """Use the config's ``[logging] format`` unless ``--log-format`` was given."""
+    table = config.other.get("logging", {})
+    wanted = table.get("format") if isinstance(table, dict) else None
+    if wanted is None or getattr(args, "log_format", None) is not None:
+        return
+    if wanted not in FORMATS:
+        raise ConfigError(f"[logging] format must be one of {', '.join(FORMATS)}, not {wanted!r}")
+    configure_logging(logging.getLogger().level, wanted)
 
 
 def load(role: Role, path: Path) -> AgentConfig:

@@ -49,7 +49,7 @@ from broadgauge.jobs.errors import ExpiredError, ProtocolError, StoreError
 from broadgauge.jobs.health import DiagnosticsReport, HealthInfo
 from broadgauge.jobs.job import Job
 from broadgauge.jobs.notification import Notification
-from broadgauge.runtime.audit import AuditLog
+from broadgauge.runtime.audit import CURRENT_JOB, AuditLog
 from broadgauge.runtime.config import AgentConfig
 from broadgauge.runtime.control import ControlPlane
 from broadgauge.runtime.envelope import (
@@ -64,6 +64,7 @@ from broadgauge.runtime.envelope import (
     Typed,
 )
 from broadgauge.runtime.handling import Inbound, _outcome
+from broadgauge.runtime.logs import child_job_id, log_trace_event, trace_id, trace_log
 from broadgauge.runtime.rules_sweep import RulesSweep
 from broadgauge.runtime.store import BoardStore
 from broadgauge.runtime.trace import Action, TraceEvent, Tracer
@@ -131,6 +132,9 @@ class Agent:
         self.notify_handler: NotifyHandler | None = None
         self._waiters: dict[uuid.UUID, list[asyncio.Future[Job]]] = {}
         self.tracer = Tracer(self.service.name, RECENT_EVENTS)
+        if trace_log.isEnabledFor(logging.INFO):
+            # Decided once: rendering every action for a log nobody reads would cost.
+            self.tracer.sinks.append(log_trace_event)
         self._tasks: set[asyncio.Task[object]] = set()
         self.registrations = asyncio.Condition()
         self.started_at = datetime.now(UTC)
@@ -169,7 +173,16 @@ class Agent:
 
     def audit_operation(self, operation: str, outcome: str = "ok") -> None:
         """Record a backend operation (``useradd fred.proj``) against the job being run."""
-        log.info("%s: %s (%s)", self.name, operation, outcome)
+        current = CURRENT_JOB.get()
+        fields: dict[str, object] = {"agent": self.name, "event": "operation", "outcome": outcome}
+        if current is not None:
+            fields.update(
+                job=current.job_id,
+                trace=trace_id(current.job_id),
+                keyword=current.instruction.split(" ", 1)[0],
+                peer=current.peer,
+            )
+        log.info("%s: %s (%s)", self.name, operation, outcome, extra=fields)
         if self.audit_log is not None:
             self.audit_log.record_operation(operation, outcome, time=self.clock())
 
@@ -321,7 +334,8 @@ class Agent:
         ``timeout`` seconds pass first, :class:`JobRefused` if the first hop is not a
         neighbour, and :class:`~broadgauge.grammar.GrammarError` for text that does not parse.
         """
-        job = Job.parse(f"{destination} {instruction}", now=self.clock())
+        # In the trace of the job being handled here, if any (see runtime/logs.py).
+        job = Job.parse(f"{destination} {instruction}", now=self.clock(), job_id=child_job_id())
         return await self.submit(job, timeout=timeout)
 
     async def submit(

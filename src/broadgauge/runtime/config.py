@@ -26,6 +26,7 @@ from typing import Any
 import tomli_w
 
 from broadgauge.jobs.agent_type import AgentType
+from broadgauge.runtime.logs import remember_secret
 from broadgauge.wire import ConfigError, ServiceConfig, Timers, decrypt_secret, encrypt_secret
 from broadgauge.wire import key_from_password as _key_from_password
 from broadgauge.wire.files import parse_toml, read_text_file, write_private
@@ -69,7 +70,9 @@ class AgentConfig:
         if scheme is None:
             raise ConfigError(f"secret {key} cannot be read: no encryption scheme is set")
         password = scheme.password(self.service.name, environ)
-        return decrypt_secret(stored, _key_from_password(password))
+        value = decrypt_secret(stored, _key_from_password(password))
+        remember_secret(value)  # never in a log line, whatever logs it
+        return value
 
     # --- timers --------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from broadgauge.runtime.audit import CURRENT_JOB
 from broadgauge.runtime.context import JobsContext
 from broadgauge.runtime.control import RESTARTING_MESSAGE
 from broadgauge.runtime.envelope import Envelope, JobFailed, JobRefused, PeerInfo, Typed
+from broadgauge.runtime.logs import PARENT_JOB
 from broadgauge.runtime.trace import Action
 from broadgauge.wire import Message, PeerId
 
@@ -294,6 +295,7 @@ class Inbound:
             self.running += 1
             self.agent.trace(Action.STARTED, job, peer)
             CURRENT_JOB.set(self.agent.job_context(job, peer))
+            PARENT_JOB.set(str(job.id))
             try:
                 if handler is None:
                     raise JobRefused(f"No default runner for job: {job}")

@@ -1,0 +1,165 @@
+"""Structured logs: one JSON object per line, and a job's trace id on every line about it.
+
+``broadgauge --log-format json`` (or ``[logging] format = "json"`` in an agent's config)
+writes each log record as one JSON object:
+
+``time``, ``level``, ``logger``, ``agent``, ``event``, ``message``
+    always (``agent`` is empty for lines that belong to no agent);
+``job``, ``trace``, ``keyword``, ``peer``, ``path``, ``state``, ``outcome``
+    where they apply.
+
+**Following a job.**  Every action an agent takes on a job is logged (the trace events of
+:mod:`broadgauge.runtime.trace`), and so is every back-end operation done for it.  A job
+started while an agent runs another job (the portal's inner job for a ``submit``, the
+instance's jobs for its account, filesystem and scheduler agents) gets an id that begins with
+the same 8 hex digits as the job it serves (:func:`child_job_id`): that prefix is the
+``trace`` field.  ``grep`` for the first 8 hex digits of the bridge's job id, in the logs of
+every agent, shows each hop from the bridge to the back end and back.
+
+**Secrets.**  Every secret an agent decrypts from its config is remembered
+(:func:`remember_secret`) and replaced by ``***`` in every line, in either format; keys
+render as ``Key(<redacted>)`` and the bridge never logs signatures or API keys.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as _dt
+import json
+import logging
+import sys
+import uuid
+from typing import Any, Final
+
+from broadgauge.runtime.trace import TraceEvent
+
+__all__ = [
+    "FORMATS",
+    "JsonFormatter",
+    "child_job_id",
+    "configure_logging",
+    "log_trace_event",
+    "remember_secret",
+    "trace_id",
+]
+
+FORMATS: Final = ("human", "json")
+HUMAN_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+#: The fields a record may carry (``logging``'s ``extra=``) that the JSON line includes.
+FIELDS: Final = ("agent", "event", "job", "trace", "keyword", "peer", "path", "state", "outcome")
+
+#: Secret values to scrub from every line (shortest first is irrelevant: exact replacement).
+_SECRETS: set[str] = set()
+#: Secrets shorter than this are not scrubbed: replacing "a" everywhere would garble logs.
+MIN_SECRET = 6
+
+#: The job whose handler is running in this task (its id starts the ids of jobs it starts).
+PARENT_JOB: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "broadgauge_parent_job", default=None
+)
+
+trace_log = logging.getLogger("broadgauge.trace")
+
+
+def remember_secret(value: str) -> None:
+    """Scrub ``value`` from every log line from now on."""
+    if len(value) >= MIN_SECRET:
+        _SECRETS.add(value)
+
+
+def scrub(text: str) -> str:
+    """``text`` with every remembered secret replaced by ``***``."""
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+def trace_id(job_id: str) -> str:
+    """The trace a job belongs to: the first 8 hex digits of its id."""
+    return job_id[:8]
+
+
+def child_job_id(parent: str | None = None) -> uuid.UUID:
+    """A new random (version 4) job id in the trace of ``parent`` (default: the job running
+    in this task, if any): its first 32 bits are the parent's, the rest random."""
+    parent = parent if parent is not None else PARENT_JOB.get()
+    fresh = uuid.uuid4()
+    if not parent:
+        return fresh
+    try:
+        prefix = uuid.UUID(parent).int >> 96
+    except ValueError:
+        return fresh
+    # The version and variant bits live in the random part, so the id stays a valid UUIDv4.
+    return uuid.UUID(int=(prefix << 96) | (fresh.int & ((1 << 96) - 1)))
+
+
+def log_trace_event(event: TraceEvent) -> None:
+    """A trace sink: log one action on a job, with its fields."""
+    trace_log.info(
+        "%s: %s %s %s (%s)",
+        event.agent,
+        event.action.value,
+        event.instruction.split(" ", 1)[0],
+        event.job_id,
+        event.detail or event.state,
+        extra={
+            "agent": event.agent,
+            "event": event.action.value,
+            "job": event.job_id,
+            "trace": trace_id(event.job_id),
+            "keyword": event.instruction.split(" ", 1)[0],
+            "peer": event.peer,
+            "path": event.path,
+            "state": event.state,
+            "outcome": event.detail or event.state,
+        },
+    )
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record (see the module), secrets scrubbed."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON."""
+        line: dict[str, Any] = {
+            "time": _dt.datetime.fromtimestamp(record.created, _dt.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "agent": getattr(record, "agent", ""),
+            "event": getattr(record, "event", "log"),
+            "message": scrub(record.getMessage()),
+        }
+        for field in FIELDS[2:]:
+            value = getattr(record, field, None)
+            if value is not None:
+                line[field] = scrub(str(value))
+        if record.exc_info:
+            line["error"] = scrub(self.formatException(record.exc_info))
+        return json.dumps(line, ensure_ascii=False)
+
+
+class _ScrubbingFormatter(logging.Formatter):
+    """The human format, secrets scrubbed."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record))
+
+
+def configure_logging(level: int, log_format: str = "human") -> None:
+    """Send log records to stderr in ``log_format`` (``human`` or ``json``) at ``level``."""
+    if log_format not in FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(FORMATS)}, not {log_format!r}")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if log_format == "json" else _ScrubbingFormatter(HUMAN_FORMAT)
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)

@@ -1,0 +1,120 @@
+"""``--log-format json``: one JSON object per line, and one job followed across every hop.
+
+The demo network runs as ``broadgauge -v --log-format json demo --serve``; portal software
+(Broadgauge's client) sends one ``add_user`` through the bridge's HTTP API, and the test reads
+the JSON log of every agent (one process here, told apart by ``agent``) for the job's trace.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import time
+import tomllib
+import uuid
+from pathlib import Path
+
+import pytest
+
+from broadgauge.client import Client, ClientConfig
+from broadgauge.runtime.logs import (
+    JsonFormatter,
+    child_job_id,
+    configure_logging,
+    remember_secret,
+    trace_id,
+)
+
+from .processes import BROADGAUGE
+
+PATH = "portal.provider.platform.instance"
+
+
+def test_one_job_is_followed_from_the_bridge_to_the_back_end_and_back(tmp_path: Path) -> None:
+    log_file = (tmp_path / "stderr.jsonl").open("w")
+    server = subprocess.Popen(
+        [*BROADGAUGE, "-v", "--log-format", "json", "demo", "--serve", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=log_file,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "network.toml").exists():
+            assert server.poll() is None, (tmp_path / "stderr.jsonl").read_text()[-3000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        with Client(ClientConfig.load(tmp_path / "bridge.toml")) as client:
+            job = client.run(f"{PATH} add_user alice.physics.portal", max_ms=30_000)
+        assert job.is_finished and not job.is_error, job
+        key = tomllib.loads((tmp_path / "bridge.toml").read_text())["key"]["data"]
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=60)
+        log_file.close()
+    lines = (tmp_path / "stderr.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert all({"time", "level", "agent", "event", "message"} <= set(r) for r in records)
+    mine = [r for r in records if r.get("trace") == trace_id(str(job.id))]
+    agents = {r["agent"] for r in mine}
+    assert {
+        "bridge",
+        "portal",
+        "provider",
+        "platform",
+        "instance",
+        "account",
+        "filesystem",
+        "scheduler",
+    } <= agents, agents
+    # The bridge's own job, received and finished; the inner job on every hop down and back.
+    bridge_events = {r["event"] for r in mine if r.get("job") == str(job.id)}
+    assert {"started", "finished"} <= bridge_events, bridge_events
+    for hop in ("provider", "platform"):
+        events = {r["event"] for r in mine if r["agent"] == hop}
+        assert {"received", "forwarded", "returned"} <= events, (hop, events)
+    # The back end's work, done for this job.
+    operations = [r for r in mine if r["event"] == "operation" and r["agent"] == "account"]
+    # (the instance's sub-jobs: the project's group, the user, then the home directory)
+    assert {r["keyword"] for r in operations} == {"add_project", "add_user", "update_homedir"}
+    assert any("alice.physics" in r["message"] for r in operations if r["keyword"] == "add_user")
+    # Secrets never appear: the bridge's API key is in no line.
+    assert key not in "\n".join(lines)
+
+
+def test_a_child_job_shares_its_parents_trace_and_stays_a_uuid4() -> None:
+    parent = str(uuid.uuid4())
+    child = child_job_id(parent)
+    assert str(child)[:8] == parent[:8] and str(child) != parent
+    assert child.version == 4 and child.variant == uuid.RFC_4122
+    assert child_job_id(None).version == 4
+    assert child_job_id("not a uuid").version == 4
+
+
+def test_json_lines_carry_the_fields_and_never_a_secret(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    remember_secret("s3cr3t-token-value")
+    configure_logging(logging.INFO, "json")
+    try:
+        logging.getLogger("broadgauge.test").info(
+            "token is %s",
+            "s3cr3t-token-value",
+            extra={"agent": "instance", "event": "operation", "job": "j", "outcome": "ok"},
+        )
+        try:
+            raise ValueError("boom s3cr3t-token-value")
+        except ValueError:
+            logging.getLogger("broadgauge.test").exception("failed")
+    finally:
+        configure_logging(logging.WARNING, "human")
+    first, second = (json.loads(line) for line in capsys.readouterr().err.splitlines())
+    assert first["agent"] == "instance" and first["event"] == "operation"
+    assert first["job"] == "j" and first["outcome"] == "ok" and first["level"] == "INFO"
+    assert first["message"] == "token is ***"
+    assert "s3cr3t" not in second["error"] and second["event"] == "log"
+    with pytest.raises(ValueError, match="log format"):
+        configure_logging(logging.INFO, "xml")
+    assert JsonFormatter().format(logging.makeLogRecord({"msg": "x"}))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -30,9 +31,10 @@ import tomli_w
 from rich.console import Console
 from rich.table import Table
 
-from broadgauge.agents.assemble import Role, assemble
+from broadgauge.agents.assemble import Role, assemble, seat_planner
 from broadgauge.agents.scheduler.ledger import LedgerScheduler
 from broadgauge.bridge import BridgeServer, attach_bridge
+from broadgauge.bridge.console import ConsoleSettings, hash_password
 from broadgauge.grammar import ProjectUsageReport, UserMapping
 from broadgauge.jobs.agent_type import AgentType
 from broadgauge.jobs.job import Job
@@ -45,6 +47,8 @@ from broadgauge.planner.server import NetworkPlannerServer
 from broadgauge.runtime.agent import Agent, JobFailed
 from broadgauge.runtime.audit import verify
 from broadgauge.runtime.config import AgentConfig
+from broadgauge.runtime.metrics import AgentMetrics
+from broadgauge.serving import AppServer, metrics_app
 from broadgauge.site.build import build_configs
 from broadgauge.site.topology import Topology, parse_topology
 from broadgauge.wire import SimpleEncryption, Timers
@@ -55,6 +59,8 @@ PROJECT = "physics.portal"
 USERS = ("alice.physics.portal", "bob.physics.portal")
 FAST_RECONNECT = Timers(reconnect_initial=0.05, reconnect_max=2.0)
 NEWCOMER = "carol.physics.portal"
+#: The operator account ``--serve`` makes for the console (a fresh password each run).
+OPERATOR = "operator"
 #: The researcher who asks the broker for a notebook session, with no account anywhere yet.
 RESEARCHER = "dora.physics.portal"
 SESSION_REQUEST = {
@@ -202,6 +208,12 @@ class Network:
     root: Path
     agents: dict[str, Agent] = field(default_factory=dict)
     roles: dict[str, Role] = field(default_factory=dict)
+    #: Each agent's ``/metrics`` listener (with ``start_network(metrics=True)``).
+    metrics_servers: dict[str, AppServer] = field(default_factory=dict)
+
+    def metrics_urls(self) -> dict[str, str]:
+        """Each agent's ``/metrics`` URL (empty unless started with metrics)."""
+        return {name: f"{server.url}metrics" for name, server in self.metrics_servers.items()}
 
     @property
     def planner(self) -> NetworkPlannerServer:
@@ -220,9 +232,16 @@ class Network:
     async def stop(self) -> None:
         """Stop every agent, lowest first."""
         for name in reversed(list(self.agents)):
-            await self.roles[name].stop()
-            await self.agents[name].stop()
-            await self.roles[name].close()
+            await self.stop_agent(name)
+
+    async def stop_agent(self, name: str) -> None:
+        """Stop one agent (and its ``/metrics``) and forget it, as if it had died."""
+        server = self.metrics_servers.pop(name, None)
+        if server is not None:
+            await server.stop()
+        await self.roles[name].stop()
+        await self.agents.pop(name).stop()
+        await self.roles.pop(name).close()
 
     async def submit(self, instruction: str, timeout: float = 30.0, path: str = PATH) -> Job:
         """Send ``instruction`` to an instance (the cluster unless ``path`` names another) the
@@ -249,6 +268,22 @@ class Network:
 Configure = Callable[[str, AgentConfig], AgentConfig]
 
 
+def with_console_user(
+    name: str, password_hash: str, configure: Configure | None = None
+) -> Configure:
+    """A :data:`Configure` that gives the bridge's operator console the account ``name``
+    (an Argon2 hash, as ``broadgauge bridge console-user --add`` stores it)."""
+
+    def change(agent: str, config: AgentConfig) -> AgentConfig:
+        if configure is not None:
+            config = configure(agent, config)
+        if config.agent is not AgentType.BRIDGE:
+            return config
+        return ConsoleSettings.of(config).with_user(name, password_hash).store(config)
+
+    return change
+
+
 def use_jupyterhub(url: str, token: str) -> Configure:
     """A :data:`Configure` that points the demo's notebook instance at a real JupyterHub.
 
@@ -272,9 +307,13 @@ async def start_network(
     timers: Timers = FAST_RECONNECT,
     configure: Configure | None = None,
     topology: Topology = TOPOLOGY,
+    metrics: bool = False,
 ) -> Network:
     """Start every agent of ``topology`` (the demo's :data:`TOPOLOGY`) under ``root`` and wait
     until all are linked.
+
+    With ``metrics`` each agent gets its own registry, served at ``/metrics`` on a free
+    loopback port (:meth:`Network.metrics_urls`); the bridge's also holds the process's.
 
     The configs come from :func:`broadgauge.site.build.build_configs`, as for a real site.
 
@@ -299,14 +338,20 @@ async def start_network(
             if configure is not None:
                 config = configure(name, config)
             agent = Agent(config, data_dir=root / name, timers=timers)
+            if metrics:
+                # Before assemble: the bridge and its planner add their series to it.
+                registry = AgentMetrics.attach(agent, process=kind is AgentType.BRIDGE).registry
+                network.metrics_servers[name] = AppServer(metrics_app(registry), "127.0.0.1", 0)
             role = assemble(agent, root / name, bridge=attach_bridge)
             if role.notebooks is not None and agent.planner_rules.document is None:
                 agent.planner_rules.publish(notebook_rules(role.notebooks.hub.url))
             if kind is AgentType.BRIDGE and role.planner is None:
-                role.planner = NetworkPlannerServer(agent, DEMO_PLANNER)
+                seat_planner(role, NetworkPlannerServer(agent, DEMO_PLANNER))
             network.roles[name] = role
             network.agents[name] = agent
             await agent.start(listen=topology.listens(name))
+            if name in network.metrics_servers:
+                await network.metrics_servers[name].start()
         async with asyncio.timeout(20):
             for link in topology.links:
                 await _linked(network.agents[link.listens], link.dials)
@@ -568,13 +613,20 @@ async def serve_demo(
     The bridge's HTTP API listens on a free loopback port; its client file (``url`` and
     ``key``, as ``openportal.load_config`` reads) is written to ``root/bridge.toml``.
     """
-    network = await start_network(root, configure=configure)
+    # A fresh operator password each run, kept only as a hash in the bridge's config.
+    password = secrets.token_urlsafe(12)
+    configure = with_console_user(OPERATOR, hash_password(password), configure)
+    network = await start_network(root, configure=configure, metrics=True)
     try:
         await network.roles["bridge"].start()
         client_file = root / "bridge.toml"
         network.bridge.client_file().save(client_file)
         description = root / "network.toml"
-        described = {**network.describe(), "planner": network.planner.url}
+        described = {
+            **network.describe(),
+            "planner": network.planner.url,
+            "metrics": network.metrics_urls(),
+        }
         description.write_text(tomli_w.dumps(described), encoding="utf-8")
         console.print(f"Network up; described in {description}. Interrupt to stop.")
         console.print(
@@ -584,6 +636,13 @@ async def serve_demo(
         console.print(
             f"Network planner at {network.planner.url}accepts "
             f"(try {network.planner.url}accepts?tasktype=jupyter-notebook)"
+        )
+        console.print("Prometheus metrics:")
+        for name, url in network.metrics_urls().items():
+            console.print(f"  {name:<10} {url}")
+        console.print(
+            f"Operator console at {network.bridge.url}console/ "
+            f"(user {OPERATOR}, password {password}: shown only now)"
         )
         await stop.wait()
     finally:

@@ -183,9 +183,19 @@ def assemble(
         if bridge is not None:
             role.bridge = bridge(agent)
         if planner is not None and agent.config.extra("planner-config") is not None:
-            role.planner = planner(agent)
+            seat_planner(role, planner(agent))
     # Providers and platforms only route.
     return role
+
+
+def seat_planner(role: Role, planner: Attachment) -> None:
+    """Give a bridge's role its network planner, and introduce the planner to the bridge
+    (whose operator console shows the planner's answers and logs in through its OIDC
+    provider).  Duck-typed: the agents layer knows neither the bridge nor the planner."""
+    role.planner = planner
+    introduce = getattr(role.bridge, "beside", None)
+    if callable(introduce):
+        introduce(planner)
 
 
 def read_planner_rules(path: str | Path) -> dict[str, object]:

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -32,6 +33,8 @@ from broadgauge.bridge.runtime import BadRequest, BridgeRuntime, NotFound, TooMa
 from broadgauge.jobs.errors import ProtocolError
 from broadgauge.jobs.job import Job, parse_uuid
 from broadgauge.runtime.agent import JobRefused
+from broadgauge.runtime.metrics import BridgeMetrics
+from broadgauge.serving import metrics_route
 from broadgauge.text import decoded_lone_surrogate
 from broadgauge.wire import ConfigError
 from broadgauge.wire.names import check_name, check_zone
@@ -132,9 +135,11 @@ class BridgeApi:
         rate_limit: int = 10_000,
         rate_period: float = 10.0,
         clock: Callable[[], float] = time.time,
+        metrics: BridgeMetrics | None = None,
     ) -> None:
         settings = runtime.settings
         self.runtime = runtime
+        self.metrics = metrics
         self.verifier = Verifier(settings.key, allow_missing_nonce=settings.allow_missing_nonce)
         self.limiter = RateLimiter(rate_limit, rate_period)
         self.proxies = TrustedProxies(settings.trusted_proxies)
@@ -148,10 +153,20 @@ class BridgeApi:
         """A signed endpoint ``/<function>``."""
 
         async def endpoint(request: Request) -> Response:
+            if self.metrics is None:
+                return await answer(request)
+            started = time.perf_counter()
+            response = await answer(request)
+            self.metrics.request(function, response.status_code, time.perf_counter() - started)
+            return response
+
+        async def answer(request: Request) -> Response:
             now = self.clock()
             peer = request.client.host if request.client is not None else None
             who = self.proxies.client_address(peer, request.headers.get("x-forwarded-for"))
             if not self.limiter.allow(who, now):
+                if self.metrics is not None:
+                    self.metrics.refused("rate_limit")
                 return _error(429, "Too many requests - rate limit exceeded")
             headers = request.headers
             try:
@@ -175,11 +190,12 @@ class BridgeApi:
                     )
                 return Response(await handler(body), media_type=JSON)
             except HttpError as exc:
-                return self._refuse(function, who, exc.status, exc.message)
+                reason = "too_large" if exc.status == 413 else "malformed"
+                return self._refuse(function, who, exc.status, exc.message, reason)
             except AuthError as exc:
-                return self._refuse(function, who, 401, str(exc))
+                return self._refuse(function, who, 401, str(exc), _auth_reason(str(exc)))
             except MalformedRequest as exc:
-                return self._refuse(function, who, 400, str(exc))
+                return self._refuse(function, who, 400, str(exc), "malformed")
             except TooMany as exc:
                 return self._refuse(function, who, 413, str(exc))
             except BadRequest as exc:
@@ -196,11 +212,15 @@ class BridgeApi:
 
         return Route(f"/{function}", endpoint, methods=[method.upper()], name=function)
 
-    @staticmethod
-    def _refuse(function: str, who: str, status: int, message: str) -> Response:
+    def _refuse(
+        self, function: str, who: str, status: int, message: str, reason: str | None = None
+    ) -> Response:
         # Every refusal is logged with who sent it: an operator watching for attacks (or a
         # misconfigured portal) needs the address, the endpoint and the reason.
         log.warning("bridge: refused /%s from %s: %d %r", function, who, status, message)
+        if reason is not None and self.metrics is not None:
+            # Only requests refused before they ran count; a handler's own 400 does not.
+            self.metrics.refused(reason)
         return _error(status, message)
 
     async def _read_body(self, request: Request) -> bytes:
@@ -329,12 +349,25 @@ class BridgeApi:
         ]
 
 
-def build_app(api: BridgeApi) -> Starlette:
-    """The Starlette application for ``api``, with JSON bodies for 404 and 405 as well."""
+def _auth_reason(message: str) -> str:
+    """The metrics reason for an :class:`AuthError` (its texts name what failed)."""
+    if "Date" in message:
+        return "date"
+    if "Nonce" in message:
+        return "nonce"
+    return "signature"  # no Authorization header, or a signature that does not match
+
+
+def build_app(api: BridgeApi, registry: CollectorRegistry | None = None) -> Starlette:
+    """The Starlette application for ``api``, with JSON bodies for 404 and 405 as well, and
+    ``GET /metrics`` (unsigned, as Prometheus scrapes it) when given a ``registry``."""
 
     async def http_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         # Keep the framework's headers: a 405 must say what is Allowed (RFC 9110).
         return _error(exc.status_code, exc.detail, exc.headers)
 
-    return Starlette(routes=api.routes(), exception_handlers={HTTPException: http_error})
+    routes = api.routes()
+    if registry is not None:
+        routes.append(metrics_route(registry))
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})

@@ -16,8 +16,11 @@ import httpx
 
 from broadgauge.bridge.app import BridgeApi, build_app
 from broadgauge.bridge.config import BridgeSettings, ClientFile
+from broadgauge.bridge.console import PREFIX, Console, ConsoleSettings
+from broadgauge.bridge.limits import TrustedProxies
 from broadgauge.bridge.runtime import BridgeRuntime, Retry
 from broadgauge.runtime.agent import Agent
+from broadgauge.runtime.metrics import AgentMetrics, BridgeMetrics
 from broadgauge.serving import AppServer
 
 __all__ = ["BridgeServer", "HttpSignaller", "attach_bridge"]
@@ -66,9 +69,26 @@ class BridgeServer:
             job_retry=job_retry,
             notification_retry=notification_retry,
         )
-        self.api = BridgeApi(self.runtime, rate_limit=rate_limit, rate_period=rate_period)
-        self.app = build_app(self.api)
-        self._server = AppServer(self.app, settings.ip, settings.port)
+        # The bridge's series go in its agent's registry: one /metrics shows both.
+        metrics = agent.metrics if isinstance(agent.metrics, AgentMetrics) else None
+        registry = metrics.registry if metrics is not None else None
+        self.api = BridgeApi(
+            self.runtime,
+            rate_limit=rate_limit,
+            rate_period=rate_period,
+            metrics=BridgeMetrics(registry, agent.name) if registry is not None else None,
+        )
+        self.app = build_app(self.api, registry)
+        # The operator console, read-only and behind its own login (docs/operators/console.md).
+        self.console = Console(
+            agent,
+            ConsoleSettings.of(agent.config),
+            held=self.runtime.fetch_jobs,
+            proxies=TrustedProxies(settings.trusted_proxies),
+        )
+        if self.console.settings.enabled:
+            self.app.mount(PREFIX, self.console.app())
+        self._server = AppServer(self.app, settings.ip, settings.port, setting="[bridge] port")
         self.port = settings.port
 
     @property
@@ -106,6 +126,10 @@ class BridgeServer:
                 self.runtime.agent.name,
                 " and ".join(unset),
             )
+
+    def beside(self, planner: object) -> None:
+        """Tell the console about the network planner served beside this bridge."""
+        self.console.beside(planner)
 
     async def stop(self) -> None:
         """Stop serving (idempotent)."""

@@ -30,6 +30,9 @@ def add_planner_commands(commands: Any) -> None:
         action.add_argument("--config", type=Path, required=True, help="the TOML file")
         action.add_argument("--host", default="127.0.0.1", help="address to listen on")
         action.add_argument("--port", type=int, default=8400, help="port to listen on")
+        action.add_argument(
+            "--no-metrics", action="store_true", help="serve no /metrics (on by default)"
+        )
     ask = actions.add_parser("ask", help="ask a planner where a task can run")
     ask.add_argument("url", help="the planner's base URL or its /accepts URL")
     ask.add_argument("tasktype", help="the task type, e.g. jupyter-notebook")
@@ -59,14 +62,23 @@ def run_planner(args: argparse.Namespace) -> int:
             return _check(args)
         if args.planner_action == "ask":
             return _ask(args)
+        from broadgauge.planner.metrics import instrument
+        from broadgauge.runtime.metrics import PlannerMetrics
+
+        # /metrics on the app's own address; process metrics too (this is the main server).
+        metrics = None if args.no_metrics else PlannerMetrics.standalone()
         if args.planner_action == "serve":
             from broadgauge.planner.app import create_app
             from broadgauge.planner.config import load
 
-            return _serve(create_app(load(args.config)), args.host, args.port)
+            app = create_app(load(args.config))
+            if metrics is not None:
+                instrument(app, metrics)
+            return _serve(app, args.host, args.port)
         from broadgauge.planner.aggregate import create_aggregator_app, load_aggregator
 
-        return _serve(create_aggregator_app(load_aggregator(args.config)), args.host, args.port)
+        app = create_aggregator_app(load_aggregator(args.config), metrics=metrics)
+        return _serve(app, args.host, args.port)
     except RuleError as exc:
         print(f"broadgauge: {exc}", file=sys.stderr)
         return 1
@@ -151,8 +163,23 @@ def _show_answer(console: Any, table_type: Any, tasktype: str, body: dict[str, A
 
 
 def _serve(app: Any, host: str, port: int) -> int:
+    import socket
+
     import uvicorn
 
+    from broadgauge.serving import PortInUse
+
+    # uvicorn only logs a port in use; say which setting to change (it serves /metrics too).
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise PortInUse(
+                f"port {port} on {host} is already in use (set by --host/--port, which also "
+                f"serve /metrics): {exc.strerror}"
+            ) from None
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     return 0
 

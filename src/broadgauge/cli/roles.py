@@ -200,6 +200,15 @@ def _add_role(commands: argparse._SubParsersAction[argparse.ArgumentParser], rol
         metavar="DIR",
         help=f"where boards are kept (default: {_display(default_data_dir(role.name))})",
     )
+    metrics = run.add_mutually_exclusive_group()
+    metrics.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve /metrics on this address (default: [metrics] listen, else the health port)",
+    )
+    metrics.add_argument(
+        "--no-metrics", action="store_true", help="serve no /metrics ([metrics] enabled = false)"
+    )
 
 
 def _add_bridge_options(
@@ -245,6 +254,9 @@ def _add_bridge_options(
     what.add_argument(
         "-r", "--regenerate", action="store_true", help="new API key (rewrite client files)"
     )
+    from broadgauge.cli.console import add_console_user_command
+
+    add_console_user_command(actions, config)
 
 
 def _display(path: Path) -> str:
@@ -275,10 +287,14 @@ def run_role(args: argparse.Namespace) -> int:
         return init(role, path, args)
     if action == "bridge":
         return bridge(load(role, path), path, args)
+    if action == "console-user":
+        from broadgauge.cli.console import console_user
+
+        return console_user(load(role, path), path, args)
     if action == "run":
         from broadgauge.cli.run import run_agent
 
-        config = load(role, path)
+        config = _metrics_from(load(role, path), args)
         _log_format_from(config, args)
         return run_agent(config, args.data_dir or default_data_dir(role.name))
     config = load(role, path)
@@ -303,6 +319,19 @@ def _log_format_from(config: AgentConfig, args: argparse.Namespace) -> None:
     if wanted not in FORMATS:
         raise ConfigError(f"[logging] format must be one of {', '.join(FORMATS)}, not {wanted!r}")
     configure_logging(logging.getLogger().level, wanted)
+
+
+def _metrics_from(config: AgentConfig, args: argparse.Namespace) -> AgentConfig:
+    """``config`` with ``--metrics-listen`` or ``--no-metrics`` put in its ``[metrics]``."""
+    table = config.other.get("metrics", {})
+    changed = dict(table) if isinstance(table, dict) else {}
+    if getattr(args, "no_metrics", False):
+        changed["enabled"] = False
+    elif getattr(args, "metrics_listen", None):
+        changed.update(enabled=True, listen=args.metrics_listen)
+    else:
+        return config
+    return replace(config, other={**config.other, "metrics": changed})
 
 
 def load(role: Role, path: Path) -> AgentConfig:

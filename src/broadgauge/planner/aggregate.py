@@ -41,7 +41,9 @@ from starlette.routing import Route
 from broadgauge.planner.answers import WORD, Answer, AnswerError, Task, answer_from_json
 from broadgauge.planner.app import answers_refusals, openapi_route, read_task
 from broadgauge.planner.http1 import Http1Client, ProtocolError
+from broadgauge.planner.metrics import instrument
 from broadgauge.planner.rules import RuleError
+from broadgauge.runtime.metrics import PlannerMetrics
 
 
 @dataclass(frozen=True)
@@ -154,8 +156,10 @@ class Aggregator:
         self,
         config: AggregatorConfig,
         clock: Callable[[], float] = time.monotonic,
+        metrics: PlannerMetrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics
         self._http = Http1Client(max_idle_per_origin=config.max_concurrency)
         self._clock = clock
         self._cache: dict[tuple[Any, ...], tuple[float, Answer]] = {}
@@ -186,6 +190,20 @@ class Aggregator:
         return expires
 
     async def _ask_one(
+        self,
+        service: RemoteService,
+        params: str,
+        authorization: str | None,
+        key: tuple[Any, ...],
+    ) -> Outcome:
+        if self.metrics is None:
+            return await self._exchange(service, params, authorization, key)
+        started = time.perf_counter()
+        outcome = await self._exchange(service, params, authorization, key)
+        self.metrics.asked(service.name, outcome.status, time.perf_counter() - started)
+        return outcome
+
+    async def _exchange(
         self,
         service: RemoteService,
         params: str,
@@ -262,6 +280,8 @@ class Aggregator:
                 if i not in outcomes:
                     detail = f"overall deadline of {self.config.deadline}s passed"
                     outcomes[i] = Outcome(service, "deadline", detail=detail)
+                    if self.metrics is not None:
+                        self.metrics.asked(service.name, "deadline", None)
         return [outcomes[i] for i in range(len(self.config.services))]
 
     async def answer(self, task: Task, authorization: str | None = None) -> bytes:
@@ -327,15 +347,19 @@ def combine(outcomes: list[Outcome]) -> dict[str, Any]:
 
 
 def create_aggregator_app(
-    config: AggregatorConfig, aggregator: Aggregator | None = None
+    config: AggregatorConfig,
+    aggregator: Aggregator | None = None,
+    *,
+    metrics: PlannerMetrics | None = None,
 ) -> Starlette:
-    """The ASGI application of ``broadgauge planner aggregate``."""
+    """The ASGI application of ``broadgauge planner aggregate`` (with ``metrics``: its
+    fan-out counted, and served at ``/metrics``)."""
     made: list[Aggregator] = [aggregator] if aggregator else []
 
     def current() -> Aggregator:
         # Created lazily inside the server's event loop, which owns the HTTP client.
         if not made:
-            made.append(Aggregator(config))
+            made.append(Aggregator(config, metrics=metrics))
         return made[0]
 
     @answers_refusals
@@ -350,7 +374,7 @@ def create_aggregator_app(
         if made:
             await made[0].aclose()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/accepts", accepts, methods=["GET", "POST"]),
             Route(
@@ -361,3 +385,4 @@ def create_aggregator_app(
         ],
         lifespan=lifespan,
     )
+    return app if metrics is None else instrument(app, metrics)

@@ -29,6 +29,7 @@ import asyncio
 import logging
 import time
 import tomllib
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -60,6 +61,8 @@ log = logging.getLogger("broadgauge.planner.network")
 
 #: Account facts kept at most (oldest dropped first), so many callers cannot grow it forever.
 MAX_ACCOUNT_ENTRIES = 100_000
+#: Recent ``/accepts`` answers kept for the operator console (oldest dropped first).
+RECENT_ANSWERS = 200
 
 
 class AccountCheckError(Exception):
@@ -242,6 +245,8 @@ class NetworkPlanner:
         self._sweeping: asyncio.Task[Catalogue] | None = None
         self._accounts: dict[tuple[str, str], tuple[float, bool]] = {}
         self._asking: dict[tuple[str, str], asyncio.Future[bool]] = {}
+        #: The last answers, in brief, for the operator console on the bridge.
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_ANSWERS)
 
     async def catalogue(self) -> Catalogue:
         """The offerings, from a sweep at most ``refresh`` seconds old."""
@@ -363,6 +368,17 @@ class NetworkPlanner:
             len(body["answers"]),
             len(body["provisionable"]),
             len(body["failures"]),
+        )
+        self.recent.append(
+            {
+                "time": time.time(),
+                "who": identity.subject if identity else "anonymous",
+                "tasktype": task.tasktype,
+                "answer": body[WORD],
+                "yes": [a["destination"] for a in body["answers"]],
+                "provisionable": [p["destination"] for p in body["provisionable"]],
+                "failures": len(body["failures"]),
+            }
         )
         return body
 

@@ -17,6 +17,7 @@ from broadgauge.grammar import GrammarError, UserIdentifier
 from broadgauge.jobs.errors import InvalidStateError
 from broadgauge.planner.app import Planner
 from broadgauge.planner.auth import TokenValidator
+from broadgauge.planner.metrics import instrument
 from broadgauge.planner.network import (
     AccountCheckError,
     NetworkConfig,
@@ -30,6 +31,7 @@ from broadgauge.planner.offers.http import offer_routes
 from broadgauge.planner.offers.model import Limits
 from broadgauge.planner.rules import RuleError
 from broadgauge.runtime.agent import Agent, JobExpired, JobFailed, JobRefused
+from broadgauge.runtime.metrics import AgentMetrics, PlannerMetrics
 from broadgauge.runtime.rules_sweep import SweepResult
 from broadgauge.serving import AppServer
 from broadgauge.wire import ConfigError
@@ -115,7 +117,15 @@ class NetworkPlannerServer:
             config, source, validator, extra_routes=routes if self.store is not None else None
         )
         self.planner: NetworkPlanner = self.app.state.network
-        self._server = AppServer(self.app, config.network.host, config.network.port)
+        if isinstance(agent.metrics, AgentMetrics):
+            # In the agent's registry: its /metrics (health port, bridge API) shows these too.
+            instrument(self.app, PlannerMetrics(agent.metrics.registry))
+        self._server = AppServer(
+            self.app,
+            config.network.host,
+            config.network.port,
+            setting="[network] port in the planner-config file",
+        )
 
     @property
     def url(self) -> str:

@@ -51,6 +51,7 @@ from broadgauge.jobs.job import Job
 from broadgauge.jobs.notification import Notification
 from broadgauge.runtime.audit import CURRENT_JOB, AuditLog
 from broadgauge.runtime.config import AgentConfig
+from broadgauge.runtime.context import JobMetrics
 from broadgauge.runtime.control import ControlPlane
 from broadgauge.runtime.envelope import (
     Envelope,
@@ -127,6 +128,8 @@ class Agent:
             else None
         )
         self._boards: dict[PeerId, Board] = {}
+        #: Prometheus series, once :meth:`AgentMetrics.attach <.metrics.AgentMetrics.attach>`
+        self.metrics: JobMetrics | None = None
         self.peer_types: dict[PeerId, AgentType] = {}
         self.handlers: dict[str, Handler] = {}
         self.notify_handler: NotifyHandler | None = None
@@ -183,6 +186,8 @@ class Agent:
                 peer=current.peer,
             )
         log.info("%s: %s (%s)", self.name, operation, outcome, extra=fields)
+        if self.metrics is not None:
+            self.metrics.operation(operation, outcome)
         if self.audit_log is not None:
             self.audit_log.record_operation(operation, outcome, time=self.clock())
 
@@ -410,6 +415,8 @@ class Agent:
             what = f"record {job.id} on the board of {peer}"
             self._stored(what, self.store.save_all, str(peer), result.change.jobs)
         board.apply(result)
+        if self.metrics is not None:
+            self.metrics.recorded(result)
         self.wake(result.finished)
         for duplicate in result.finished:
             if duplicate.id != result.stored.id:
@@ -585,6 +592,8 @@ class Agent:
             board.remove_swept(gone, now)
             for job in gone:
                 self.trace(Action.EXPIRED, job, peer, _outcome(job))
+                if self.metrics is not None:
+                    self.metrics.expired(job)
                 if not job.is_expired(now):
                     # A live duplicate of an expired original: its sender awaits an answer.
                     self.spawn(self._answer_duplicate(peer, job))

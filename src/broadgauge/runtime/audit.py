@@ -52,6 +52,8 @@ class AuditLog:
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._seq, self._head = _tail(self.path)
+        #: Entries appended since this log was opened (metrics read it).
+        self.written = 0
         # Append-only, owner-readable: the log names users and projects.
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._file = os.fdopen(fd, "a", encoding="utf-8")
@@ -64,6 +66,7 @@ class AuditLog:
             self._file.write(json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n")
             self._file.flush()
             self._seq, self._head = entry["seq"], entry["hash"]
+            self.written += 1
             return entry
 
     def record_event(self, event: TraceEvent) -> None:
@@ -92,6 +95,13 @@ class AuditLog:
             operation=operation,
             outcome=outcome,
         )
+
+    def verify_written(self) -> Verification:
+        """:func:`verify` the entries written so far (an entry being appended meanwhile is
+        left for the next check, never read half-written)."""
+        with self._lock:
+            size = os.fstat(self._file.fileno()).st_size
+        return verify(self.path, upto=size)
 
     @property
     def head(self) -> str:
@@ -136,13 +146,18 @@ class Verification:
         return self.first_bad_line is None
 
 
-def verify(path: str | os.PathLike[str]) -> Verification:
-    """Check every entry's hash and its link to the previous entry."""
+def verify(path: str | os.PathLike[str], *, upto: int | None = None) -> Verification:
+    """Check every entry's hash and its link to the previous entry (in the first ``upto``
+    bytes, if given)."""
     previous = GENESIS
     expected_seq = 1
     count = 0
+    read = 0
     with Path(path).open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
+            read += len(raw)
+            if upto is not None and read > upto:
+                break
             try:
                 entry = json.loads(raw)
             except ValueError:

@@ -39,7 +39,14 @@ from broadgauge.runtime.store import BoardStore
 from broadgauge.runtime.trace import Action, TraceEvent
 from broadgauge.wire import PeerId, ServiceConfig
 
-__all__ = ["AgentContext", "ControlReceiver", "JobsContext", "Links", "RulesReceiver"]
+__all__ = [
+    "AgentContext",
+    "ControlReceiver",
+    "JobMetrics",
+    "JobsContext",
+    "Links",
+    "RulesReceiver",
+]
 
 
 class Links(Protocol):
@@ -142,10 +149,28 @@ class RulesReceiver(Protocol):
         """Deliver a neighbour's published rules to the sweep that asked."""
 
 
+class JobMetrics(Protocol):
+    """The metrics hooks the runtime calls (:class:`~.metrics.AgentMetrics` meets it)."""
+
+    def recorded(self, result: AddResult) -> None:
+        """A job was added to or changed on a board."""
+
+    def expired(self, job: Job) -> None:
+        """The cleaner swept ``job`` from a board."""
+
+    def executed(self, keyword: str, finished: Job, seconds: float) -> None:
+        """A handler of this agent ran a job."""
+
+    def operation(self, operation: str, outcome: str) -> None:
+        """A back end reported an operation for the audit trail."""
+
+
 class JobsContext(AgentContext, Protocol):
     """What the receiving half may ask of its agent to route and run jobs."""
 
     peer_types: dict[PeerId, AgentType]
+    #: None while metrics are off (then the hot path pays one attribute test).
+    metrics: JobMetrics | None
 
     @property
     def handlers(self) -> Mapping[str, Handler]:

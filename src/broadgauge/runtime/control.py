@@ -52,6 +52,12 @@ HARD_RESTART_EXIT = 75
 _Requester = PeerId | asyncio.Future[DiagnosticsReport]
 
 
+def _final_hop(target: PeerId, rest: str) -> str:
+    """The name of the agent a request sent to ``target`` with ``rest`` is for."""
+    hops = [hop for hop in rest.split(".") if hop]
+    return hops[-1].partition("@")[0] if hops else target.name
+
+
 class ControlPlane:
     """Health, diagnostics and restart handling for one :class:`Agent`."""
 
@@ -62,7 +68,9 @@ class ControlPlane:
         self.system = ProcessSampler()
         # FIFO per neighbour: concurrent sweeps may ask the same neighbour at once.
         self._health_waiters: dict[PeerId, deque[asyncio.Future[HealthInfo]]] = {}
-        self._diagnostics_waiters: dict[PeerId, deque[_Requester]] = {}
+        # Per neighbour, who asked for whose report: answers are matched by the agent that
+        # wrote them, because requests for agents at different depths come back out of order.
+        self._diagnostics_waiters: dict[PeerId, deque[tuple[str, _Requester]]] = {}
 
     # --- routing by relative path --------------------------------------------------------
 
@@ -77,18 +85,20 @@ class ControlPlane:
         name, _, zone = parts[0].partition("@")
         return self.agent.peer_named(name, zone or None), ".".join(parts[1:])
 
-    async def check_path(self, path: str) -> None:
+    async def check_path(self, path: str, tree: HealthInfo | None = None) -> None:
         """Raise :class:`JobRefused` if a hop of ``path`` is not a connected neighbour.
 
         The first hop is checked against this agent's own neighbours (as :meth:`route`
         does), every further one against the peers its predecessor reported in this agent's
-        health sweep.  A hop naming an agent already passed (a path that turns back) ends
-        the check: the sweep never lists an agent twice.
+        health sweep (``tree``, if the caller has just taken one).  A hop naming an agent
+        already passed (a path that turns back) ends the check: the sweep never lists an
+        agent twice.
         """
         target, rest = self.route(path)
         if target is None or not rest:
             return
-        tree = await self.health()
+        if tree is None:
+            tree = await self.health()
         passed = {self.agent.name, target.name}
         node = tree.peers.get(target.name)
         if node is None:
@@ -208,17 +218,29 @@ class ControlPlane:
         warnings = [f"{peer} is not connected" for peer in peers if peer not in connected]
         return build_report(agent.name, jobs, agent.recent_events, warnings, agent.clock())
 
-    async def diagnostics(self, path: str = "") -> DiagnosticsReport:
-        """The report of the agent at ``path`` (relative to this one)."""
+    async def diagnostics(
+        self, path: str = "", tree: HealthInfo | None = None
+    ) -> DiagnosticsReport:
+        """The report of the agent at ``path`` (relative to this one).
+
+        ``tree``, a health sweep just taken, checks the path instead of a sweep of its own:
+        a caller asking every agent at once (the operator console) sweeps once, not once each.
+        """
         target, rest = self.route(path)
         if target is None:
             return self.report()
-        await self.check_path(path)
+        await self.check_path(path, tree)
         future: asyncio.Future[DiagnosticsReport] = asyncio.get_running_loop().create_future()
-        self._diagnostics_waiters.setdefault(target, deque()).append(future)
-        await self.agent.send_control(target, DiagnosticsRequest(rest))
-        async with asyncio.timeout(DIAGNOSTICS_WAIT):
-            return await future
+        waiting = self._diagnostics_waiters.setdefault(target, deque())
+        entry: tuple[str, _Requester] = (_final_hop(target, rest), future)
+        waiting.append(entry)
+        try:
+            await self.agent.send_control(target, DiagnosticsRequest(rest))
+            async with asyncio.timeout(DIAGNOSTICS_WAIT):
+                return await future
+        finally:
+            if entry in waiting:
+                waiting.remove(entry)
 
     async def received_diagnostics_request(self, peer: PeerId, request: DiagnosticsRequest) -> None:
         """Answer, or pass the request on towards its target."""
@@ -230,7 +252,8 @@ class ControlPlane:
         elif self.agent.agent_type.is_leaf:
             log.warning("%s: leaf agents do not forward diagnostics requests", self.agent.name)
         else:
-            self._diagnostics_waiters.setdefault(target, deque()).append(peer)
+            waiting = self._diagnostics_waiters.setdefault(target, deque())
+            waiting.append((_final_hop(target, rest), peer))
             await self.agent.send_control(target, DiagnosticsRequest(rest))
 
     async def received_diagnostics_response(
@@ -241,7 +264,12 @@ class ControlPlane:
         if not waiting:
             log.info("%s: unsolicited diagnostics from %s", self.agent.name, peer)
             return
-        requester = waiting.popleft()
+        # The oldest request for this agent's report; else the oldest (first in, first out,
+        # for an agent whose report names it differently).
+        name = response.report.agent_name
+        entry = next((e for e in waiting if e[0] == name), waiting[0])
+        waiting.remove(entry)
+        requester = entry[1]
         if isinstance(requester, asyncio.Future):
             if not requester.done():
                 requester.set_result(response.report)

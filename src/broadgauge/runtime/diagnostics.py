@@ -97,7 +97,11 @@ def build_report(
                 timestamp=_at(e.time),
                 level="WARN" if e.action in _WARNING_ACTIONS else "INFO",
                 target=f"broadgauge::{e.agent}",
-                message=f"{e.action.value} {e.path} {e.instruction} ({e.peer}) {e.detail}".rstrip(),
+                # The job id lets a reader (the operator console) follow one job's trace
+                # across the agents' reports: jobs started for another share its prefix.
+                message=(
+                    f"{e.action.value} {e.job_id} {e.path} {e.instruction} ({e.peer}) {e.detail}"
+                ).rstrip(),
             )
             for e in events[-RECENT:]
         ),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 
 from broadgauge.grammar import GrammarError, Position
@@ -293,6 +294,7 @@ class Inbound:
         handler = self.agent.handlers.get(keyword)
         async with self._workers:
             self.running += 1
+            started = time.perf_counter()
             self.agent.trace(Action.STARTED, job, peer)
             CURRENT_JOB.set(self.agent.job_context(job, peer))
             PARENT_JOB.set(str(job.id))
@@ -318,6 +320,8 @@ class Inbound:
                 finished = job.errored(f"{type(exc).__name__}: {exc}", now=self.agent.clock())
             finally:
                 self.running -= 1
+        if self.agent.metrics is not None:
+            self.agent.metrics.executed(keyword, finished, time.perf_counter() - started)
         if self.agent.store is not None:
             self.agent.store.mark_finished(job.id, self.agent.clock(), finished)
         self.agent.trace(Action.FINISHED, finished, peer, _outcome(finished))

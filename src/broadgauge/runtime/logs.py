@@ -29,7 +29,7 @@ import json
 import logging
 import sys
 import uuid
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 from broadgauge.runtime.trace import TraceEvent
 
@@ -150,11 +150,12 @@ class _ScrubbingFormatter(logging.Formatter):
         return scrub(super().format(record))
 
 
-def configure_logging(level: int, log_format: str = "human") -> None:
-    """Send log records to stderr in ``log_format`` (``human`` or ``json``) at ``level``."""
+def configure_logging(level: int, log_format: str = "human", stream: TextIO | None = None) -> None:
+    """Send log records to ``stream`` (stderr) in ``log_format`` (``human`` or ``json``) at
+    ``level``."""
     if log_format not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, not {log_format!r}")
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(
         JsonFormatter() if log_format == "json" else _ScrubbingFormatter(HUMAN_FORMAT)
     )

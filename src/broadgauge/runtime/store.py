@@ -31,8 +31,9 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -125,6 +126,8 @@ class BoardStore:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / DB_FILENAME
         self._lock = threading.Lock()
+        #: Called with each transaction's duration in seconds (metrics), if set.
+        self.on_commit: Callable[[float], None] | None = None
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so each public
         # method is exactly one transaction.
         self._db: sqlite3.Connection | None = sqlite3.connect(
@@ -165,9 +168,11 @@ class BoardStore:
         def __init__(self, store: BoardStore) -> None:
             self._store = store
             self._cur: sqlite3.Cursor | None = None
+            self._started = 0.0
 
         def __enter__(self) -> sqlite3.Cursor:
             self._store._lock.acquire()
+            self._started = time.perf_counter()
             try:
                 db = self._store._conn()
                 # IMMEDIATE takes the write lock up front: no upgrade deadlocks
@@ -198,6 +203,8 @@ class BoardStore:
                     if db.in_transaction:
                         db.execute("ROLLBACK")
                     raise
+                if self._store.on_commit is not None:
+                    self._store.on_commit(time.perf_counter() - self._started)
             finally:
                 self._store._lock.release()
 

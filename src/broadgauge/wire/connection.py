@@ -344,8 +344,13 @@ class Connections:
             if standby.server_is_secondary:
                 raise HandshakeError("server-secondary", f"{entry.url} is a standby server")
             if standby.client_is_secondary:
-                await wait_for_promotion(
-                    connection, handshake.channel, entry.url, timeout=self._timers.handshake
-                )
+                held = self._stats.held_as_standby
+                held.add(str(peer_of(entry)))
+                try:
+                    await wait_for_promotion(
+                        connection, handshake.channel, entry.url, timeout=self._timers.handshake
+                    )
+                finally:
+                    held.discard(str(peer_of(entry)))
             await self._live.serve(connection, handshake.channel, peer_of(entry), entry.url, True)
             return True

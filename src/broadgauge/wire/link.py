@@ -210,6 +210,7 @@ class LiveLinks:
         except ConnectionClosed:
             raise PeerNotConnected(f"{link.peer} disconnected") from None
         self._stats.messages_sent += 1
+        self._stats.bytes_sent += len(frame)  # frames are ASCII (hex): characters are bytes
 
     async def wait_for_peer(self, name: str, zone: str | None) -> None:
         """Wait until ``name`` (in ``zone``) has a live link."""
@@ -246,6 +247,7 @@ class LiveLinks:
             self.spawn(previous.connection.close(CloseCode.NORMAL_CLOSURE, "replaced"))
         links[peer] = link
         self._stats.connections_accepted += 1
+        self._stats.links_opened[str(peer)] += 1
         log.info("connected to %s (%s)", peer, where)
         self._arm_watchdog(link)
         await self._notify_link_changed()
@@ -268,8 +270,11 @@ class LiveLinks:
 
     async def _read(self, link: Link) -> None:
         loop = asyncio.get_running_loop()
+        stats = self._stats
         try:
             async for frame in link.connection:
+                stats.frames_received += 1
+                stats.bytes_received += len(frame)
                 if not isinstance(frame, str):
                     self._reject_frame(link, FrameError("binary", "binary frames are not used"))
                     continue

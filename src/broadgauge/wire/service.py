@@ -176,6 +176,10 @@ class Service:
         """Peers with a live connection."""
         return self._peers.connected_peers()
 
+    def standbys(self, name: str, zone: str) -> int:
+        """How many standby connections of ``name@zone`` wait behind its primary link."""
+        return self._standby.standbys(PeerId(name, zone))
+
     async def send(self, peer: str, payload: str, zone: str | None = None) -> None:
         """Send ``payload`` to the connected peer ``peer`` (in ``zone``, if given).
 

@@ -17,6 +17,14 @@ class WireStats:
     messages_sent: int = 0
     handler_errors: int = 0
     watchdog_closures: int = 0
+    #: every frame read on a live link (keepalives too), and the bytes of those read and sent
+    frames_received: int = 0
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    #: links established, by ``name@zone`` (more than one: the peer reconnected)
+    links_opened: Counter[str] = field(default_factory=Counter)
+    #: ``name@zone`` of the servers that hold our connection as a standby right now
+    held_as_standby: set[str] = field(default_factory=set)
 
     def snapshot(self) -> dict[str, object]:
         """A plain-dict copy, safe to serialise."""

@@ -1,0 +1,159 @@
+"""Prometheus metrics and JSON logs: what they cost a job, and how long a scrape takes.
+
+Two figures of issue 13 (numbers, not tests):
+
+* 1-hop jobs/s with metrics and JSON logging on, over both off, in one run (goal >= 0.95): a
+  portal and a cluster agent in this process, durable (SQLite boards), ``--jobs`` add_user
+  jobs with ``--window`` in flight; "on" means both agents have metrics and every action on
+  every job is logged as a JSON line (at INFO, to a file); "off" means neither.  Off and on
+  alternate for ``--rounds`` rounds; the median of each is reported.
+* ``/metrics`` scrape time for an agent holding 10,000 jobs on its boards (goal <= 50 ms):
+  the registry rendered on the agent's loop (server time), and a GET over loopback HTTP.
+
+    python bench/metrics.py [--jobs 2000] [--window 50] [--rounds 3] [--board 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from prometheus_client import generate_latest
+
+from broadgauge.grammar import UserMapping
+from broadgauge.jobs import Job
+from broadgauge.jobs.agent_type import AgentType
+from broadgauge.runtime.agent import Agent, Envelope
+from broadgauge.runtime.config import AgentConfig
+from broadgauge.runtime.logs import configure_logging
+from broadgauge.runtime.metrics import AgentMetrics
+from broadgauge.serving import AppServer, metrics_app
+from broadgauge.wire import PeerId, ServiceConfig
+
+
+def make_pair(root: Path) -> tuple[Agent, Agent]:
+    """A portal and a cluster that runs add_user, the cluster dialling the portal."""
+    portal = Agent(
+        AgentConfig(AgentType.PORTAL, ServiceConfig.create("portal", port=0)),
+        data_dir=root / "portal",
+    )
+    return portal, Agent(
+        AgentConfig(AgentType.INSTANCE, ServiceConfig.create("cluster", port=0)),
+        data_dir=root / "cluster",
+    )
+
+
+async def jobs_per_second(root: Path, jobs: int, window: int, metrics: bool) -> float:
+    """Run ``jobs`` one-hop add_user jobs; jobs per second."""
+    root.mkdir(parents=True, exist_ok=True)
+    log = (root / "log.jsonl").open("w")
+    # Before the agents exist: whether they log each action is decided when they start.
+    if metrics:
+        configure_logging(logging.INFO, "json", log)
+    else:
+        configure_logging(logging.WARNING, "human", log)
+    portal, cluster = make_pair(root)
+
+    @cluster.handler("add_user")
+    async def add_user(envelope: Envelope) -> UserMapping:
+        user = envelope.job.instruction.user  # type: ignore[attr-defined]
+        return UserMapping(user, user.username, user.project)
+
+    await portal.start()
+    invite = portal.service.add_client("cluster", "127.0.0.1")
+    cluster.service.add_server(invite)
+    if metrics:
+        AgentMetrics.attach(portal, process=True)
+        AgentMetrics.attach(cluster)
+    await cluster.start(listen=False)
+    try:
+        await portal.service.wait_for_peer("cluster")
+        await portal.peer_of_type(AgentType.INSTANCE)
+        gate = asyncio.Semaphore(window)
+
+        async def one(i: int) -> None:
+            async with gate:
+                await portal.run("portal.cluster", f"add_user u{i}.proj.portal", timeout=60)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(jobs)))
+        return jobs / (time.perf_counter() - started)
+    finally:
+        await cluster.stop()
+        await portal.stop()
+        configure_logging(logging.WARNING, "human")
+        log.close()
+
+
+async def scrape_times(root: Path, held: int) -> tuple[float, float]:
+    """Median ms to render, and to GET, ``/metrics`` of an agent with ``held`` board jobs."""
+    agent = Agent(
+        AgentConfig(AgentType.PROVIDER, ServiceConfig.create("provider", port=0)),
+        data_dir=root / "provider",
+    )
+    metrics = AgentMetrics.attach(agent, process=True)
+    await agent.start()
+    now = time.time()
+    peers = [PeerId(f"peer{i}", "default") for i in range(10)]
+    for i in range(held):
+        job = Job.parse(f"portal.provider add_user u{i}.proj.portal", now=now).pending(now=now)
+        agent.board(peers[i % len(peers)]).add(job, now)
+    server = AppServer(metrics_app(metrics.registry), "127.0.0.1", 0)
+    await server.start()
+    try:
+        rendered = []
+        for _ in range(50):
+            started = time.perf_counter()
+            generate_latest(metrics.registry)
+            rendered.append(time.perf_counter() - started)
+        fetched = []
+        async with httpx.AsyncClient() as client:
+            for _ in range(50):
+                started = time.perf_counter()
+                response = await client.get(f"{server.url}metrics")
+                fetched.append(time.perf_counter() - started)
+                assert response.status_code == 200
+        return statistics.median(rendered) * 1000, statistics.median(fetched) * 1000
+    finally:
+        await server.stop()
+        await agent.stop()
+
+
+async def main(args: argparse.Namespace) -> None:
+    """Print both figures."""
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    with tempfile.TemporaryDirectory(prefix="bench-metrics-") as tmp:
+        for round_ in range(args.rounds):
+            for metrics in (False, True):
+                root = Path(tmp) / f"{round_}-{metrics}"
+                rate = await jobs_per_second(root, args.jobs, args.window, metrics)
+                rates[metrics].append(rate)
+                print(
+                    f"round {round_ + 1}: metrics and JSON logs {'on ' if metrics else 'off'} "
+                    f"{rate:8.0f} jobs/s"
+                )
+        off, on = statistics.median(rates[False]), statistics.median(rates[True])
+        print(
+            f"1-hop jobs/s (median of {args.rounds}): off {off:.0f}, on {on:.0f}, "
+            f"on/off = {on / off:.3f} (goal >= 0.95)"
+        )
+        render, fetch = await scrape_times(Path(tmp), args.board)
+        print(
+            f"/metrics with {args.board:,} jobs on the boards: {render:.2f} ms to render, "
+            f"{fetch:.2f} ms per GET over loopback (goal <= 50 ms)"
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--window", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--board", type=int, default=10_000)
+    asyncio.run(main(parser.parse_args()))

@@ -31,7 +31,7 @@ import sys
 import uuid
 from typing import Any, Final, TextIO
 
-from broadgauge.runtime.trace import TraceEvent
+from broadgauge.runtime.trace import Action, TraceEvent
 
 __all__ = [
     "FORMATS",
@@ -96,9 +96,31 @@ def child_job_id(parent: str | None = None) -> uuid.UUID:
     return uuid.UUID(int=(prefix << 96) | (fresh.int & ((1 << 96) - 1)))
 
 
+#: The actions logged at INFO: where a job went (forwarded, queued), how it ended
+#: (finished, returned, refused, expired, duplicate) and resumes after a restart.  Receiving
+#: and starting a job are implied by the hop before and the end after, so they are logged at
+#: DEBUG only: a line costs about as much as routing the job once more.
+INFO_ACTIONS: Final = frozenset(
+    {
+        Action.FORWARDED,
+        Action.QUEUED,
+        Action.FINISHED,
+        Action.RETURNED,
+        Action.REFUSED,
+        Action.EXPIRED,
+        Action.DUPLICATE,
+        Action.RESUMED,
+    }
+)
+
+
 def log_trace_event(event: TraceEvent) -> None:
     """A trace sink: log one action on a job, with its fields."""
-    trace_log.info(
+    level = logging.INFO if event.action in INFO_ACTIONS else logging.DEBUG
+    if not trace_log.isEnabledFor(level):
+        return
+    trace_log.log(
+        level,
         "%s: %s %s %s (%s)",
         event.agent,
         event.action.value,

@@ -28,6 +28,7 @@ import datetime as _dt
 import json
 import logging
 import sys
+import time
 import uuid
 from typing import Any, Final, TextIO
 
@@ -119,26 +120,45 @@ def log_trace_event(event: TraceEvent) -> None:
     level = logging.INFO if event.action in INFO_ACTIONS else logging.DEBUG
     if not trace_log.isEnabledFor(level):
         return
-    trace_log.log(
-        level,
-        "%s: %s %s %s (%s)",
-        event.agent,
-        event.action.value,
-        event.instruction.split(" ", 1)[0],
-        event.job_id,
-        event.detail or event.state,
-        extra={
-            "agent": event.agent,
-            "event": event.action.value,
-            "job": event.job_id,
-            "trace": trace_id(event.job_id),
-            "keyword": event.instruction.split(" ", 1)[0],
-            "peer": event.peer,
-            "path": event.path,
-            "state": event.state,
-            "outcome": event.detail or event.state,
-        },
-    )
+    keyword = event.instruction.split(" ", 1)[0]
+    outcome = event.detail or event.state
+    fields = {
+        "agent": event.agent,
+        "event": event.action.value,
+        "job": event.job_id,
+        "trace": trace_id(event.job_id),
+        "keyword": keyword,
+        "peer": event.peer,
+        "path": event.path,
+        "state": event.state,
+        "outcome": outcome,
+    }
+    message = f"{event.agent}: {event.action.value} {keyword} {event.job_id} ({outcome})"
+    handlers = logging.getLogger().handlers
+    if len(handlers) == 1 and isinstance(handlers[0], _JsonHandler) and not trace_log.handlers:
+        # The JSON handler is the only one: write the line straight to it.  A LogRecord and
+        # the logging machinery cost more than the job's own routing (bench/metrics.py).
+        level_name = logging.getLevelName(level)
+        handlers[0].write_line(time.time(), level_name, trace_log.name, message, fields)
+        return
+    trace_log.log(level, "%s", message, extra=fields)
+
+
+def json_line(created: float, level: str, logger: str, message: str, fields: dict[str, Any]) -> str:
+    """One log line as JSON (see the module), secrets scrubbed."""
+    line: dict[str, Any] = {
+        "time": _dt.datetime.fromtimestamp(created, _dt.UTC).isoformat(timespec="milliseconds"),
+        "level": level,
+        "logger": logger,
+        "agent": fields.get("agent") or "",
+        "event": fields.get("event") or "log",
+        "message": scrub(message),
+    }
+    for field in FIELDS[2:]:
+        value = fields.get(field)
+        if value is not None:
+            line[field] = scrub(str(value))
+    return json.dumps(line, ensure_ascii=False)
 
 
 class JsonFormatter(logging.Formatter):
@@ -146,23 +166,29 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one line of JSON."""
-        line: dict[str, Any] = {
-            "time": _dt.datetime.fromtimestamp(record.created, _dt.UTC).isoformat(
-                timespec="milliseconds"
-            ),
-            "level": record.levelname,
-            "logger": record.name,
-            "agent": getattr(record, "agent", ""),
-            "event": getattr(record, "event", "log"),
-            "message": scrub(record.getMessage()),
-        }
-        for field in FIELDS[2:]:
-            value = getattr(record, field, None)
-            if value is not None:
-                line[field] = scrub(str(value))
+        fields = {field: getattr(record, field, None) for field in FIELDS}
+        text = json_line(record.created, record.levelname, record.name, record.getMessage(), fields)
         if record.exc_info:
+            line = json.loads(text)
             line["error"] = scrub(self.formatException(record.exc_info))
-        return json.dumps(line, ensure_ascii=False)
+            text = json.dumps(line, ensure_ascii=False)
+        return text
+
+
+class _JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The JSON handler; trace lines are written to it directly (:func:`log_trace_event`)."""
+
+    def write_line(
+        self, created: float, level: str, logger: str, message: str, fields: dict[str, Any]
+    ) -> None:
+        """Write one line as :meth:`emit` would, without a LogRecord."""
+        text = json_line(created, level, logger, message, fields)
+        self.acquire()
+        try:
+            self.stream.write(text + self.terminator)
+            self.flush()
+        finally:
+            self.release()
 
 
 class _ScrubbingFormatter(logging.Formatter):
@@ -177,10 +203,14 @@ def configure_logging(level: int, log_format: str = "human", stream: TextIO | No
     ``level``."""
     if log_format not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, not {log_format!r}")
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(
-        JsonFormatter() if log_format == "json" else _ScrubbingFormatter(HUMAN_FORMAT)
-    )
+    target = stream if stream is not None else sys.stderr
+    handler: logging.StreamHandler  # type: ignore[type-arg]
+    if log_format == "json":
+        handler = _JsonHandler(target)
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler = logging.StreamHandler(target)
+        handler.setFormatter(_ScrubbingFormatter(HUMAN_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

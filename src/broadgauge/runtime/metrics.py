@@ -18,6 +18,7 @@ name, never a job id, a user or a project.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import re
 import time
@@ -29,12 +30,16 @@ from prometheus_client import (
     GC_COLLECTOR,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.registry import Collector
 
@@ -132,6 +137,61 @@ def add_process_collectors(registry: CollectorRegistry) -> None:
         GCCollector(registry=registry)
 
 
+class _Counts:
+    """Counters or gauges of one family, by label values (after ``agent``)."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, ...], float] = {}
+
+    def inc(self, key: tuple[str, ...], amount: float = 1.0) -> None:
+        """Add ``amount`` (negative for a gauge going down)."""
+        self.values[key] = self.values.get(key, 0.0) + amount
+
+    def family(
+        self,
+        kind: type[CounterMetricFamily] | type[GaugeMetricFamily],
+        name: str,
+        documentation: str,
+        agent: str,
+        labels: list[str],
+    ) -> Metric:
+        """The family as prometheus-client renders it."""
+        family = kind(name, documentation, labels=labels)
+        for key, value in list(self.values.items()):
+            family.add_metric([agent, *key], value)
+        return family
+
+
+class _Histograms:
+    """Histograms of one family, by label values (after ``agent``)."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        #: per key: the count in each bucket (the last is +Inf), then the sum
+        self.values: dict[tuple[str, ...], list[float]] = {}
+
+    def observe(self, key: tuple[str, ...], value: float) -> None:
+        """Count one observation."""
+        row = self.values.get(key)
+        if row is None:
+            row = self.values[key] = [0.0] * (len(self.bounds) + 2)
+        # le: the first bound not below the value (the +Inf bucket after the last).
+        row[bisect.bisect_left(self.bounds, value)] += 1
+        row[-1] += value
+
+    def family(self, name: str, documentation: str, agent: str, labels: list[str]) -> Metric:
+        """The family as prometheus-client renders it (cumulative buckets)."""
+        family = HistogramMetricFamily(name, documentation, labels=labels)
+        for key, row in list(self.values.items()):
+            buckets = []
+            total = 0.0
+            for bound, count in zip((*self.bounds, float("inf")), row[:-1], strict=True):
+                total += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), total))
+            family.add_metric([agent, *key], buckets, row[-1])
+        return family
+
+
 class AgentMetrics:
     """One agent's registry and series, and the hooks the runtime calls."""
 
@@ -140,61 +200,17 @@ class AgentMetrics:
         self.name = agent.name
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self._created = Counter(
-            "broadgauge_jobs_created",
-            "Jobs this agent created (it is the first agent of their path), by instruction.",
-            ["agent", "keyword"],
-            registry=r,
-        )
-        self._finished = Counter(
-            "broadgauge_jobs_finished",
-            "Jobs this agent created that ended, by instruction and final state.",
-            ["agent", "keyword", "state"],
-            registry=r,
-        )
-        self._in_flight = Gauge(
-            "broadgauge_jobs_in_flight",
-            "Jobs this agent created that have not ended yet, by instruction.",
-            ["agent", "keyword"],
-            registry=r,
-        )
-        self._duration = Histogram(
-            "broadgauge_job_duration_seconds",
-            "From creating a job to learning its end, at the agent that created it.",
-            ["agent", "keyword"],
-            buckets=JOB_BUCKETS,
-            registry=r,
-        )
-        self._backend_calls = Counter(
-            "broadgauge_backend_calls",
-            "Jobs run by this agent's handlers (on a leaf agent: its back end), by outcome.",
-            ["agent", "keyword", "outcome"],
-            registry=r,
-        )
-        self._backend_seconds = Histogram(
-            "broadgauge_backend_call_duration_seconds",
-            "How long this agent's handler took to run a job, by instruction.",
-            ["agent", "keyword"],
-            buckets=JOB_BUCKETS,
-            registry=r,
-        )
-        self._operations = Counter(
-            "broadgauge_backend_operations",
-            "Audited back-end operations (first word: useradd, sacctmgr, ledger ...).",
-            ["agent", "operation", "outcome"],
-            registry=r,
-        )
-        self._commit = Histogram(
-            "broadgauge_store_commit_duration_seconds",
-            "One transaction of the durable board store, BEGIN to COMMIT.",
-            ["agent"],
-            buckets=STORE_BUCKETS,
-            registry=r,
-        ).labels(agent=self.name)
-        self._children: dict[tuple[str, ...], tuple[Counter, Gauge, Histogram]] = {}
-        self._finished_children: dict[tuple[str, str], Counter] = {}
-        self._call_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
-        self._operation_children: dict[tuple[str, str], Counter] = {}
+        # Plain numbers, not prometheus-client series: those take a lock on every increment,
+        # which on the job path cost more than the metrics are worth (bench/metrics.py).  The
+        # event loop is their only writer; _AgentCollector renders them at scrape time.
+        self.created = _Counts()
+        self.finished = _Counts()
+        self.in_flight = _Counts()
+        self.durations = _Histograms(JOB_BUCKETS)
+        self.calls = _Counts()
+        self.call_seconds = _Histograms(JOB_BUCKETS)
+        self.operations = _Counts()
+        self.commits = _Histograms(STORE_BUCKETS)
         #: Jobs created here and not ended: id -> (keyword, monotonic start, duplicate?).
         self._open: dict[uuid.UUID, tuple[str, float, bool]] = {}
         #: The last audit chain check: (ok, unix time, entries), None until the first.
@@ -210,7 +226,7 @@ class AgentMetrics:
         metrics = cls(agent, process=process)
         agent.metrics = metrics
         if agent.store is not None:
-            agent.store.on_commit = metrics._commit.observe
+            agent.store.on_commit = metrics.committed
         if agent.audit_log is not None:
             agent.spawn(metrics._verify_audit_forever())
         return metrics
@@ -240,49 +256,31 @@ class AgentMetrics:
 
     def executed(self, keyword: str, finished: Job, seconds: float) -> None:
         """This agent's handler ran a job for ``seconds`` (:meth:`Inbound.execute`)."""
-        outcome = "error" if finished.is_error else "ok"
-        children = self._call_children.get((keyword, outcome))
-        if children is None:
-            children = self._call_children[(keyword, outcome)] = (
-                self._backend_calls.labels(self.name, keyword, outcome),
-                self._backend_seconds.labels(self.name, keyword),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+        self.calls.inc((keyword, "error" if finished.is_error else "ok"))
+        self.call_seconds.observe((keyword,), seconds)
 
     def operation(self, operation: str, outcome: str) -> None:
         """A back end reported an operation to the audit trail (:meth:`Agent.audit_operation`)."""
         key = (operation_keyword(operation), _outcome_word(outcome))
-        child = self._operation_children.get(key)
-        if child is None:
-            if len(self._operation_children) >= MAX_OPERATIONS:
-                key = ("other", key[1])
-            child = self._operations.labels(self.name, *key)
-            self._operation_children[key] = child
-        child.inc()
+        if key not in self.operations.values and len(self.operations.values) >= MAX_OPERATIONS:
+            key = ("other", key[1])
+        self.operations.inc(key)
+
+    def committed(self, seconds: float) -> None:
+        """The durable store committed a transaction in ``seconds``."""
+        self.commits.observe((), seconds)
 
     # --- creation and end of the jobs this agent created ------------------------------------
-
-    def _series(self, keyword: str) -> tuple[Counter, Gauge, Histogram]:
-        children = self._children.get((keyword,))
-        if children is None:
-            children = self._children[(keyword,)] = (
-                self._created.labels(self.name, keyword),
-                self._in_flight.labels(self.name, keyword),
-                self._duration.labels(self.name, keyword),
-            )
-        return children
 
     def _opened(self, job: Job, *, duplicate: bool) -> None:
         if job.id in self._open:
             return
         keyword = job.command.keyword
-        created, in_flight, _ = self._series(keyword)
-        created.inc()
-        in_flight.inc()
+        self.created.inc((keyword,))
+        self.in_flight.inc((keyword,))
         if len(self._open) >= MAX_OPEN_JOBS:
             oldest = next(iter(self._open))
-            self._series(self._open.pop(oldest)[0])[1].dec()
+            self.in_flight.inc((self._open.pop(oldest)[0],), -1)
         self._open[job.id] = (keyword, time.monotonic(), duplicate)
         if job.is_finished:  # refused at once (too many duplicates)
             self._closed(job, "error")
@@ -296,15 +294,9 @@ class AgentMetrics:
             state = "duplicate"
         elif state == "error" and job.error_message == EXPIRED_MESSAGE:
             state = "expired"
-        _, in_flight, duration = self._series(keyword)
-        in_flight.dec()
-        duration.observe(time.monotonic() - started)
-        child = self._finished_children.get((keyword, state))
-        if child is None:
-            child = self._finished_children[(keyword, state)] = self._finished.labels(
-                self.name, keyword, state
-            )
-        child.inc()
+        self.in_flight.inc((keyword,), -1)
+        self.durations.observe((keyword,), time.monotonic() - started)
+        self.finished.inc((keyword, state))
 
     # --- the audit chain ---------------------------------------------------------------------
 
@@ -344,6 +336,7 @@ class _AgentCollector(Collector):
         """The series computed from the agent's state now."""
         agent = self.metrics.agent
         name = agent.name
+        yield from self._jobs(name)
         stats = agent.service.stats
         yield _counter(
             "broadgauge_connections_refused",
@@ -381,6 +374,63 @@ class _AgentCollector(Collector):
             boards.add_metric([name, str(peer)], len(board))
         yield boards
         yield from self._audit(agent)
+
+    def _jobs(self, name: str) -> Iterable[Metric]:
+        m = self.metrics
+        keyword = ["agent", "keyword"]
+        yield m.created.family(
+            CounterMetricFamily,
+            "broadgauge_jobs_created",
+            "Jobs this agent created (it is the first agent of their path), by instruction.",
+            name,
+            keyword,
+        )
+        yield m.finished.family(
+            CounterMetricFamily,
+            "broadgauge_jobs_finished",
+            "Jobs this agent created that ended, by instruction and final state.",
+            name,
+            [*keyword, "state"],
+        )
+        yield m.in_flight.family(
+            GaugeMetricFamily,
+            "broadgauge_jobs_in_flight",
+            "Jobs this agent created that have not ended yet, by instruction.",
+            name,
+            keyword,
+        )
+        yield m.durations.family(
+            "broadgauge_job_duration_seconds",
+            "From creating a job to learning its end, at the agent that created it.",
+            name,
+            keyword,
+        )
+        yield m.calls.family(
+            CounterMetricFamily,
+            "broadgauge_backend_calls",
+            "Jobs run by this agent's handlers (on a leaf agent: its back end), by outcome.",
+            name,
+            [*keyword, "outcome"],
+        )
+        yield m.call_seconds.family(
+            "broadgauge_backend_call_duration_seconds",
+            "How long this agent's handler took to run a job, by instruction.",
+            name,
+            keyword,
+        )
+        yield m.operations.family(
+            CounterMetricFamily,
+            "broadgauge_backend_operations",
+            "Audited back-end operations (first word: useradd, sacctmgr, ledger ...).",
+            name,
+            ["agent", "operation", "outcome"],
+        )
+        yield m.commits.family(
+            "broadgauge_store_commit_duration_seconds",
+            "One transaction of the durable board store, BEGIN to COMMIT.",
+            name,
+            ["agent"],
+        )
 
     def _links(self, agent: Agent) -> Iterable[Metric]:
         name = agent.name

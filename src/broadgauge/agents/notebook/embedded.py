@@ -13,15 +13,15 @@ A real JupyterHub is used instead when the notebook agent is configured with
 
 from __future__ import annotations
 
-import asyncio
 import datetime as _dt
 import logging
 import sqlite3
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
+
+from broadgauge.agents._sqlite import SqliteFile
 
 from .backend import BLOCKED_GROUP, NotebookError, Server
 
@@ -78,12 +78,7 @@ class EmbeddedHub:
         self.url = url if url.endswith("/") else url + "/"
         self._audit = audit
         self._clock = clock or _system_clock
-        # One connection shared by worker threads, serialised by the lock: SQLite calls
-        # block, so they run off the event loop.
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._file = SqliteFile(path, _SCHEMA)
 
     # ---- plumbing ----------------------------------------------------------------------
 
@@ -96,19 +91,10 @@ class EmbeddedHub:
         """
         changes: list[str] = []
 
-        def transaction() -> _T:
-            with self._lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    result = work(self._db, changes)
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    changes.clear()
-                    raise
-                self._db.execute("COMMIT")
-                return result
+        def noted(db: sqlite3.Connection) -> _T:
+            return work(db, changes)
 
-        result = await asyncio.to_thread(transaction)
+        result = await self._file.transaction(noted)
         for change in changes:
             log.info("embedded hub: %s", change)
             if self._audit is not None:
@@ -304,5 +290,4 @@ class EmbeddedHub:
 
     async def close(self) -> None:
         """Close the database."""
-        with self._lock:
-            self._db.close()
+        self._file.close()

@@ -28,13 +28,13 @@ History is never deleted.  Every time is a timezone-aware datetime, stored in UT
 
 from __future__ import annotations
 
-import asyncio
 import datetime as _dt
 import sqlite3
-import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
+
+from broadgauge.agents._sqlite import SqliteFile
 
 __all__ = ["SessionLedger"]
 
@@ -86,28 +86,11 @@ class SessionLedger:
 
     def __init__(self, path: str | Path) -> None:
         """Open (or create) the ledger at ``path`` (``":memory:"`` for a throwaway one)."""
-        # One connection shared by worker threads, serialised by the lock: SQLite calls
-        # block, so they run off the event loop.
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._file = SqliteFile(path, _SCHEMA)
 
     async def _call(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``work`` in one transaction on a worker thread."""
-
-        def transaction() -> _T:
-            with self._lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    result = work(self._db)
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-                return result
-
-        return await asyncio.to_thread(transaction)
+        return await self._file.transaction(work)
 
     # ---- recording ---------------------------------------------------------------------
 
@@ -257,5 +240,4 @@ class SessionLedger:
 
     async def close(self) -> None:
         """Close the database."""
-        with self._lock:
-            self._db.close()
+        self._file.close()

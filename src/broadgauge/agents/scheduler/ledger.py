@@ -15,15 +15,14 @@ before any write.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as _dt
 import logging
 import sqlite3
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from broadgauge.agents._sqlite import SqliteFile
 from broadgauge.grammar.calendar import Date
 from broadgauge.grammar.identifiers import ProjectMapping, UserMapping
 from broadgauge.grammar.reports import DailyProjectUsageReport, ProjectUsageReport
@@ -91,30 +90,13 @@ class LedgerScheduler:
         """Open (or create) the ledger at ``path`` (``":memory:"`` for a throwaway one)."""
         self._audit = audit
         self._parent = parent_account
-        # One connection shared by worker threads, serialised by the lock: SQLite calls
-        # block, so they run off the event loop.
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._file = SqliteFile(path, _SCHEMA)
 
     # ---- plumbing ----------------------------------------------------------------------
 
     async def _call(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``work`` in one transaction on a worker thread."""
-
-        def transaction() -> _T:
-            with self._lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    result = work(self._db)
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-                return result
-
-        return await asyncio.to_thread(transaction)
+        return await self._file.transaction(work)
 
     def _record(self, description: str) -> None:
         log.info("ledger: %s", description)
@@ -291,8 +273,7 @@ class LedgerScheduler:
 
     async def close(self) -> None:
         """Close the database."""
-        with self._lock:
-            self._db.close()
+        self._file.close()
 
     # ---- ledger-only -------------------------------------------------------------------
 

@@ -44,7 +44,12 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from broadgauge.agents._envelope import instruction_of, notify_portal
-from broadgauge.agents.leaves import REQUIRED_AGENTS, LeafAgents
+from broadgauge.agents.leaves import (
+    ACCOUNT_QUESTIONS,
+    FILESYSTEM_QUESTIONS,
+    REQUIRED_AGENTS,
+    LeafAgents,
+)
 from broadgauge.agents.naming import (
     check_instruction,
     check_project_mapping,
@@ -107,18 +112,9 @@ class Instance:
             "get_user_dirs": self.get_user_dirs,
             "get_project_dirs": self.get_project_dirs,
         }
-        for keyword in (
-            "get_users",
-            "get_projects",
-            "get_project_mapping",
-            "get_user_mapping",
-            "is_protected_user",
-            "is_blocked_user",
-            "is_existing_user",
-            "is_existing_project",
-        ):
+        for keyword in ACCOUNT_QUESTIONS:
             handlers[keyword] = self._delegate(AgentType.ACCOUNT)
-        for keyword in ("get_local_home_dir", "get_local_user_dirs", "get_local_project_dirs"):
+        for keyword in FILESYSTEM_QUESTIONS:
             handlers[keyword] = self._delegate(AgentType.FILESYSTEM)
         for keyword in ("project", "user"):
             for verb in ("set", "get", "clear"):

@@ -39,6 +39,20 @@ _FILES = (AgentType.ACCOUNT, AgentType.FILESYSTEM)
 _SCHEDULER = (AgentType.ACCOUNT, AgentType.SCHEDULER)
 _ALL = (AgentType.ACCOUNT, AgentType.FILESYSTEM, AgentType.SCHEDULER)
 
+#: Questions an instance passes to its account agent as they are.
+ACCOUNT_QUESTIONS = (
+    "get_users",
+    "get_projects",
+    "get_project_mapping",
+    "get_user_mapping",
+    "is_protected_user",
+    "is_blocked_user",
+    "is_existing_user",
+    "is_existing_project",
+)
+#: Questions an instance passes to its filesystem agent as they are.
+FILESYSTEM_QUESTIONS = ("get_local_home_dir", "get_local_user_dirs", "get_local_project_dirs")
+
 #: The leaf agents each instruction needs connected before anything is asked of any of them.
 REQUIRED_AGENTS: dict[str, tuple[AgentType, ...]] = {
     **dict.fromkeys(("add_user", "remove_user", "add_project", "remove_project"), _ALL),
@@ -49,14 +63,7 @@ REQUIRED_AGENTS: dict[str, tuple[AgentType, ...]] = {
             "block_project",
             "unblock_project",
             "is_blocked_project",
-            "get_users",
-            "get_projects",
-            "get_project_mapping",
-            "get_user_mapping",
-            "is_protected_user",
-            "is_blocked_user",
-            "is_existing_user",
-            "is_existing_project",
+            *ACCOUNT_QUESTIONS,
         ),
         _ACCOUNT,
     ),
@@ -75,10 +82,7 @@ REQUIRED_AGENTS: dict[str, tuple[AgentType, ...]] = {
         ),
         _FILES,
     ),
-    **dict.fromkeys(
-        ("get_local_home_dir", "get_local_user_dirs", "get_local_project_dirs"),
-        (AgentType.FILESYSTEM,),
-    ),
+    **dict.fromkeys(FILESYSTEM_QUESTIONS, (AgentType.FILESYSTEM,)),
 }
 
 

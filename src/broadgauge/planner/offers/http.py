@@ -21,6 +21,7 @@ for offers where the planner allows anonymous questions, but may not accept or c
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -70,6 +71,15 @@ def _wants_body(request: Request) -> bool:
     return "return=representation" in request.headers.get("prefer", "").lower()
 
 
+def _created(request: Request, path: str, body: Callable[[], dict[str, Any]]) -> Response:
+    """``303`` to ``path`` (Calycopis's answer), or ``200`` with ``body()`` and a Location
+    when the client sends ``Prefer: return=representation``."""
+    location = f"{_base(request)}{path}"
+    if _wants_body(request):
+        return JSONResponse(body(), headers={"Location": location})
+    return RedirectResponse(location, status_code=303)
+
+
 def _base(request: Request) -> str:
     return str(request.base_url)
 
@@ -93,12 +103,9 @@ def offer_routes(planner: Planner, broker: Broker) -> list[Route]:
             record, sessions = await broker.request(body, identity)
         except RequestError as exc:
             return _error(400, "bad_request", str(exc), path=exc.path)
-        location = f"{_base(request)}offersets/{record.uuid}"
-        if _wants_body(request):
-            return JSONResponse(
-                _offerset(request, record, sessions), headers={"Location": location}
-            )
-        return RedirectResponse(location, status_code=303)
+        return _created(
+            request, f"offersets/{record.uuid}", lambda: _offerset(request, record, sessions)
+        )
 
     @answers_refusals
     async def get_offerset(request: Request) -> Response:
@@ -158,12 +165,10 @@ def offer_routes(planner: Planner, broker: Broker) -> list[Route]:
         if record is None:
             reasons = [m["message"] for m in offerset.messages]
             return _error(400, "no_offer", "no site could offer this request", messages=reasons)
-        location = f"{_base(request)}sessions/{record.uuid}"
-        if _wants_body(request):
-            return JSONResponse(
-                session_json(record, _base(request)), headers={"Location": location}
-            )
-        return RedirectResponse(location, status_code=303)
+        session = record  # narrowed to a SessionRecord for the lambda below
+        return _created(
+            request, f"sessions/{session.uuid}", lambda: session_json(session, _base(request))
+        )
 
     return [
         Route("/requests", post_request, methods=["POST"]),

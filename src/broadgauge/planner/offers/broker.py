@@ -39,6 +39,7 @@ from broadgauge.planner.offers.model import (
     Limits,
     candidate_starts,
     check_transition,
+    message_item,
     parse_request,
     tasktype_for_kind,
 )
@@ -85,11 +86,6 @@ class Forbidden(Exception):
     """The caller may not do this (an anonymous caller accepting, say)."""
 
 
-def message(now: float, level: str, text: str) -> dict[str, Any]:
-    """A MessageItem as the records keep it."""
-    return {"time": now, "level": level, "message": text}
-
-
 class Broker:
     """Offers over the network's sites, and the sessions they become."""
 
@@ -121,24 +117,26 @@ class Broker:
         wanted = parse_request(body, now, limits=self.limits)
         owner = identity.subject if identity else None
         offerset = str(uuidlib.uuid4())
-        notes = [message(now, "INFO", f"ignored {key!r}") for key in wanted.ignored]
+        notes = [message_item(now, "INFO", f"ignored {key!r}") for key in wanted.ignored]
         made: list[SessionRecord] = []
         verdicts, catalogue = await self.network.verdicts(Task(wanted.tasktype), identity)
         for path in catalogue.silent:
-            notes.append(message(now, "WARN", f"{path} did not answer"))
+            notes.append(message_item(now, "WARN", f"{path} did not answer"))
         for verdict in verdicts:
             site = verdict.offering.destination
             answer = verdict.answer
             if answer is None:
-                notes.append(message(now, "WARN", f"{site}: {verdict.status}: {verdict.detail}"))
+                notes.append(
+                    message_item(now, "WARN", f"{site}: {verdict.status}: {verdict.detail}")
+                )
                 continue
             if not answer.accepted and answer.provision is None:
-                notes.append(message(now, "INFO", f"{site}: NO: {answer.reason or 'no rule'}"))
+                notes.append(message_item(now, "INFO", f"{site}: NO: {answer.reason or 'no rule'}"))
                 continue
             ruleset = verdict.offering.ruleset
             capacity = ruleset.capacity if ruleset is not None else None
             if capacity is None:
-                notes.append(message(now, "INFO", f"{site} publishes no capacity to offer"))
+                notes.append(message_item(now, "INFO", f"{site} publishes no capacity to offer"))
                 continue
             made += await self._offer_at(
                 site, capacity, wanted, offerset=offerset, owner=owner, now=now, notes=notes
@@ -166,7 +164,7 @@ class Broker:
     ) -> list[SessionRecord]:
         if wanted.cores_min > capacity.cores or wanted.memory_mib_min > capacity.memory_mib:
             notes.append(
-                message(
+                message_item(
                     now,
                     "INFO",
                     f"{site}: the minimum of {wanted.cores_min} cores and "
@@ -197,7 +195,9 @@ class Broker:
             if await self.store.offer(record, now):
                 made.append(record)
         if not made:
-            notes.append(message(now, "INFO", f"{site}: no free capacity in the requested windows"))
+            notes.append(
+                message_item(now, "INFO", f"{site}: no free capacity in the requested windows")
+            )
         return made
 
     # --- reading -------------------------------------------------------------------------
@@ -327,7 +327,7 @@ class Broker:
                 _LIVE,
                 Phase.FAILED,
                 now,
-                message=message(now, "ERROR", why),
+                message=message_item(now, "ERROR", why),
             )
         except BookingConflict:
             return
@@ -367,7 +367,7 @@ class Broker:
 
     async def _note(self, record: SessionRecord, level: str, text: str) -> SessionRecord:
         now = self.clock()
-        return await self.store.add_message(record.uuid, message(now, level, text), now)
+        return await self.store.add_message(record.uuid, message_item(now, level, text), now)
 
     def _audit(self, who: str | None, what: str, outcome: str) -> None:
         log.info("%s: %s (%s)", who or "anonymous", what, outcome)

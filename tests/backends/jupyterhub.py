@@ -29,7 +29,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ import httpx
 import pytest
 
 from tests.backends.oidc import skip_or_fail
+from tests.cli.processes import free_port
 
 _BIN = Path(sys.executable).parent
 
@@ -59,12 +59,6 @@ class JupyterHub:
 def _program(name: str) -> str | None:
     local = _BIN / name
     return str(local) if local.exists() else shutil.which(name)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _config(
@@ -175,7 +169,7 @@ def running_hub(directory: Path) -> Iterator[JupyterHub]:
             "jupyterhub / configurable-http-proxy / jupyter_server are not installed "
             "(pip install jupyterhub configurable-http-proxy jupyter_server)"
         )
-    public, api, hub = _free_port(), _free_port(), _free_port()
+    public, api, hub = free_port(), free_port(), free_port()
     token = secrets.token_hex(32)
     config = directory / "jupyterhub_config.py"
     # The file holds the service token: readable by us alone.

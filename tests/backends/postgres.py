@@ -26,7 +26,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -36,6 +35,7 @@ from pathlib import Path
 import pytest
 
 from tests.backends.oidc import skip_or_fail
+from tests.cli.processes import free_port
 
 USER = "broadgauge"
 PROGRAMS = ("initdb", "pg_ctl", "postgres")
@@ -99,12 +99,6 @@ def missing() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _as_server_user(command: list[str]) -> list[str]:
     # PostgreSQL will not run as root; as anyone else, run it as ourselves.
     if os.geteuid() == 0:
@@ -156,7 +150,7 @@ def start_postgres(directory: Path) -> Postgres:
     )
     log = directory / "server.log"
     for _attempt in range(3):  # the port may be taken between probing and binding
-        port = _free_port()
+        port = free_port()
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={port}"
             f" -c unix_socket_directories={directory}"

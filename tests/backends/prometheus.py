@@ -9,7 +9,6 @@ program: skip with the reason, or fail under ``CI=true`` (``.ci/run`` installs i
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from typing import Any
 import httpx
 
 from tests.backends.oidc import skip_or_fail
+from tests.cli.processes import free_port
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules" / "broadgauge.yml"
 
@@ -48,12 +48,6 @@ class Prometheus:
             time.sleep(0.5)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def running_prometheus(directory: Path, targets: dict[str, list[str]]) -> Iterator[Prometheus]:
     """Prometheus scraping ``targets`` (scrape job name → ``host:port`` list) every second."""
@@ -71,7 +65,7 @@ def running_prometheus(directory: Path, targets: dict[str, list[str]]) -> Iterat
         f"rule_files:\n  - {RULES}\nscrape_configs:\n{jobs}\n",
         encoding="utf-8",
     )
-    port = _free_port()
+    port = free_port()
     log = (directory / "prometheus.log").open("wb")
     process = subprocess.Popen(
         [

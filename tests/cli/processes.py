@@ -24,12 +24,24 @@ def run_broadgauge(
     )
 
 
+#: Ports already handed out in this test run.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port that was free a moment ago on loopback."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A TCP port that was free a moment ago on loopback, and not handed out before.
+
+    The kernel often offers the same free port twice in a row, so a test that asks for
+    several ports before it binds any (a site's agents, configured first, started later)
+    would otherwise give two agents one port.
+    """
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 class Broadgauge:

@@ -17,13 +17,6 @@ from broadgauge.site.topology import Topology
 from broadgauge.wire import Service, ServiceConfig
 
 
-def free_port() -> int:
-    """A port nothing listens on right now (the kernel's pick)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def agent_config(kind: AgentType, name: str, port: int, **extras: str) -> AgentConfig:
     """A fresh config listening on 127.0.0.1:``port``."""
     return AgentConfig(kind, ServiceConfig.create(name, port=port), extras)

@@ -10,8 +10,9 @@ import pytest
 from broadgauge.cli import main
 from broadgauge.jobs.agent_type import AgentType
 from broadgauge.runtime.audit import AuditLog
+from tests.cli.processes import free_port
 
-from .helpers import agent_config, free_port, write
+from .helpers import agent_config, write
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int, bytes | None]]:

@@ -17,8 +17,9 @@ from broadgauge.doctor.findings import Status
 from broadgauge.jobs.agent_type import AgentType
 from broadgauge.runtime.audit import AuditLog
 from broadgauge.wire import Service, SimpleEncryption
+from tests.cli.processes import free_port
 
-from .helpers import agent_config, date_server, free_port, only, write
+from .helpers import agent_config, date_server, only, write
 
 FAST = 0.5  # seconds per probe: loopback answers at once, and silence is what is tested
 

@@ -13,8 +13,9 @@ from broadgauge.doctor.sitewide import check_site
 from broadgauge.runtime.config import AgentConfig
 from broadgauge.site.topology import load_topology
 from broadgauge.wire import Service
+from tests.cli.processes import free_port
 
-from .helpers import build_site, free_port, only
+from .helpers import build_site, only
 
 FAST = 0.5
 

@@ -134,3 +134,17 @@ def test_settings_round_trip_and_refuse_plain_passwords() -> None:
     with pytest.raises(ConfigError, match="secure_cookie"):
         ConsoleSettings.from_table({"secure_cookie": "yes"})
     assert ConsoleSettings.from_table({}).users == {}
+
+
+@pytest.mark.parametrize(
+    "bad", ["ops.example.org", "ftp://ops.example.org", "https://", "https://h/?a=1", 7]
+)
+def test_public_url_must_be_an_http_address(bad: object) -> None:
+    with pytest.raises(ConfigError, match="public_url"):
+        ConsoleSettings.from_table({"public_url": bad})
+
+
+def test_public_url_round_trips_without_its_trailing_slash() -> None:
+    settings = ConsoleSettings.from_table({"public_url": "https://ops.example.org/site/"})
+    assert settings.public_url == "https://ops.example.org/site"
+    assert ConsoleSettings.from_table(settings.to_table()) == settings

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urlencode, urlparse
 
 import httpx
 import pytest
@@ -205,6 +205,7 @@ async def test_an_unlisted_subject_is_refused_and_logged(
     assert refused.status_code == 403
     assert "not a console operator" in refused.text
     assert "bg_console" not in browser.cookies
+    assert "bg_console_oidc" not in browser.cookies  # the state was spent on the provider
     assert f"refused OIDC login for '{STRANGER}' from 127.0.0.1: not an operator" in caplog.text
     assert "logged in" not in caplog.text
     assert len(with_oidc.network.bridge.console.sessions) == 0
@@ -298,3 +299,38 @@ async def test_without_oidc_the_route_is_not_offered(
     callback = await client.get("/console/auth/callback", params={"code": "x", "state": "y"})
     assert callback.status_code == 404
     assert "bg_console" not in client.cookies
+
+
+async def test_an_id_token_for_another_login_is_refused_by_its_nonce(
+    with_oidc: Served, browser: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The state matches, but the provider issued the ID token for another nonce (a token
+    injected from someone else's login): refused, and the state is spent."""
+    caplog.set_level(logging.INFO, LOG)
+    authorize_url = await to_provider(browser, with_oidc)
+    url = urlparse(authorize_url)
+    query = {k: v[0] for k, v in parse_qs(url.query).items()}
+    assert query["nonce"] and query["nonce"] in browser.cookies["bg_console_oidc"]
+    query["nonce"] = "a-nonce-this-browser-never-had"
+    callback = await authorize(browser, url._replace(query=urlencode(query)).geturl(), OPERATOR)
+    refused = await browser.get(callback)
+    assert refused.status_code == 401, refused.text
+    assert "bg_console" not in browser.cookies
+    assert "bg_console_oidc" not in browser.cookies
+    assert "refused OIDC login from 127.0.0.1: ID token nonce does not match" in caplog.text
+    assert len(with_oidc.network.bridge.console.sessions) == 0
+
+
+async def test_the_callback_address_is_the_public_url_behind_a_proxy(
+    with_oidc: Served, browser: httpx.AsyncClient
+) -> None:
+    """Behind a TLS-terminating proxy the request says http://127.0.0.1:port; the provider
+    must send the browser to the address the browser knows, and the state cookie is Secure."""
+    console = with_oidc.network.bridge.console
+    console.settings = replace(console.settings, public_url="https://ops.example.org")
+    start = await browser.get(f"{with_oidc.base}console/auth/oidc")
+    assert start.status_code == 303
+    query = parse_qs(urlparse(start.headers["location"]).query)
+    assert query["redirect_uri"] == ["https://ops.example.org/console/auth/callback"]
+    cookie = start.headers["set-cookie"]
+    assert "bg_console_oidc=" in cookie and "Secure" in cookie and "HttpOnly" in cookie

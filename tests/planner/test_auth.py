@@ -12,7 +12,7 @@ import asyncio
 import time
 from datetime import timedelta
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urlencode, urlparse
 
 import httpx
 import jwt
@@ -331,3 +331,27 @@ async def test_case2_browser_login_round_trip_through_the_real_provider(
         assert answer.json()["reponseword"] == "YES"
         explain = await planner.get("/accepts/explain", params=ESAP)
         assert explain.json()["explain"]["identity"] == "carol"
+
+
+async def test_case2_an_id_token_for_another_login_is_refused_by_its_nonce(
+    oidc_provider: OidcProvider,
+) -> None:
+    """This browser's state, but a code whose ID token carries another login's nonce."""
+    oidc_provider.set_user("carol", {"groups": ["escape"]})
+    cfg = config(oidc_provider.issuer, "required", client_secret="anything")
+    async with client(cfg) as planner, httpx.AsyncClient() as browser:
+        first = await planner.get("/accepts", params=ESAP, headers={"Accept": "text/html"})
+        assert first.status_code == 303
+        authorize = urlparse(first.headers["location"])
+        query = {k: v[0] for k, v in parse_qs(authorize.query).items()}
+        assert query["nonce"] and query["nonce"] in planner.cookies["bg_planner_login"]
+        query["nonce"] = "a-nonce-from-someone-elses-login"
+        login = await browser.post(
+            authorize._replace(query=urlencode(query)).geturl(), data={"sub": "carol"}
+        )
+        assert login.status_code == 302
+        refused = await planner.get(login.headers["location"])
+        assert refused.status_code == 401
+        assert refused.json()["reason"] == "the ID token was issued for another login"
+        assert "bg_planner_token" not in planner.cookies
+        assert "bg_planner_login" not in planner.cookies  # spent

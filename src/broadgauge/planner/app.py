@@ -67,6 +67,12 @@ def answers_refusals(
     return answering
 
 
+def _spent(response: Response) -> Response:
+    """``response`` with the login's state cookie removed (its code went to the provider)."""
+    response.delete_cookie(STATE_COOKIE)
+    return response
+
+
 def _error(status: int, error: str, reason: str, headers: dict[str, str] | None = None) -> Response:
     return JSONResponse({"error": error, "reason": reason}, status_code=status, headers=headers)
 
@@ -183,6 +189,9 @@ class Planner:
         auth = self.config.auth
         endpoint = await self.validator.authorization_endpoint()
         state = secrets.token_urlsafe(16)
+        # The nonce comes back inside the ID token: a token issued for another login is
+        # refused even when it arrives with this browser's state.
+        nonce = secrets.token_urlsafe(16)
         query = urlencode(
             {
                 "response_type": "code",
@@ -190,6 +199,7 @@ class Planner:
                 "redirect_uri": self._redirect_uri(request),
                 "scope": auth.scope,
                 "state": state,
+                "nonce": nonce,
             }
         )
         sep = "&" if "?" in endpoint else "?"
@@ -198,7 +208,7 @@ class Planner:
         # into an open redirect.
         back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         response.set_cookie(
-            STATE_COOKIE, f"{state} {back}", max_age=600, httponly=True, samesite="lax"
+            STATE_COOKIE, f"{state} {nonce} {back}", max_age=600, httponly=True, samesite="lax"
         )
         return response
 
@@ -207,15 +217,19 @@ class Planner:
         if self.validator is None:
             return _error(404, "not_found", "this planner does not use OIDC")
         remembered = request.cookies.get(STATE_COOKIE, "")
-        state, _, back = remembered.partition(" ")
+        state, nonce, back = [*remembered.split(" ", 2), "", ""][:3]
         code = request.query_params.get("code")
-        if not state or request.query_params.get("state") != state or not code:
+        given = request.query_params.get("state", "")
+        if not state or not nonce or not code or not secrets.compare_digest(given, state):
             return _error(400, "bad_request", "no login in progress for this browser")
         try:
             token = await self.validator.exchange_code(code, self._redirect_uri(request))
             identity = await self.validator.validate(token)
         except (TokenError, httpx.HTTPError) as exc:
-            return _error(401, "invalid_token", str(exc))
+            return _spent(_error(401, "invalid_token", str(exc)))
+        got = identity.claims.get("nonce")
+        if not isinstance(got, str) or not secrets.compare_digest(got, nonce):
+            return _spent(_error(401, "invalid_token", "the ID token was issued for another login"))
         expires = identity.claims.get("exp")
         max_age = max(0, int(expires - time.time())) if isinstance(expires, int) else 300
         response = RedirectResponse(back if back.startswith("/") else "/accepts", status_code=303)

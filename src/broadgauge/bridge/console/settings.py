@@ -7,6 +7,12 @@
     session_minutes = 30                # optional: idle time before a session ends
     refresh_seconds = 5                 # optional: how often open pages poll for changes
     secure_cookie = "auto"              # optional: "auto" (when the request is https), true, false
+    public_url = "https://ops.example.org"  # optional: the bridge's address as browsers see it
+
+``public_url`` is what the OIDC provider sends the browser back to (``<public_url>/console/
+auth/callback``, to register at the provider).  Behind a TLS-terminating proxy the request's
+own scheme and host are the proxy's view of the bridge, not the browser's, so set it there;
+without it the callback address is built from the request.
 
 ``broadgauge bridge console-user --add NAME`` writes ``users``.  OIDC login uses the
 provider of the network planner served beside the bridge (its ``[auth]``); without one, only
@@ -18,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from broadgauge.runtime.config import AgentConfig
 from broadgauge.wire import ConfigError
@@ -31,6 +38,7 @@ _KNOWN = {
     "session_minutes",
     "refresh_seconds",
     "secure_cookie",
+    "public_url",
 }
 
 
@@ -44,6 +52,7 @@ class ConsoleSettings:
     session_minutes: float = 30.0
     refresh_seconds: float = 5.0
     secure_cookie: bool | None = None  # None: when the request came over https
+    public_url: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -73,6 +82,17 @@ class ConsoleSettings:
         secure = table.get("secure_cookie", "auto")
         if secure not in ("auto", True, False):
             raise ConfigError('[console] secure_cookie must be "auto", true or false')
+        public_url = table.get("public_url")
+        if public_url is not None and (
+            not isinstance(public_url, str)
+            or urlsplit(public_url).scheme not in ("http", "https")
+            or not urlsplit(public_url).netloc
+            or urlsplit(public_url).query
+            or urlsplit(public_url).fragment
+        ):
+            raise ConfigError(
+                '[console] public_url must be an http(s) address such as "https://ops.example.org"'
+            )
         return cls(
             enabled=enabled,
             users=dict(users),
@@ -80,6 +100,7 @@ class ConsoleSettings:
             session_minutes=numbers["session_minutes"],
             refresh_seconds=numbers["refresh_seconds"],
             secure_cookie=None if secure == "auto" else bool(secure),
+            public_url=public_url.rstrip("/") if public_url else None,
             extra={k: v for k, v in table.items() if k not in _KNOWN},
         )
 
@@ -104,6 +125,8 @@ class ConsoleSettings:
             table["refresh_seconds"] = self.refresh_seconds
         if self.secure_cookie is not None:
             table["secure_cookie"] = self.secure_cookie
+        if self.public_url is not None:
+            table["public_url"] = self.public_url
         return table
 
     def with_user(self, name: str, password_hash: str) -> ConsoleSettings:

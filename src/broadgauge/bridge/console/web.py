@@ -49,6 +49,7 @@ PREFIX = "/console"
 SESSION_COOKIE = "bg_console"
 LOGIN_COOKIE = "bg_console_login"
 STATE_COOKIE = "bg_console_oidc"
+STATE_PATH = f"{PREFIX}/auth"
 _PACKAGE = files("broadgauge.bridge.console")
 _CSS = (_PACKAGE / "static" / "console.css").read_bytes()
 _MAX_FORM = 4096
@@ -124,7 +125,7 @@ class Console:
     def _secure(self, request: Request) -> bool:
         if self.settings.secure_cookie is not None:
             return self.settings.secure_cookie
-        if request.url.scheme == "https":
+        if request.url.scheme == "https" or (self.settings.public_url or "").startswith("https:"):
             return True
         peer = request.client.host if request.client is not None else ""
         forwarded = request.headers.get("x-forwarded-proto", "")
@@ -299,6 +300,9 @@ class Console:
             return JSONResponse({"error": "no OIDC provider"}, status_code=404)
         settings = self.oidc.settings
         state = secrets.token_urlsafe(24)
+        # The nonce ties the ID token to this browser's login: a token issued for another
+        # login (say, replayed from a log) carries another nonce and is refused.
+        nonce = secrets.token_urlsafe(24)
         query = urlencode(
             {
                 "response_type": "code",
@@ -306,6 +310,7 @@ class Console:
                 "redirect_uri": self._redirect_uri(request),
                 "scope": getattr(settings, "scope", "openid") or "openid",
                 "state": state,
+                "nonce": nonce,
             }
         )
         endpoint = await self.oidc.authorization_endpoint()
@@ -315,9 +320,9 @@ class Console:
         # Lax, not Strict: it must come back with the provider's cross-site redirect.
         response.set_cookie(
             STATE_COOKIE,
-            f"{state} {back}",
+            f"{state} {nonce} {back}",
             max_age=600,
-            path=f"{PREFIX}/auth",
+            path=STATE_PATH,
             httponly=True,
             secure=self._secure(request),
             samesite="lax",
@@ -325,27 +330,43 @@ class Console:
         return response
 
     def _redirect_uri(self, request: Request) -> str:
-        return f"{request.url.scheme}://{request.url.netloc}{PREFIX}/auth/callback"
+        base = self.settings.public_url or f"{request.url.scheme}://{request.url.netloc}"
+        return f"{base}{PREFIX}/auth/callback"
 
     async def oidc_callback(self, request: Request) -> Response:
         """``GET /auth/callback``: redeem the code, check the subject, start a session."""
-        who = self._who(request)
         if self.oidc is None:
             return JSONResponse({"error": "no OIDC provider"}, status_code=404)
-        state, _, back = request.cookies.get(STATE_COOKIE, "").partition(" ")
+        who = self._who(request)
+        state, nonce, back = [*request.cookies.get(STATE_COOKIE, "").split(" ", 2), "", ""][:3]
         code = request.query_params.get("code")
         if (
             not state
+            or not nonce
             or not code
             or not secrets.compare_digest(request.query_params.get("state", ""), state)
         ):
+            # Not this browser's login: its own login in progress (if any) stays usable.
             log.warning("console: refused OIDC callback from %s: no login in progress", who)
             return self._login_form(request, error="No login in progress; try again.", status=400)
+        response = await self._redeem(request, code, nonce, back)
+        # The state is spent once its code was taken to the provider, refused or not.
+        response.delete_cookie(STATE_COOKIE, path=STATE_PATH)
+        return response
+
+    async def _redeem(self, request: Request, code: str, nonce: str, back: str) -> Response:
+        assert self.oidc is not None
+        who = self._who(request)
         try:
             token = await self.oidc.exchange_code(code, self._redirect_uri(request))
             identity = await self.oidc.validate(token)
         except Exception as exc:
             log.warning("console: refused OIDC login from %s: %s", who, exc)
+            return self._login_form(request, error="The provider's answer was refused.", status=401)
+        claims = getattr(identity, "claims", None) or {}
+        got = claims.get("nonce")
+        if not isinstance(got, str) or not secrets.compare_digest(got, nonce):
+            log.warning("console: refused OIDC login from %s: ID token nonce does not match", who)
             return self._login_form(request, error="The provider's answer was refused.", status=401)
         subject = str(getattr(identity, "subject", ""))
         if subject not in self.settings.oidc_subjects:
@@ -353,9 +374,7 @@ class Console:
             return self._login_form(
                 request, error=f"{subject} is not a console operator.", status=403
             )
-        response = self._start_session(request, subject, "oidc", _safe_next(back))
-        response.delete_cookie(STATE_COOKIE, path=f"{PREFIX}/auth")
-        return response
+        return self._start_session(request, subject, "oidc", _safe_next(back))
 
     async def css(self, request: Request) -> Response:
         """The one stylesheet (no session needed: it holds nothing about the network)."""

@@ -49,8 +49,9 @@ def make_pair(root: Path) -> tuple[Agent, Agent]:
     )
 
 
-async def jobs_per_second(root: Path, jobs: int, window: int, metrics: bool) -> float:
-    """Run ``jobs`` one-hop add_user jobs; jobs per second."""
+async def jobs_per_second(root: Path, jobs: int, window: int, metrics: bool) -> tuple[float, float]:
+    """Run ``jobs`` one-hop add_user jobs; jobs per second, and CPU microseconds per job
+    (this process's CPU time: less disturbed than wall time by whatever else runs)."""
     root.mkdir(parents=True, exist_ok=True)
     log = (root / "log.jsonl").open("w")
     # Before the agents exist: whether they log each action is decided when they start.
@@ -81,9 +82,10 @@ async def jobs_per_second(root: Path, jobs: int, window: int, metrics: bool) -> 
             async with gate:
                 await portal.run("portal.cluster", f"add_user u{i}.proj.portal", timeout=60)
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(one(i) for i in range(jobs)))
-        return jobs / (time.perf_counter() - started)
+        used = time.process_time() - cpu
+        return jobs / (time.perf_counter() - started), used / jobs * 1e6
     finally:
         await cluster.stop()
         await portal.stop()
@@ -128,20 +130,27 @@ async def scrape_times(root: Path, held: int) -> tuple[float, float]:
 async def main(args: argparse.Namespace) -> None:
     """Print both figures."""
     rates: dict[bool, list[float]] = {False: [], True: []}
+    cpus: dict[bool, list[float]] = {False: [], True: []}
     with tempfile.TemporaryDirectory(prefix="bench-metrics-") as tmp:
         for round_ in range(args.rounds):
             for metrics in (False, True):
                 root = Path(tmp) / f"{round_}-{metrics}"
-                rate = await jobs_per_second(root, args.jobs, args.window, metrics)
+                rate, cpu = await jobs_per_second(root, args.jobs, args.window, metrics)
                 rates[metrics].append(rate)
+                cpus[metrics].append(cpu)
                 print(
                     f"round {round_ + 1}: metrics and JSON logs {'on ' if metrics else 'off'} "
-                    f"{rate:8.0f} jobs/s"
+                    f"{rate:8.0f} jobs/s {cpu:8.0f} CPU us/job"
                 )
         off, on = statistics.median(rates[False]), statistics.median(rates[True])
         print(
             f"1-hop jobs/s (median of {args.rounds}): off {off:.0f}, on {on:.0f}, "
             f"on/off = {on / off:.3f} (goal >= 0.95)"
+        )
+        cpu_off, cpu_on = statistics.median(cpus[False]), statistics.median(cpus[True])
+        print(
+            f"CPU per 1-hop job (median of {args.rounds}): off {cpu_off:.0f} us, "
+            f"on {cpu_on:.0f} us, off/on = {cpu_off / cpu_on:.3f}"
         )
         render, fetch = await scrape_times(Path(tmp), args.board)
         print(

@@ -7,6 +7,7 @@ the JSON log of every agent (one process here, told apart by ``agent``) for the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
@@ -23,6 +24,7 @@ from broadgauge.runtime.logs import (
     JsonFormatter,
     child_job_id,
     configure_logging,
+    json_line,
     remember_secret,
     trace_id,
 )
@@ -120,3 +122,48 @@ def test_json_lines_carry_the_fields_and_never_a_secret(
     with pytest.raises(ValueError, match="log format"):
         configure_logging(logging.INFO, "xml")
     assert JsonFormatter().format(logging.makeLogRecord({"msg": "x"}))
+
+
+def test_json_lines_on_a_loop_reach_the_file_by_the_next_iteration(tmp_path: Path) -> None:
+    """Lines written on an event loop share one flush per iteration; each is whole, in
+    order, and in the file once the loop has turned."""
+    path = tmp_path / "log.jsonl"
+
+    async def write() -> list[str]:
+        for n in range(50):
+            logging.getLogger("broadgauge.test").info("line %d", n, extra={"agent": "a"})
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return path.read_text().splitlines()
+
+    with path.open("w") as stream:
+        configure_logging(logging.INFO, "json", stream)
+        try:
+            lines = asyncio.run(write())
+        finally:
+            configure_logging(logging.WARNING, "human")
+    assert [json.loads(line)["message"] for line in lines] == [f"line {n}" for n in range(50)]
+
+
+def test_json_line_is_the_json_of_its_fields() -> None:
+    """The hand-assembled line is valid JSON for awkward text, times keep their millisecond."""
+    remember_secret('hidden"quote\\value')
+    text = json_line(
+        1_700_000_000.9996,
+        "INFO",
+        "broadgauge.x",
+        'say "hi"\n\x00 é hidden"quote\\value',
+        {"agent": "a", "job": "j", "peer": None, "outcome": 'hidden"quote\\value'},
+    )
+    line = json.loads(text)
+    assert line == {
+        "time": "2023-11-14T22:13:20.999+00:00",
+        "level": "INFO",
+        "logger": "broadgauge.x",
+        "agent": "a",
+        "event": "log",
+        "message": 'say "hi"\n\x00 é ***',
+        "job": "j",
+        "outcome": "***",
+    }
+    assert json_line(1_700_000_001.0, "INFO", "x", "m", {})[:38].endswith("21.000+00:00")

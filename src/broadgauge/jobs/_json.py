@@ -52,6 +52,9 @@ I64_MAX: Final = 2**63 - 1
 _T = TypeVar("_T")
 
 
+_NO_KEYS: Final[frozenset[str]] = frozenset()
+
+
 class JsonObject(dict[str, Any]):
     """A decoded JSON object that remembers which keys occurred more than once."""
 
@@ -59,13 +62,16 @@ class JsonObject(dict[str, Any]):
 
     def __init__(self, pairs: list[tuple[str, Any]]) -> None:
         super().__init__(pairs)
+        if len(self) == len(pairs):  # the common case: every key once, nothing to find
+            self.duplicate_keys: frozenset[str] = _NO_KEYS
+            return
         seen: set[str] = set()
         dups: set[str] = set()
         for key, _ in pairs:
             if key in seen:
                 dups.add(key)
             seen.add(key)
-        self.duplicate_keys: frozenset[str] = frozenset(dups)
+        self.duplicate_keys = frozenset(dups)
 
 
 def _parse_int(text: str) -> int | float:

@@ -137,21 +137,36 @@ def _decode_value(r: _json.Reader, name: str, kind: object, has_default: bool) -
             cls = globals()[cls]
         if shape == "list":
             items = r.array(name, default_empty=has_default)
-            return tuple(
-                cls.from_json_value(item, f"{r.sub(name)}[{i}]") for i, item in enumerate(items)
-            )
+            where = r.sub(name)
+            return tuple(cls.from_json_value(item, f"{where}[{i}]") for i, item in enumerate(items))
         if shape == "map":
             mapping = r.mapping(name, default_empty=has_default)
+            where = r.sub(name)
             return {
-                _json.check_text(key, f"{r.sub(name)} key"): cls.from_json_value(
-                    item, f"{r.sub(name)}.{key}"
-                )
+                _json.check_text(key, f"{where} key"): cls.from_json_value(item, f"{where}.{key}")
                 for key, item in mapping.items()
             }
         if has_default and not r.has(name):
             return cls()
         return cls.from_json_value(r.raw(name), r.sub(name))
     raise AssertionError(f"unknown field kind {kind!r}")  # pragma: no cover
+
+
+#: Per codec class: (field name, kind, has serde default), in field order; and the names.
+_SPECS: dict[type, tuple[tuple[tuple[str, object, bool], ...], frozenset[str]]] = {}
+
+
+def _spec(cls: type) -> tuple[tuple[tuple[str, object, bool], ...], frozenset[str]]:
+    # dataclasses.fields() walks the class's fields on every call; a health sweep of a big
+    # network decodes thousands of these objects, so the walk is done once per class.
+    spec = _SPECS.get(cls)
+    if spec is None:
+        fields = dataclasses.fields(cls)
+        spec = _SPECS[cls] = (
+            tuple((f.name, f.metadata[_KIND], f.metadata[_DEFAULT]) for f in fields),
+            frozenset(f.name for f in fields),
+        )
+    return spec
 
 
 class _Codec:
@@ -162,8 +177,7 @@ class _Codec:
     def to_json_value(self) -> dict[str, Any]:
         """The JSON object, in Rust struct field order."""
         return {
-            f.name: _encode_value(f.metadata[_KIND], getattr(self, f.name))
-            for f in dataclasses.fields(self)  # type: ignore[arg-type]
+            name: _encode_value(kind, getattr(self, name)) for name, kind, _ in _spec(type(self))[0]
         }
 
     def to_json(self) -> str:
@@ -173,12 +187,9 @@ class _Codec:
     @classmethod
     def from_json_value(cls: type[_T], value: object, path: str | None = None) -> _T:
         """Decode a parsed JSON value; ``ProtocolError`` names the bad field."""
-        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-        r = _json.Reader(value, path or cls.__name__, {f.name for f in fields})
-        kwargs = {
-            f.name: _decode_value(r, f.name, f.metadata[_KIND], f.metadata[_DEFAULT])
-            for f in fields
-        }
+        fields, names = _spec(cls)
+        r = _json.Reader(value, path or cls.__name__, names)
+        kwargs = {name: _decode_value(r, name, kind, default) for name, kind, default in fields}
         return cls(**kwargs)
 
     @classmethod

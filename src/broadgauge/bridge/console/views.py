@@ -3,6 +3,8 @@ audit and planner.  Each page is drawn from the gatherer's cached view of the ne
 
 from __future__ import annotations
 
+import asyncio
+
 import dataclasses
 import time
 import uuid
@@ -234,13 +236,18 @@ class Pages:
         wanted = request.query_params.get("agent", "")
         own = self.agent.name
         context: dict[str, Any] = {"page_number": page, "wanted": wanted or own, "own": own}
+        # The view (a sweep, when cold) and the audit log's verification (a thread) are
+        # independent: wait for both at once, not one after the other.
+        taking = asyncio.ensure_future(self.gatherer.view())
+        try:
+            if not wanted or wanted == own:
+                context["audit"] = await self.gatherer.audit(page)
+            view = await taking
+        finally:
+            taking.cancel()  # only if the audit read failed; a done task ignores it
         if wanted and wanted != own:
-            view = await self.gatherer.view()
             report = view.reports.get(wanted)
             context["remote"] = events_from_report(report) if report is not None else None
-        else:
-            context["audit"] = await self.gatherer.audit(page)
-        view = await self.gatherer.view()
         context["agents"] = [r.name for r in view.rows if r.up]
         return context
 

@@ -203,7 +203,11 @@ class Reader:
         """A required string field (or ``default`` when absent and given)."""
         if key not in self._obj and default is not None:
             return default
-        return check_text(self.raw(key), self.sub(key), self._error)
+        value = self.raw(key)
+        # The same checks as check_text; the error path is only built when one fails.
+        if type(value) is str and (value.isascii() or not has_lone_surrogate(value)):
+            return value
+        return check_text(value, self.sub(key), self._error)
 
     def opt_text(self, key: str) -> str | None:
         """An optional string field: absent or ``null`` give ``None``."""
@@ -214,7 +218,10 @@ class Reader:
 
     def integer(self, key: str, lo: int, hi: int, kind: str) -> int:
         """A required integer field within ``[lo, hi]``."""
-        return check_int(self.raw(key), self.sub(key), (lo, hi), kind, self._error)
+        value = self.raw(key)
+        if type(value) is int and lo <= value <= hi:  # check_int's checks, without the path
+            return value
+        return check_int(value, self.sub(key), (lo, hi), kind, self._error)
 
     def u64(self, key: str) -> int:
         """A required unsigned 64-bit integer (also used for Rust ``usize``)."""

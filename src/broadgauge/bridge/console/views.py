@@ -4,7 +4,6 @@ audit and planner.  Each page is drawn from the gatherer's cached view of the ne
 from __future__ import annotations
 
 import asyncio
-
 import dataclasses
 import time
 import uuid

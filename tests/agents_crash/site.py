@@ -26,14 +26,16 @@ import asyncio
 import json
 import os
 import signal
+import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import closing
 from pathlib import Path
 
 from broadgauge.cli import main
 from broadgauge.cli.roles import ROLES_BY_NAME
 from broadgauge.jobs.agent_type import AgentType
+from broadgauge.jobs.health import HealthInfo
 from broadgauge.jobs.job import Job
 from broadgauge.runtime.agent import Agent, JobFailed
 from broadgauge.runtime.config import AgentConfig
@@ -80,6 +82,14 @@ def neighbours(name: str) -> list[str]:
     return found
 
 
+def everyone(tree: HealthInfo) -> dict[str, HealthInfo]:
+    """Every agent in a health sweep (``Agent.health()``), by name: the tree flattened."""
+    found = {tree.name: tree}
+    for peer in tree.peers.values():
+        found.update(everyone(peer))
+    return found
+
+
 def registered(me: str, peer: str) -> str:
     """The line ``me`` logs once ``peer``'s Register has arrived over an authenticated link."""
     kind = AgentType.BRIDGE.value if peer == "bridge" else _type(peer)
@@ -102,7 +112,11 @@ class Site:
         }
         #: Every process started for each agent, oldest first (a restart adds one).
         self.processes: dict[str, list[Broadgauge]] = {}
+        #: Extra environment for one agent's processes (``faketime``'s, say), by agent.
+        self.agent_env: dict[str, dict[str, str]] = {}
         self.bridge: Agent | None = None
+        #: The in-test bridge's clock (an injected one runs it ahead or behind).
+        self.bridge_clock: Callable[[], float] = time.time
 
     # --- where things are ------------------------------------------------------------
 
@@ -139,7 +153,13 @@ class Site:
                 "--add", lower, "--ip", "127.0.0.1", "--invitation", str(invite),
             )  # fmt: skip
             self.cli(lower, "server", "-c", str(self.config(lower)), "--add", str(invite))
-        extras = {
+        for name, settings in self.backend_extras().items():
+            for key, value in settings.items():
+                self.cli(name, "extra", "-c", str(self.config(name)), "-k", key, "-v", value)
+
+    def backend_extras(self) -> dict[str, dict[str, str]]:
+        """Each leaf agent's ``extra`` settings: its embedded backend and that backend's file."""
+        return {
             "account": {"account-backend": "local", "directory": str(self.directory)},
             "filesystem": {
                 "sandbox": str(self.sandbox),
@@ -148,9 +168,6 @@ class Site:
             },
             "scheduler": {"scheduler-backend": "ledger", "ledger": str(self.ledger)},
         }
-        for name, settings in extras.items():
-            for key, value in settings.items():
-                self.cli(name, "extra", "-c", str(self.config(name)), "-k", key, "-v", value)
 
     # --- running -----------------------------------------------------------------------
 
@@ -158,7 +175,7 @@ class Site:
         """``broadgauge <name> run -c … --data-dir …``; return once it listens."""
         process = Broadgauge(
             name, "run", "-c", str(self.config(name)), "--data-dir", str(self.data_dir(name)),
-            env=self.env, cwd=self.root,
+            env={**self.env, **self.agent_env.get(name, {})}, cwd=self.root,
         )  # fmt: skip
         self.processes.setdefault(name, []).append(process)
         listening = f"{name} ({_type(name)}) listening on"
@@ -186,7 +203,9 @@ class Site:
     async def start_bridge(self) -> Agent:
         """The bridge: an in-test agent from the CLI-written config, with its own boards."""
         config = AgentConfig.load(self.config("bridge"))
-        self.bridge = Agent(config, data_dir=self.data_dir("bridge"), timers=BRIDGE_TIMERS)
+        self.bridge = Agent(
+            config, data_dir=self.data_dir("bridge"), timers=BRIDGE_TIMERS, clock=self.bridge_clock
+        )
         await self.bridge.start(listen=False)
         await self.bridge.peer_of_type(AgentType.PORTAL, wait=START_TIMEOUT)
         return self.bridge

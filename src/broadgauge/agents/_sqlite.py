@@ -15,16 +15,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from broadgauge.runtime.durable import open_sqlite
+
 _T = TypeVar("_T")
 
 
-class SqliteFile:
-    """The database at ``path`` (``":memory:"`` for a throwaway one), ``schema`` applied."""
+#: What an operator does about a damaged back-end file (see docs/operators/storage.md).
+RECOVERY = (
+    "stop the agent, keep a copy of the file, and restore it from a backup (removing its -wal "
+    "and -shm files). Starting with an empty file forgets everything the back end recorded"
+)
 
-    def __init__(self, path: str | Path, schema: str) -> None:
+
+class SqliteFile:
+    """The database at ``path`` (``":memory:"`` for a throwaway one), ``schema`` applied.
+
+    ``what`` names it in errors: a damaged file raises
+    :class:`~broadgauge.runtime.durable.DamagedFileError` and the agent does not start.
+    """
+
+    def __init__(self, path: str | Path, schema: str, *, what: str = "a back end's file") -> None:
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = open_sqlite(path, what=what, recovery=RECOVERY)
         self._db.executescript(schema)
 
     async def transaction(self, work: Callable[[sqlite3.Connection], _T]) -> _T:

@@ -5,7 +5,8 @@ Which backend a leaf agent uses is set in the config's ``[extras]`` (all strings
 account agents
     ``account-backend`` = ``local`` (default: a SQLite directory at ``directory``, default
     ``<data dir>/directory.sqlite3``), ``ldap`` (``ldap-url``, ``ldap-bind-dn``,
-    ``ldap-base-dn``, secret ``ldap-password``) or ``freeipa`` (``freeipa-server``,
+    ``ldap-base-dn``, secret ``ldap-password``, ``ldap-timeout`` in seconds per request,
+    default 10) or ``freeipa`` (``freeipa-server``,
     comma-separated; ``freeipa-user``; secret ``freeipa-password``).
     ``protected-users``: comma-separated Unix names never to touch.
 filesystem agents
@@ -41,6 +42,7 @@ bridge agents
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import tomllib
@@ -223,6 +225,18 @@ def _extra(agent: Agent, key: str, default: str | None = None) -> str:
     return value
 
 
+def _seconds(agent: Agent, key: str, default: str) -> float:
+    """The extra ``key``: a number of seconds greater than zero."""
+    text = _extra(agent, key, default)
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0  # refused just below, naming the text as given
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(f"{agent.name}: {key} must be a number of seconds > 0, not {text!r}")
+    return seconds
+
+
 def _names(text: str) -> frozenset[str]:
     return frozenset(name.strip() for name in text.split(",") if name.strip())
 
@@ -242,6 +256,7 @@ def _account_backend(agent: Agent, data: Path) -> AccountBackend:
             _extra(agent, "ldap-base-dn"),
             protected=protected,
             audit=audit,
+            timeout=_seconds(agent, "ldap-timeout", "10"),
         )
     if backend == "freeipa":
         return FreeIpaDirectory(

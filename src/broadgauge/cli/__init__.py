@@ -8,8 +8,9 @@
 * ``broadgauge <role> init|client|server|encryption|secret|extra|run`` - configure and run
   an agent of that role (:mod:`.roles`, :mod:`.run`).
 
-Every failure the user can fix (a bad or missing config, an unreadable invite, a port in use)
-is reported as ``broadgauge: <message>`` on stderr with exit status 1.
+Every failure the user can fix (a bad or missing config, an unreadable invite, a port in use,
+a damaged store or audit log) is reported as ``broadgauge: <message>`` on stderr with exit
+status 1.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from broadgauge.cli.planner import add_planner_commands, run_planner
 from broadgauge.cli.roles import ROLES_BY_NAME, add_role_commands, run_role
 from broadgauge.cli.site import add_site_commands, run_site
 from broadgauge.cli.tools import add_tool_commands, run_tool
+from broadgauge.runtime.durable import DamagedFileError
 from broadgauge.runtime.logs import FORMATS, configure_logging
 from broadgauge.wire import WireError
 
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     except TimeoutError:  # before OSError, of which it is a subclass
         print("broadgauge: timed out", file=sys.stderr)
         return 1
-    except (WireError, OSError) as exc:
+    except (WireError, OSError, DamagedFileError) as exc:
         print(f"broadgauge: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

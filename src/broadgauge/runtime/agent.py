@@ -144,7 +144,7 @@ class Agent:
         self.control = ControlPlane(self)
         self.planner_rules = RulesSweep(self)
         if self.audit_log is not None:
-            self.tracer.sinks.append(self.audit_log.record_event)
+            self.tracer.keeper = self.audit_log.record_event
         self.service.on_refused(self._on_refused)
         self._load_boards()
 
@@ -603,9 +603,15 @@ class Agent:
 
     # --- tracing -------------------------------------------------------------------------
 
-    def trace(self, action: Action, job: Job, peer: PeerId, detail: str = "") -> None:
-        """Record an action on ``job``: kept for diagnostics, and given to every sink."""
-        self.tracer.record(self.clock(), action, job, peer, detail)
+    def trace(
+        self, action: Action, job: Job, peer: PeerId, detail: str = "", *, kept: bool = False
+    ) -> None:
+        """Record an action on ``job``: kept for diagnostics, and given to every sink.
+
+        ``kept``: the action must be in the audit log before it happens; the log's error
+        (a full disk, say) is raised if it could not be written.
+        """
+        self.tracer.record(self.clock(), action, job, peer, detail, kept=kept)
 
     @property
     def recent_events(self) -> list[TraceEvent]:

@@ -11,22 +11,50 @@ hash.  Ship the log off the host (or record its head hash elsewhere) to close th
 
 Backend operations (``useradd fred.proj``, ``sacctmgr add user ...``) are tied to the job
 being run through a context variable that the runtime sets around each handler.
+
+Each entry is appended with one ``write``, not synced to disk.  An entry that cannot be
+written whole (a full disk) is taken back, so the file never holds half a line written by a
+running agent, and :class:`AuditWriteError` names the file and the ``errno``.  A power loss
+can still leave a torn last line: opening the log cuts it off, keeps it in ``<log>.torn``,
+logs it and records the cut as the next entry.  Anything else that breaks the chain stops
+the agent at start with :class:`~.durable.DamagedFileError` (``docs/operators/storage.md``).
 """
 
 from __future__ import annotations
 
 import contextvars
+import errno
 import hashlib
 import json
+import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+from broadgauge.runtime.durable import DamagedFileError
 from broadgauge.runtime.trace import TraceEvent
 
 GENESIS = "0" * 64
+
+log = logging.getLogger("broadgauge.storage")
+
+#: What an operator does about an audit log whose chain is broken.
+RECOVERY: Final = (
+    "keep the file as evidence: it was changed after it was written, or damaged on disk "
+    "(`broadgauge audit verify FILE` names the first broken line). To start the agent again, "
+    "move the file aside (mv audit.jsonl audit.jsonl.broken) and note its last intact hash: "
+    "the agent then begins a new chain in a new audit.jsonl"
+)
+#: Where the torn last line of a log is kept, next to the log.
+TORN_SUFFIX: Final = ".torn"
+
+
+class AuditWriteError(OSError):
+    """An entry could not be appended (a full disk, say); the file is as it was before."""
+
 
 #: The job a handler is running, so backend operations can be attributed to it.
 CURRENT_JOB: contextvars.ContextVar[TraceEvent | None] = contextvars.ContextVar(
@@ -44,33 +72,92 @@ def _digest(entry: dict[str, Any]) -> str:
 
 
 class AuditLog:
-    """Appends hash-chained entries to a JSON-lines file (safe across threads)."""
+    """Appends hash-chained entries to a JSON-lines file (safe across threads).
+
+    Opening it cuts off a torn last line (see the module's docstring) and verifies the whole
+    chain: :class:`~.durable.DamagedFileError` if it is broken anywhere else.
+    """
 
     def __init__(self, path: str | os.PathLike[str], agent: str) -> None:
         self.path = Path(path)
         self.agent = agent
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._seq, self._head = _tail(self.path)
+        torn = _cut_torn_tail(self.path)
+        checked = verify(self.path) if self.path.exists() else Verification(0)
+        if not checked.ok:
+            problem = f"its hash chain breaks at line {checked.first_bad_line}: {checked.reason}"
+            raise DamagedFileError(self.path, "the audit log", problem, RECOVERY)
+        self._seq, self._head = checked.entries, checked.head
         #: Entries appended since this log was opened (metrics read it).
         self.written = 0
         # Append-only, owner-readable: the log names users and projects.
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._file = os.fdopen(fd, "a", encoding="utf-8")
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        #: Where the last whole entry ends: a write that fails part-way is cut back to it.
+        self._end = os.fstat(self._fd).st_size
+        #: Whether bytes of a failed write may still follow ``_end`` (cut before the next).
+        self._partial = False
+        if torn:
+            self.append(
+                time=time.time(),
+                job=None,
+                instruction=None,
+                path=[],
+                peer=None,
+                action="recovered",
+                operation=None,
+                outcome=f"cut off a torn last line of {torn} bytes, kept in "
+                f"{self.path.name}{TORN_SUFFIX}",
+            )
 
     def append(self, **fields: Any) -> dict[str, Any]:
-        """Append one entry made of ``fields`` plus time, sequence and chain hashes."""
+        """Append one entry made of ``fields`` plus time, sequence and chain hashes.
+
+        :class:`AuditWriteError` if it could not be written whole; the chain then goes on
+        from the entry before, as if this one had never been tried.
+        """
         with self._lock:
             entry = {"seq": self._seq + 1, "agent": self.agent, **fields, "prev": self._head}
             entry["hash"] = _digest(entry)
-            self._file.write(json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n")
-            self._file.flush()
+            line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
+            self._write(line.encode())
             self._seq, self._head = entry["seq"], entry["hash"]
             self.written += 1
             return entry
 
+    def _write(self, data: bytes) -> None:
+        """Append ``data`` whole, or leave the file ending where the last entry ends."""
+        if self._fd is None:
+            raise AuditWriteError(errno.EBADF, "the audit log is closed", str(self.path))
+        try:
+            if self._partial:
+                os.ftruncate(self._fd, self._end)
+                self._partial = False
+            written = 0
+            while written < len(data):
+                self._partial = True
+                written += os.write(self._fd, data[written:])
+        except OSError as exc:
+            code = exc.errno or errno.EIO
+            self._take_back()
+            name = errno.errorcode.get(code, "?")
+            raise AuditWriteError(code, f"{os.strerror(code)} ({name})", str(self.path)) from exc
+        self._end += len(data)
+        self._partial = False
+
+    def _take_back(self) -> None:
+        """Cut off what a failed write left after the last whole entry."""
+        if not self._partial or self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, self._end)
+            self._partial = False
+        except OSError as exc:
+            # Tried again before the next entry is written.
+            log.error("%s: could not cut off a half-written entry: %s", self.path, exc)
+
     def record_event(self, event: TraceEvent) -> None:
-        """A trace sink: record an action of the runtime."""
+        """The tracer's keeper: record an action of the runtime (raises if it cannot)."""
         self.append(
             time=event.time,
             job=event.job_id,
@@ -100,7 +187,7 @@ class AuditLog:
         """:func:`verify` the entries written so far (an entry being appended meanwhile is
         left for the next check, never read half-written)."""
         with self._lock:
-            size = os.fstat(self._file.fileno()).st_size
+            size = self._end
         return verify(self.path, upto=size)
 
     @property
@@ -111,25 +198,53 @@ class AuditLog:
     def close(self) -> None:
         """Close the file."""
         with self._lock:
-            self._file.close()
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
-def _tail(path: Path) -> tuple[int, str]:
-    """The sequence number and hash of the last entry, to continue the chain after a restart."""
-    if not path.exists() or path.stat().st_size == 0:
-        return 0, GENESIS
-    with path.open("rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        size = handle.tell()
-        handle.seek(max(0, size - 65536))
-        lines = handle.read().splitlines()
-    for raw in reversed(lines):
-        try:
-            entry = json.loads(raw)
-            return int(entry["seq"]), str(entry["hash"])
-        except (ValueError, KeyError, TypeError):
-            continue  # a torn last line from a crash; the verifier will report it
-    return 0, GENESIS
+def _cut_torn_tail(path: Path) -> int:
+    """Cut off the bytes after the last newline (a line a power loss tore); how many.
+
+    They are appended to ``<path>.torn`` first, so nothing is thrown away unseen.
+    """
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if size == 0:
+        return 0
+    with path.open("r+b") as handle:
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return 0
+        keep = 0
+        position = size
+        while position > 0:
+            step = min(65536, position)
+            position -= step
+            handle.seek(position)
+            newline = handle.read(step).rfind(b"\n")
+            if newline >= 0:
+                keep = position + newline + 1
+                break
+        handle.seek(keep)
+        tail = handle.read()
+        torn = path.with_name(path.name + TORN_SUFFIX)
+        fd = os.open(torn, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as kept:
+            kept.write(tail + b"\n")
+            kept.flush()
+            os.fsync(kept.fileno())
+        handle.truncate(keep)
+        handle.flush()
+        os.fsync(handle.fileno())
+    log.warning(
+        "%s: the audit log ended in a torn line of %d bytes (as after a power loss mid-write); "
+        "cut it off and kept it in %s; the chain goes on from the entry before it",
+        path, len(tail), torn,
+    )  # fmt: skip
+    return len(tail)
 
 
 @dataclass(frozen=True)
@@ -139,6 +254,8 @@ class Verification:
     entries: int
     first_bad_line: int | None = None
     reason: str = ""
+    #: The hash of the last intact entry (:data:`GENESIS` if there is none).
+    head: str = GENESIS
 
     @property
     def ok(self) -> bool:
@@ -158,21 +275,25 @@ def verify(path: str | os.PathLike[str], *, upto: int | None = None) -> Verifica
             read += len(raw)
             if upto is not None and read > upto:
                 break
+            if not raw.endswith(b"\n"):
+                # Only the last line can lack its newline.
+                reason = "a torn last line (as after a power loss; the agent cuts it off)"
+                return Verification(count, number, reason, previous)
             try:
                 entry = json.loads(raw)
             except ValueError:
-                return Verification(count, number, "not valid JSON")
+                return Verification(count, number, "not valid JSON", previous)
             if not isinstance(entry, dict) or not isinstance(entry.get("hash"), str):
-                return Verification(count, number, "not an audit entry")
+                return Verification(count, number, "not an audit entry", previous)
             if entry.get("prev") != previous:
-                return Verification(count, number, "does not follow the previous entry")
+                return Verification(count, number, "does not follow the previous entry", previous)
             if entry.get("seq") != expected_seq:
-                return Verification(
-                    count, number, f"sequence {entry.get('seq')}, expected {expected_seq}"
-                )
+                reason = f"sequence {entry.get('seq')}, expected {expected_seq}"
+                return Verification(count, number, reason, previous)
             if _digest(entry) != entry["hash"]:
-                return Verification(count, number, "content does not match its hash (altered)")
+                reason = "content does not match its hash (altered)"
+                return Verification(count, number, reason, previous)
             previous = entry["hash"]
             expected_seq += 1
             count += 1
-    return Verification(count)
+    return Verification(count, head=previous)

@@ -223,8 +223,11 @@ class JobsContext(AgentContext, Protocol):
     async def send_job(self, peer: PeerId, command: JobCommand) -> None:
         """Send a job command (queued for the next connection if the link is down)."""
 
-    def trace(self, action: Action, job: Job, peer: PeerId, detail: str = "") -> None:
-        """Trace one action on a job (to the audit log and the recent events)."""
+    def trace(
+        self, action: Action, job: Job, peer: PeerId, detail: str = "", *, kept: bool = False
+    ) -> None:
+        """Trace one action on a job (to the audit log and the recent events); ``kept``:
+        raise the audit log's error rather than go ahead unrecorded."""
 
     def job_context(self, job: Job, peer: PeerId) -> TraceEvent | None:
         """What the audit log should say about who asked for ``job``."""

@@ -39,6 +39,21 @@ log = logging.getLogger("broadgauge.jobs")
 
 #: How long a Put from an unregistered neighbour waits for that neighbour's Register.
 REGISTER_WAIT = 5.0
+#: How soon, and at most how often, a job the store refused is offered to it again.
+RECORD_RETRY_FIRST = 0.2
+RECORD_RETRY_MAX = 10.0
+#: Why a job was not taken on or run (after the agent's name): its audit log failed.
+UNAUDITED = "could not write its audit log, so it did not take the job on"
+#: Why a job that ran is reported as an error: its end could not be audited.
+UNAUDITED_END = (
+    "ran the job but could not write its end to its audit log; its effect may stand: "
+    "send it again once the log can be written"
+)
+#: Why a job that ran is reported as an error: its result could not be stored.
+UNRECORDED_END = (
+    "ran the job but could not record its result; its effect may stand: send it again "
+    "once its store can be written"
+)
 
 
 class Inbound:
@@ -121,9 +136,10 @@ class Inbound:
             log.warning("%s: refused %s from %s: %s", self.agent.name, job, peer, exc)
             await self._refuse_unrecorded(peer, job)
 
-    async def _refuse_unrecorded(self, peer: PeerId, job: Job) -> None:
-        """Fail back a job our store would not take, so its sender is not left waiting."""
-        reason = f"{self.agent.name} could not record the job"
+    async def _refuse_unrecorded(self, peer: PeerId, job: Job, reason: str = "") -> None:
+        """Fail back a job our store (or audit log) would not take, so its sender is not
+        left waiting."""
+        reason = reason or f"{self.agent.name} could not record the job"
         self.agent.trace(Action.REFUSED, job, peer, reason)
         now = self.agent.clock()
         try:
@@ -136,12 +152,45 @@ class Inbound:
             # The store refuses the refusal too.  Say it unrecorded: the sender's board holds
             # the job, and its next Sync brings the error back to ours.
             await self.agent.send_control(peer, commands.Update(errored))
+            if self.agent.board(peer).get(job.id) is not None:
+                self.agent.spawn(self._record_later(peer, errored))
+
+    async def _record_later(self, peer: PeerId, job: Job) -> None:
+        """Record ``job``, finished and already told to ``peer`` unrecorded, on ``peer``'s
+        board once the store takes it (a full disk freed, say).
+
+        Until then our copy is still Pending, and a job sent again with the same
+        instruction would only wait on it as its duplicate until it expired.
+        """
+        delay = RECORD_RETRY_FIRST
+        while not job.is_expired(self.agent.clock()):
+            await asyncio.sleep(delay)
+            try:
+                self.agent.record(peer, job)
+            except StoreError:
+                delay = min(delay * 2, RECORD_RETRY_MAX)
+                continue
+            except ExpiredError:
+                return
+            log.info("%s: recorded %s on the board of %s at last", self.agent.name, job, peer)
+            return
 
     async def _route_put(self, peer: PeerId, job: Job) -> None:
-        if job.is_expired(self.agent.clock()):
+        now = self.agent.clock()
+        if job.is_expired(now):
+            await self._refuse_expired(peer, job, now)
             return
         sender = self.agent.peer_info(peer)
-        self.agent.trace(Action.RECEIVED, job, peer)
+        try:
+            # Nothing is taken on that the audit log does not hold (a full disk, say).
+            self.agent.trace(Action.RECEIVED, job, peer, kept=True)
+        except Exception as exc:
+            log.error(
+                "%s: refused %s from %s: the audit log could not record it: %s",
+                self.agent.name, job, peer, exc,
+            )  # fmt: skip
+            await self._refuse_unrecorded(peer, job, f"{self.agent.name} {UNAUDITED}")
+            return
         position = job.destination.position(self.agent.name, peer.name)
         if position in (Position.DOWNSTREAM, Position.DESTINATION):
             reason = await self._refusal(sender, job)
@@ -175,6 +224,32 @@ class Inbound:
             )
             self.agent.trace(Action.REFUSED, job, peer, reason)
             await self._fail_back(peer, job, reason)
+
+    async def _refuse_expired(self, peer: PeerId, job: Job, now: float) -> None:
+        """Answer a Put whose job had expired, by our clock, before it reached us.
+
+        OpenPortal drops it without a word.  If the sender's clock agrees with ours, the job
+        has expired there too and the sender drops this answer as it drops any expired job;
+        but if our clock is ahead of the clock that stamped the job, the sender is still
+        waiting for it, and this answer is how it learns why nothing will run.  The job is
+        not recorded: our board refuses expired jobs, and there is nothing to run.
+        """
+        name = self.agent.name
+        creator = job.destination.agents[0]
+        age = int(now - job.created)  # job times are whole seconds
+        reason = (
+            f"{name} refused the job: by {name}'s clock it expired {int(now - job.expires)} s "
+            f"ago, {age} s after {creator} created it to live {job.expires - job.created} s. "
+            f"If it was sent just now, {name}'s clock is about {age} s ahead of {creator}'s: "
+            "keep every agent's clock in step (NTP)"
+        )
+        log.warning("%s: refused %s from %s: %s", name, job, peer, reason)
+        self.agent.trace(Action.REFUSED, job, peer, reason)
+        try:
+            refused = (job.pending(now=now) if job.is_created else job).errored(reason, now=now)
+        except InvalidStateError:
+            return  # finished already: there is nothing to answer
+        await self.agent.send_control(peer, commands.Update(refused))
 
     async def _refusal(self, sender: PeerInfo, job: Job) -> str | None:
         if sender.agent_type is None and sender.link is Link.DOWN:
@@ -282,55 +357,104 @@ class Inbound:
         task.add_done_callback(lambda _: self.executions.pop(job.id, None))
 
     async def execute(self, sender: PeerInfo, job: Job) -> None:
+        """Run ``job``, addressed to us, and send the finished job back to ``sender``.
+
+        Its start is recorded in the store and in the audit log before its handler runs,
+        and its end in the audit log before the result goes back: a job whose start cannot
+        be recorded (a full disk, say) is not run, and one whose end cannot be is reported
+        as an error that says so, never as done.
+        """
         peer = sender.peer
-        if self.agent.store is not None:
-            execution = self.agent.store.execution(job.id)
+        name = self.agent.name
+        store = self.agent.store
+        if store is not None:
+            try:
+                execution = store.execution(job.id)
+                if execution is None or execution.result is None:
+                    store.mark_started(job.id, self.agent.clock())
+            except Exception as exc:
+                log.error("%s: did not run %s: could not record its start: %s", name, job, exc)
+                await self._refuse_unrecorded(peer, job)
+                return
             if execution is not None and execution.result is not None:
                 # Finished before a crash: answer from the record, never run it twice.
                 await self.agent.update(peer, execution.result)
                 return
-            self.agent.store.mark_started(job.id, self.agent.clock())
         keyword = job.instruction.keyword
-        handler = self.agent.handlers.get(keyword)
+        ran = False
         async with self._workers:
             self.running += 1
             started = time.perf_counter()
-            self.agent.trace(Action.STARTED, job, peer)
             CURRENT_JOB.set(self.agent.job_context(job, peer))
             PARENT_JOB.set(str(job.id))
             try:
-                if handler is None:
-                    raise JobRefused(f"No default runner for job: {job}")
-                value = await handler(Envelope(self.agent.name, sender, job))
-                if isinstance(value, Job) and value.is_finished:
-                    # A sub-job's outcome passed through unchanged (result and its type).
-                    finished = job.copy_result_from(value, now=self.agent.clock())
-                elif isinstance(value, Typed):
-                    finished = job.complete_with(
-                        value.value, now=self.agent.clock(), result_type=value.result_type
-                    )
-                else:
-                    finished = job.complete_with(value, now=self.agent.clock())
-            except asyncio.CancelledError:
-                raise
-            except (JobRefused, JobFailed, GrammarError) as exc:
-                finished = job.errored(str(exc), now=self.agent.clock())
+                self.agent.trace(Action.STARTED, job, peer, kept=True)
             except Exception as exc:
-                log.exception("%s: handler for %s failed", self.agent.name, keyword)
-                finished = job.errored(f"{type(exc).__name__}: {exc}", now=self.agent.clock())
+                log.error(
+                    "%s: did not run %s: the audit log could not record it: %s", name, job, exc
+                )
+                finished = job.errored(f"{name} {UNAUDITED}", now=self.agent.clock())
+            else:
+                ran = True
+                finished = await self._run_handler(sender, job)
             finally:
                 self.running -= 1
         if self.agent.metrics is not None:
             self.agent.metrics.executed(keyword, finished, time.perf_counter() - started)
-        if self.agent.store is not None:
-            self.agent.store.mark_finished(job.id, self.agent.clock(), finished)
-        self.agent.trace(Action.FINISHED, finished, peer, _outcome(finished))
+        self._mark_finished(job, finished)
+        try:
+            self.agent.trace(Action.FINISHED, finished, peer, _outcome(finished), kept=ran)
+        except Exception as exc:
+            log.error("%s: ran %s, but the audit log could not record its end: %s", name, job, exc)
+            finished = job.errored(f"{name} {UNAUDITED_END}", now=self.agent.clock())
+            self._mark_finished(job, finished)
+            self.agent.trace(Action.FINISHED, finished, peer, _outcome(finished))
         try:
             await self.agent.update(peer, finished)
         except StoreError as exc:
-            # The board still holds the job unfinished; its sender's Sync or the cleaner
-            # settles it.
-            log.error("%s: could not return %s: %s", self.agent.name, job, exc)
+            # Never "done" without the board holding it; but the sender must not wait for
+            # the expiry either (a job sent again meanwhile would only be its duplicate).
+            # Our board still holds the job unfinished, until the cleaner or a Sync.
+            log.error("%s: could not return %s: %s", name, job, exc)
+            errored = job.errored(f"{name} {UNRECORDED_END}", now=self.agent.clock())
+            self._mark_finished(job, errored)  # what we answer a copy of the job with, too
+            await self.agent.send_control(peer, commands.Update(errored))
+            self.agent.spawn(self._record_later(peer, errored))
+
+    def _mark_finished(self, job: Job, finished: Job) -> None:
+        """Store the end of ``job``'s run (a failure is logged: the result still goes back)."""
+        if self.agent.store is None:
+            return
+        try:
+            self.agent.store.mark_finished(job.id, self.agent.clock(), finished)
+        except Exception as exc:
+            # Without the marker a job sent again is run again, which idempotent handlers
+            # absorb; holding the result back would not undo the run.
+            log.error("%s: could not record the end of %s: %s", self.agent.name, job, exc)
+
+    async def _run_handler(self, sender: PeerInfo, job: Job) -> Job:
+        """Run the handler for ``job``'s instruction; the finished job, complete or errored."""
+        keyword = job.instruction.keyword
+        handler = self.agent.handlers.get(keyword)
+        try:
+            if handler is None:
+                raise JobRefused(f"No default runner for job: {job}")
+            value = await handler(Envelope(self.agent.name, sender, job))
+            if isinstance(value, Job) and value.is_finished:
+                # A sub-job's outcome passed through unchanged (result and its type).
+                return job.copy_result_from(value, now=self.agent.clock())
+            if isinstance(value, Typed):
+                return job.complete_with(
+                    value.value, now=self.agent.clock(), result_type=value.result_type
+                )
+            return job.complete_with(value, now=self.agent.clock())
+        except asyncio.CancelledError:
+            raise
+        except (JobRefused, JobFailed, GrammarError) as exc:
+            return job.errored(str(exc), now=self.agent.clock())
+        except Exception as exc:
+            log.exception("%s: handler for %s failed", self.agent.name, keyword)
+            return job.errored(f"{type(exc).__name__}: {exc}", now=self.agent.clock())
 
     def resume(self) -> None:
         """After a restart, finish what a crash interrupted, from the boards on disk.

@@ -20,7 +20,15 @@ Three tables:
     one it never started (run it) and one that was interrupted mid-run (its
     side effects may or may not have happened - re-run only idempotent work,
     or report an error).  This is what "loses no job and runs no job twice"
-    needs.
+    needs.  A marker is pruned once it can no longer be needed: a finished one
+    :data:`EXECUTION_GRACE_SECONDS` after its job expired (an expired job is never run or
+    answered again), an unfinished one :data:`STALE_START_SECONDS` after it started.
+
+The file is opened by :func:`~.durable.open_sqlite`: a torn write-ahead log is replayed and
+what SQLite dropped is logged; a damaged file stops the agent with
+:class:`~.durable.DamagedFileError`, naming it and the way to recover
+(``docs/operators/storage.md``).  A full disk is reported as the ``ENOSPC`` it is, naming
+the file.
 
 Only this module in the jobs layer touches ``sqlite3``.
 """
@@ -41,8 +49,16 @@ from typing import Final
 
 from broadgauge.jobs.errors import ProtocolError
 from broadgauge.jobs.job import Job, whole_seconds
+from broadgauge.runtime.durable import no_space, open_sqlite
 
-__all__ = ["DB_FILENAME", "BoardStore", "Execution", "QueuedPayload"]
+__all__ = [
+    "DB_FILENAME",
+    "EXECUTION_GRACE_SECONDS",
+    "STALE_START_SECONDS",
+    "BoardStore",
+    "Execution",
+    "QueuedPayload",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -50,6 +66,25 @@ _log = logging.getLogger(__name__)
 DB_FILENAME: Final = "boards.sqlite3"
 
 _SCHEMA_VERSION: Final = 1
+
+#: How long after its job expired a finished execution marker is kept.  Only a job that has
+#: not expired can arrive again and be answered from its marker; the margin covers a clock
+#: that was stepped back.
+EXECUTION_GRACE_SECONDS: Final = 600
+#: How long a marker of a run that never finished is kept (its job has long expired: the
+#: cleaner reported it, and it will not be resumed).
+STALE_START_SECONDS: Final = 86_400
+#: How often, in the agent's clock, finishing a run also prunes the markers.
+_PRUNE_EVERY: Final = 60
+
+#: What an operator does about a damaged boards store (see docs/operators/storage.md).
+RECOVERY: Final = (
+    "stop the agent and keep a copy of its data directory, then move boards.sqlite3 and its "
+    "-wal and -shm files aside and start the agent: it starts with empty boards, and each "
+    "neighbour's Sync brings back the jobs it shares with this agent. What only this file "
+    "held (commands queued for a neighbour that was away, the record of which jobs already "
+    "ran) is lost, so a job may run again, which OpenPortal's idempotent instructions absorb"
+)
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -121,22 +156,25 @@ class BoardStore:
     def __init__(
         self, data_dir: str | os.PathLike[str], *, fsync_each_commit: bool = False
     ) -> None:
-        """Open (creating if needed) the store in ``data_dir``."""
+        """Open (creating if needed) the store in ``data_dir``.
+
+        :class:`~.durable.DamagedFileError` if the file is damaged.
+        """
         directory = Path(data_dir)
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / DB_FILENAME
         self._lock = threading.Lock()
         #: Called with each transaction's duration in seconds (metrics), if set.
         self.on_commit: Callable[[float], None] | None = None
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so each public
-        # method is exactly one transaction.
-        self._db: sqlite3.Connection | None = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+        self._next_prune = float("-inf")
+        # WAL: readers never block the writer and a crash mid-write leaves the database
+        # intact (the torn tail of the WAL is dropped on recovery, and logged).  Autocommit
+        # mode: we issue BEGIN/COMMIT ourselves, so each public method is one transaction.
+        # A damaged file raises DamagedFileError here, before any board is loaded.
+        self._db: sqlite3.Connection | None = open_sqlite(
+            self.path, what="the boards store", recovery=RECOVERY, timeout=10.0
         )
         db = self._db
-        # WAL: readers never block the writer and a crash mid-write leaves the
-        # database intact (the torn tail of the WAL is ignored on recovery).
-        db.execute("PRAGMA journal_mode=WAL")
         # NORMAL by default: in WAL mode it survives a process crash (SIGKILL) and
         # never corrupts the file; only a power loss or kernel panic can roll back
         # the last commits.  That loses nothing the protocol cannot recover: every
@@ -193,15 +231,21 @@ class BoardStore:
             try:
                 db = self._store._conn()
                 if exc_type is not None:
-                    db.execute("ROLLBACK")
+                    # SQLite may have rolled back already (a full disk, say).
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    if isinstance(exc, sqlite3.Error):
+                        self._store._raise_if_full(exc)
                     return
                 try:
                     db.execute("COMMIT")
-                except BaseException:
+                except BaseException as failed:
                     # A failed COMMIT (disk full, I/O error) can leave the
                     # transaction open; end it so the next BEGIN works.
                     if db.in_transaction:
                         db.execute("ROLLBACK")
+                    if isinstance(failed, sqlite3.Error):
+                        self._store._raise_if_full(failed)
                     raise
                 if self._store.on_commit is not None:
                     self._store.on_commit(time.perf_counter() - self._started)
@@ -210,6 +254,12 @@ class BoardStore:
 
     def _transaction(self) -> BoardStore._Tx:
         return BoardStore._Tx(self)
+
+    def _raise_if_full(self, exc: sqlite3.Error) -> None:
+        """Raise ``exc`` as ``ENOSPC`` naming this store's file, if the disk is full."""
+        full = no_space(exc, self.path)
+        if full is not None:
+            raise full from exc
 
     # -------------------------------------------------------------------- jobs
 
@@ -350,7 +400,11 @@ class BoardStore:
             return cur.rowcount > 0
 
     def mark_finished(self, job_id: uuid.UUID | str, now: float, result: Job | None = None) -> None:
-        """Record that the run of ``job_id`` ended, with the finished job if any."""
+        """Record that the run of ``job_id`` ended, with the finished job if any.
+
+        At most once a minute (of ``now``) this also forgets the markers no job can need
+        any more (:meth:`prune_expired_executions`), so the table does not grow forever.
+        """
         stamp = whole_seconds(now)
         text = result.to_json() if result is not None else None
         with self._transaction() as cur:
@@ -364,6 +418,9 @@ class BoardStore:
                 """,
                 (str(job_id), stamp, stamp, text),
             )
+            if now >= self._next_prune:
+                self._next_prune = now + _PRUNE_EVERY
+                self._prune_expired(cur, now)
 
     def execution(self, job_id: uuid.UUID | str) -> Execution | None:
         """The execution marker of ``job_id``, if any."""
@@ -392,6 +449,34 @@ class BoardStore:
                 (whole_seconds(finished_before),),
             )
             return cur.rowcount
+
+    def prune_expired_executions(self, now: float) -> int:
+        """Forget the markers no job can need at ``now``; returns how many.
+
+        A finished marker goes :data:`EXECUTION_GRACE_SECONDS` after its job's expiry (read
+        from the stored result; the finishing time stands in for a marker without one), an
+        unfinished one :data:`STALE_START_SECONDS` after it started.
+        """
+        with self._transaction() as cur:
+            return self._prune_expired(cur, now)
+
+    @staticmethod
+    def _prune_expired(cur: sqlite3.Cursor, now: float) -> int:
+        cur.execute(
+            """
+            DELETE FROM executions WHERE
+                (finished_at IS NOT NULL AND COALESCE(
+                    CASE WHEN json_valid(result_json)
+                        THEN json_extract(result_json, '$.expires') END,
+                    finished_at) < ?)
+                OR (finished_at IS NULL AND started_at < ?)
+            """,
+            (
+                whole_seconds(now - EXECUTION_GRACE_SECONDS),
+                whole_seconds(now - STALE_START_SECONDS),
+            ),
+        )
+        return cur.rowcount
 
     @staticmethod
     def _execution(row: tuple[str, int, int | None, str | None]) -> Execution:

@@ -1,8 +1,9 @@
 """Trace events: one record for every action an agent takes on a job.
 
 The runtime emits a :class:`TraceEvent` for each thing it does: a job received, forwarded,
-run, refused, finished or expired.  Sinks (the log, the hash-chained audit log, metrics)
-subscribe with :meth:`Agent.on_trace <broadgauge.runtime.agent.Agent.on_trace>`.
+run, refused, finished or expired.  Sinks (the log, metrics) subscribe with
+:meth:`Agent.on_trace <broadgauge.runtime.agent.Agent.on_trace>`; the hash-chained audit log
+is the tracer's keeper, which the actions that must not happen unrecorded have to reach.
 """
 
 from __future__ import annotations
@@ -80,19 +81,50 @@ class Tracer:
     def __init__(self, agent: str, capacity: int) -> None:
         self.agent = agent
         self.sinks: list[Callable[[TraceEvent], None]] = []
+        #: The sink that keeps the agent's record (its audit log), if any: it is given every
+        #: action first, and an action traced with ``kept=True`` must reach it.
+        self.keeper: Callable[[TraceEvent], None] | None = None
         self._recent: deque[tuple[float, Action, Job, object, str]] = deque(maxlen=capacity)
 
-    def record(self, time: float, action: Action, job: Job, peer: object, detail: str) -> None:
-        """Keep one action, and give it to every sink (a failing sink is logged, not raised)."""
+    def record(
+        self,
+        time: float,
+        action: Action,
+        job: Job,
+        peer: object,
+        detail: str,
+        *,
+        kept: bool = False,
+    ) -> None:
+        """Keep one action, and give it to the keeper and every sink.
+
+        A failing sink is logged, not raised, and so is a failing keeper, unless ``kept``:
+        then the keeper's error is raised before anything else sees the action, so that the
+        caller does not go ahead with an action its record does not hold.
+        """
         entry = (time, action, job, peer, detail)
+        if self.keeper is None and not self.sinks:
+            self._recent.append(entry)
+            return
+        event = self.event(*entry)
+        if self.keeper is not None:
+            try:
+                self.keeper(event)
+            except Exception as exc:
+                if kept:
+                    raise
+                # A full disk needs no traceback; a bug in the keeper does.
+                log.error(
+                    "%s: the audit log could not record %s %s: %s",
+                    self.agent, action.value, job.id, exc,
+                    exc_info=not isinstance(exc, OSError),
+                )  # fmt: skip
         self._recent.append(entry)
-        if self.sinks:
-            event = self.event(*entry)
-            for sink in self.sinks:
-                try:
-                    sink(event)
-                except Exception:
-                    log.exception("%s: trace sink failed", self.agent)
+        for sink in self.sinks:
+            try:
+                sink(event)
+            except Exception:
+                log.exception("%s: trace sink failed", self.agent)
 
     def event(self, time: float, action: Action, job: Job, peer: object, detail: str) -> TraceEvent:
         """Render one action."""

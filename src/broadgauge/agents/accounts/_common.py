@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import ClassVar, TypeVar
 
 from broadgauge.agents.accounts.backend import AccountError, AuditHook
@@ -170,3 +171,34 @@ class UserLocks:
             yield
         finally:
             lock.release()
+
+
+class NameLocks:
+    """One thread lock per name, for worker threads; a lock lives only while it is used.
+
+    For back ends whose operations run in worker threads and may wait on the network while
+    they hold the lock: one lock per name means a slow call holds up only callers of the
+    same name, never the rest.
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        #: name -> (its lock, how many threads hold or wait for it)
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def hold(self, name: str) -> Iterator[None]:
+        """Hold ``name``'s lock (blocking the calling thread until it is free)."""
+        with self._guard:
+            lock, users = self._locks.get(name, (threading.Lock(), 0))
+            self._locks[name] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[name]
+                if users == 1:
+                    del self._locks[name]
+                else:
+                    self._locks[name] = (lock, users - 1)

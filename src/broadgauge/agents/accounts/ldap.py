@@ -41,7 +41,6 @@ from __future__ import annotations
 import functools
 import logging
 import random
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -54,6 +53,7 @@ from broadgauge.agents import naming
 from broadgauge.agents.accounts._common import (
     DEFAULT_SHELL,
     Directory,
+    NameLocks,
     UserLocks,
     check_homedir,
     check_owner,
@@ -144,10 +144,10 @@ class LdapDirectory(Directory):
         self._people = f"{people_ou},{base_dn}"
         self._groups = f"{groups_ou},{base_dn}"
         self._pool = SessionPool(url, bind_dn, password, timeout=timeout, size=pool_size)
-        # Group creation is check-then-add; serialise it in-process so concurrent adds
-        # into one new project do not each burn a gid (other processes are handled by
-        # entryAlreadyExists).
-        self._group_lock = threading.Lock()
+        # Group creation is check-then-add; serialise it in-process, per group, so
+        # concurrent adds into one new project do not each burn a gid (other processes are
+        # handled by entryAlreadyExists).
+        self._group_locks = NameLocks()
         self._users = UserLocks()
 
     async def _run(self, op: Op[T]) -> T:
@@ -234,7 +234,13 @@ class LdapDirectory(Directory):
         raise AccountError(f"could not allocate a {kind}: the counter {dn} kept moving")
 
     def _ensure_group(self, s: Session, name: str, description: str, notes: list[str]) -> _Group:
-        with self._group_lock:
+        # Nearly always the group exists: look for it holding no lock.  A lock held across
+        # this search would make every add_user, of every project, wait for one search the
+        # server is slow to answer (up to twice the timeout when it never does).
+        group = self._find_group(s, name)
+        if group is not None:
+            return group
+        with self._group_locks.hold(name):
             group = self._find_group(s, name)
             if group is not None:
                 return group

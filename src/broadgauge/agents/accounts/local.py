@@ -60,6 +60,7 @@ from broadgauge.grammar import (
     UserIdentifier,
     UserMapping,
 )
+from broadgauge.runtime.durable import open_sqlite
 
 __all__ = ["LocalDirectory"]
 
@@ -68,6 +69,13 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SCHEMA_VERSION = 1
+
+#: What an operator does about a damaged directory (see docs/operators/storage.md).
+RECOVERY = (
+    "stop the account agent, keep a copy of the file, and restore the directory from a backup "
+    "(removing its -wal and -shm files). Do not start with an empty directory: it would hand "
+    "out uids already in use"
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
@@ -129,12 +137,13 @@ class LocalDirectory(Directory):
         self._ranges = check_ranges(uid_range, gid_range)
         self._path = Path(path)
         self._lock = threading.Lock()
-        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves so the write lock is
-        # taken before the first read of a transaction (read-then-write stays atomic).
-        self._db: sqlite3.Connection | None = sqlite3.connect(
-            self._path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+        # Autocommit: we issue BEGIN IMMEDIATE ourselves so the write lock is taken before
+        # the first read of a transaction (read-then-write stays atomic).  A damaged file
+        # stops the agent here (DamagedFileError): the directory is the site's record of
+        # uids, never to be started afresh behind the operator's back.
+        self._db: sqlite3.Connection | None = open_sqlite(
+            self._path, what="the local account directory", recovery=RECOVERY, timeout=busy_timeout
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: an account the agent reported as created must survive a power cut.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")

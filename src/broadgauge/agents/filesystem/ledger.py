@@ -26,8 +26,10 @@ import stat
 import time
 from pathlib import Path
 
+from broadgauge.agents._sqlite import RECOVERY
 from broadgauge.agents.filesystem.quota import QuotaError, check_owner
 from broadgauge.grammar import Quota, QuotaLimit, StorageSize
+from broadgauge.runtime.durable import open_sqlite
 
 log = logging.getLogger("broadgauge.agents.filesystem")
 
@@ -98,8 +100,8 @@ class LedgerQuotaEngine:
         self.db_path = Path(db_path)
         self.max_entries = max_entries
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.db_path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        # A damaged file stops the agent here (DamagedFileError), naming it.
+        self._db = open_sqlite(self.db_path, what="the quota ledger", recovery=RECOVERY)
         self._db.execute(_SCHEMA)
 
     def close(self) -> None:

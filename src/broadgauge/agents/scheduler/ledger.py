@@ -90,13 +90,22 @@ class LedgerScheduler:
         """Open (or create) the ledger at ``path`` (``":memory:"`` for a throwaway one)."""
         self._audit = audit
         self._parent = parent_account
-        self._file = SqliteFile(path, _SCHEMA)
+        self._path = path
+        self._file = SqliteFile(path, _SCHEMA, what="the scheduler ledger")
 
     # ---- plumbing ----------------------------------------------------------------------
 
     async def _call(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``work`` in one transaction on a worker thread."""
-        return await self._file.transaction(work)
+        """Run ``work`` in one transaction on a worker thread.
+
+        SQLite's own failures (the file still locked by another process when the busy
+        timeout ends, a full disk) become :class:`~.backend.SchedulerError` naming the
+        ledger, so the job's error says which back end failed and why.
+        """
+        try:
+            return await self._file.transaction(work)
+        except sqlite3.OperationalError as exc:
+            raise backend.SchedulerError(f"the scheduler ledger {self._path}: {exc}") from exc
 
     def _record(self, description: str) -> None:
         log.info("ledger: %s", description)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 BROADGAUGE = [sys.executable, "-m", "broadgauge"]
@@ -47,10 +47,18 @@ def free_port() -> int:
 class Broadgauge:
     """A running ``broadgauge ...`` process whose stdout and stderr are collected live."""
 
-    def __init__(self, *args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None):
+    def __init__(
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        wrapper: Sequence[str] = (),
+    ):
+        """Start ``broadgauge ARGS``, behind ``wrapper`` if given (``ip netns exec NS``,
+        which execs, so the process's pid is still the agent's)."""
         self.args = args
         self.process = subprocess.Popen(
-            [*BROADGAUGE, *args],
+            [*wrapper, *BROADGAUGE, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -157,9 +157,16 @@ class BridgeRuntime:
         return self.agent.board(portal).get(job.id) or job.pending(now=now)
 
     def status(self, job_id: uuid.UUID) -> Job:
-        """The latest version of a job started with :meth:`run`."""
+        """The latest version of a job started with :meth:`run`.
+
+        A restarted bridge answers from the boards it loaded from its store before its
+        portal has registered again: a board shared with a server it dials that has not
+        registered yet counts as the portal's (the bridge dials nothing else).
+        """
+        servers = {PeerId(server.name, server.zone) for server in self.agent.service.config.servers}
         for peer, board in self.agent.boards_by_peer():
-            if self.agent.peer_types.get(peer) is AgentType.PORTAL:
+            kind = self.agent.peer_types.get(peer)
+            if kind is AgentType.PORTAL or (kind is None and peer in servers):
                 job = board.get(job_id)
                 if job is not None:
                     return job

@@ -265,6 +265,11 @@ class SlurmScheduler:
                 f"parent={self._parent}", f"organization={self._organisation}",
                 f"description={account_description(project)}",
             )  # fmt: skip
+            # sacctmgr may report success for an account slurmdbd then lost (a change racing
+            # another writer): check, as add_user checks its association.
+            found = await self._checked(account)
+            if found is None or not found[1]:
+                raise SchedulerError(f"sacctmgr did not create account {account}")
         return account
 
     async def _user_associations(self, name: str, cluster: str) -> tuple[str | None, set[str]]:

@@ -22,7 +22,8 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,9 @@ class Slapd:
     pid: int
     directory: Path
     process: subprocess.Popen[bytes] = field(repr=False, compare=False)
+    #: An ``ldapi://`` URL (a socket file, reachable from every network namespace); set
+    #: only when slapd was started behind a ``wrapper`` such as ``ip netns exec NS``.
+    socket_url: str = ""
 
 
 def _tool(name: str) -> str | None:
@@ -107,8 +111,13 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], deadline: float) -> 
     return False
 
 
-def start_slapd(directory: Path) -> Slapd:
-    """Start slapd under ``directory`` and load the base entries."""
+def start_slapd(directory: Path, wrapper: Sequence[str] = ()) -> Slapd:
+    """Start slapd under ``directory`` and load the base entries.
+
+    With a ``wrapper`` (``ip netns exec NS``), slapd runs behind it, so its
+    ``ldap://127.0.0.1`` URL is that namespace's loopback; it then also listens on a socket
+    file (:attr:`Slapd.socket_url`), which this process uses to check it and load it.
+    """
     from ldap3 import Connection, Server  # type: ignore[import-untyped, unused-ignore]
 
     for sub in ("data", "run"):
@@ -121,25 +130,29 @@ def start_slapd(directory: Path) -> Slapd:
     conf.write_text(_config(directory, hashed))
     subprocess.run([str(_tool("slaptest")), "-f", str(conf), "-u"], check=True, capture_output=True)
     log = directory / "slapd.log"
+    socket_url = ""
+    if wrapper:
+        socket_url = "ldapi://" + urllib.parse.quote(str(directory / "run" / "ldapi"), safe="")
     for _attempt in range(3):  # the port may be taken between probing and binding
         # ldap3 rejects a trailing slash after the port; slapd's -h accepts either form.
         url = f"ldap://127.0.0.1:{_free_port()}"
         # "-d 0" keeps slapd in the foreground as our child: we know its PID without
         # trusting a pid file, and waiting for it at teardown leaves no zombie behind.
         with log.open("ab") as errors:
+            listen = f"{url}/ {socket_url}".strip()
             process = subprocess.Popen(
-                [str(_tool("slapd")), "-f", str(conf), "-h", f"{url}/", "-d", "0"],
+                [*wrapper, str(_tool("slapd")), "-f", str(conf), "-h", listen, "-d", "0"],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=errors,
             )
-        if _wait_ready(url, process, time.monotonic() + 10):
+        if _wait_ready(socket_url or url, process, time.monotonic() + 10):
             break
         _stop(process)
     else:
         raise RuntimeError(f"slapd would not start; see {log}")
-    info = Slapd(url, SUFFIX, ADMIN_DN, password, process.pid, directory, process)
-    conn = Connection(Server(info.url), ADMIN_DN, password, auto_bind=True)
+    info = Slapd(url, SUFFIX, ADMIN_DN, password, process.pid, directory, process, socket_url)
+    conn = Connection(Server(socket_url or url), ADMIN_DN, password, auto_bind=True)
     conn.add(SUFFIX, ["dcObject", "organization"], {"o": "Example", "dc": "example"})
     for ou in ("people", "groups"):
         conn.add(f"ou={ou},{SUFFIX}", ["organizationalUnit"], {"ou": ou})

@@ -91,6 +91,8 @@ class SoakReport:
     rss_warm: dict[str, int] = field(default_factory=dict)
     rss_end: dict[str, int] = field(default_factory=dict)
     rss_peak: dict[str, int] = field(default_factory=dict)
+    #: (time, RSS of each agent) every :data:`RSS_EVERY` seconds from the start of the mix
+    rss_samples: list[tuple[float, dict[str, int]]] = field(default_factory=list)
     stores: dict[str, inv.StoreFigures] = field(default_factory=dict)
     drain_seconds: float = 0.0
     exit_statuses: dict[str, int] = field(default_factory=dict)
@@ -238,8 +240,8 @@ async def run_soak(
             return attempt(str(done.id), Outcome.COMPLETE, done.result_type or "None", done.result)
 
         runner = MixRunner(plan, submit, concurrency=settings.concurrency)
-        rss_peak: dict[str, int] = {}
-        sampling = asyncio.create_task(_sample_rss(site, rss_peak))
+        rss_samples: list[tuple[float, dict[str, int]]] = []
+        sampling = asyncio.create_task(_sample_rss(site, rss_samples))
         mixing = asyncio.create_task(runner.run())
         tasks += [sampling, mixing]
         warm_count = max(1, int(len(plan.ops) * settings.warmup))
@@ -293,7 +295,7 @@ async def run_soak(
     report = SoakReport(
         settings, plan, runner.attempts, runner.completed, runner.abandoned, mix_seconds,
         records, rss_warm, rss_end, drain_seconds=drain_seconds, exit_statuses=statuses,
-        rss_peak=rss_peak,
+        rss_samples=rss_samples, rss_peak=_peaks(rss_samples),
     )  # fmt: skip
     _check(site, report)
     report.total_seconds = time.time() - began
@@ -317,11 +319,19 @@ async def _steady(runner: MixRunner, total: int) -> None:
         await asyncio.sleep(1.0)
 
 
-async def _sample_rss(site: SoakSite, peak: dict[str, int]) -> None:
-    """Keep ``peak`` at the highest RSS each agent's processes have shown so far."""
+def _peaks(samples: list[tuple[float, dict[str, int]]]) -> dict[str, int]:
+    """Each agent's highest sampled RSS."""
+    peaks: dict[str, int] = {}
+    for _, rss in samples:
+        for name, kib in rss.items():
+            peaks[name] = max(kib, peaks.get(name, 0))
+    return peaks
+
+
+async def _sample_rss(site: SoakSite, samples: list[tuple[float, dict[str, int]]]) -> None:
+    """Append every agent's RSS to ``samples`` every :data:`RSS_EVERY` seconds."""
     while True:
-        for name, kib in site.rss().items():
-            peak[name] = max(kib, peak.get(name, 0))
+        samples.append((time.time(), site.rss()))
         await asyncio.sleep(RSS_EVERY)
 
 
@@ -445,9 +455,11 @@ def figures(report: SoakReport) -> str:
         )
     for agent, warm in report.rss_warm.items():
         end, peak = report.rss_end.get(agent, 0), report.rss_peak.get(agent, 0)
+        curve = " ".join(f"{kib / 1024:.0f}" for kib in _rss_curve(report, agent))
         lines.append(
             f"RSS {agent}: {warm / 1024:.1f} MiB after warm-up, peak {peak / 1024:.1f} MiB, "
-            f"{end / 1024:.1f} MiB after ({(end / warm - 1) * 100:+.0f} %)"
+            f"{end / 1024:.1f} MiB after ({(end / warm - 1) * 100:+.0f} %); "
+            f"at each tenth of the mix: {curve} MiB"
         )
     lines.append(f"boards drained {report.drain_seconds:.0f} s after the mix")
     for agent, store in report.stores.items():
@@ -459,6 +471,21 @@ def figures(report: SoakReport) -> str:
         )
     lines.append(f"total {report.total_seconds:.0f} s")
     return "\n".join(lines)
+
+
+def _rss_curve(report: SoakReport, agent: str) -> list[int]:
+    """The agent's RSS at the end of each tenth of the mix (the first sample after it)."""
+    if not report.rss_samples:
+        return []
+    start = report.rss_samples[0][0]
+    curve = []
+    for tenth in range(1, 11):
+        moment = start + report.mix_seconds * tenth / 10
+        later = [rss.get(agent) for when, rss in report.rss_samples if when >= moment]
+        found = next((kib for kib in later if kib is not None), None)
+        if found is not None:
+            curve.append(found)
+    return curve
 
 
 def _pct(ordered: list[float], percent: float) -> float:

@@ -1,11 +1,13 @@
 """Many Slurm changes at once through the sacctmgr engine: none may be lost.
 
-The soak found that slurmdbd (22.05) silently loses some of several ``sacctmgr`` changes
-sent at the same moment: every ``sacctmgr add`` exits 0 and prints what it added, yet some
-accounts, associations and users are then missing.  The engine now sends its changes one at
-a time (queries still run side by side) and checks each account it adds.  This asks the
-engine for twenty projects and forty users at once, as a busy instance does, and reads them
-all back with ``sacctmgr`` itself.
+The soak found that slurmdbd (22.05) mishandles several ``sacctmgr`` changes sent at the
+same moment: its MariaDB transactions deadlock, some changes are lost although every
+``sacctmgr add`` exits 0 and prints what it added, and once a deadlock outlasts its ten
+retries slurmdbd exits ("unable to resolve deadlock", fatal).  With changes side by side,
+ten projects added at once left five accounts missing here.  The engine now sends its
+changes one at a time (queries still run side by side) and checks each account it adds.
+This asks the engine for ten projects and twenty users at once, as a busy instance does,
+and reads them all back with ``sacctmgr`` itself.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from broadgauge.agents.scheduler.slurm import NodeFactors, SlurmScheduler
 from broadgauge.grammar import ProjectIdentifier, ProjectMapping, UserIdentifier, UserMapping
 from tests.backends.slurm import SlurmStack
 
-PROJECTS = 20
+PROJECTS = 10
 USERS_EACH = 2
 
 

@@ -10,12 +10,14 @@ questions about projects and awards (``get_project_mapping``, ``get_award``, …
     are answered by the portal software: the portal re-issues them to its bridge as
     ``<portal>.<bridge> <instruction>`` and returns the bridge's answer.
 notifications
-    from any agent below are passed to the bridge, which delivers them to the portal software.
+    from any agent below are passed to the bridge, which delivers them to the portal software;
+    the portal keeps the last :data:`RECENT_NOTIFICATIONS` of them (for the demo and tests).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 
 from broadgauge.agents._envelope import instruction_of
 from broadgauge.grammar import Command
@@ -28,6 +30,11 @@ from broadgauge.runtime.agent import Agent, Envelope, JobExpired, JobFailed, Job
 from broadgauge.runtime.logs import child_job_id
 
 log = logging.getLogger("broadgauge.agents.portal")
+
+#: How many notifications the portal keeps: only the latest, because a list of all of them
+#: grew with every user added, blocked or removed for as long as the portal ran (found by
+#: the chaos soak's memory check).
+RECENT_NOTIFICATIONS = 1000
 
 #: Instructions the portal software answers, through the bridge.
 ANSWERED_BY_PORTAL_SOFTWARE = (
@@ -56,7 +63,7 @@ class Portal:
         for keyword in ANSWERED_BY_PORTAL_SOFTWARE:
             agent.add_handler(keyword, self.ask_portal_software)
         agent.on_notification(self.notification)
-        self.notifications: list[Notification] = []
+        self.notifications: deque[Notification] = deque(maxlen=RECENT_NOTIFICATIONS)
 
     async def submit(self, envelope: Envelope) -> Job:
         """Run the wrapped instruction down its path and return its finished job."""
@@ -100,7 +107,7 @@ class Portal:
             raise JobRefused(str(exc)) from None
 
     async def notification(self, sender: PeerInfo, notification: Notification) -> None:
-        """Keep it, and pass it to the bridge (best effort)."""
+        """Keep it (among the latest), and pass it to the bridge (best effort)."""
         self.notifications.append(notification)
         if sender.agent_type is AgentType.BRIDGE:
             return

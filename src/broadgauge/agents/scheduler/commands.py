@@ -3,12 +3,12 @@
 Every command is an argument list run with :func:`asyncio.create_subprocess_exec` (never a
 shell) behind an optional prefix (``nsenter --net=...``, ``ssh host``), with ``TZ=UTC``,
 bounded by ``timeout``; on timeout its whole process group is killed.  At most
-``max_runners`` run at once, but only one ``sacctmgr`` change: slurmdbd (22.05) loses some
-of several changes sent at once, every ``sacctmgr`` reporting success while accounts,
-associations and users go missing (found by the chaos soak, ``tests/chaos``).  A
-``sacctmgr`` change whose outcome means "already so" (rc 1 with ``already exists``,
-``Nothing new added``, ``Nothing modified``, ``Nothing deleted``) counts as success, so
-every change can be repeated.
+``max_runners`` run at once, but only one ``sacctmgr`` change: changes sent at once deadlock
+in slurmdbd's database (22.05), some are lost although ``sacctmgr`` reports success, and
+slurmdbd exits once a deadlock outlasts its retries (found by the chaos soak,
+``tests/chaos``).  A ``sacctmgr`` change whose outcome means "already so" (rc 1 with
+``already exists``, ``Nothing new added``, ``Nothing modified``, ``Nothing deleted``) counts
+as success, so every change can be repeated.
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ class SlurmCommands:
         self._commands = {name: [name] for name in ("sacctmgr", "sacct", "scancel")}
         self._commands.update({name: list(argv) for name, argv in (commands or {}).items()})
         self._runners = asyncio.Semaphore(max_runners)
-        # One change at a time: slurmdbd drops some of several concurrent ones, silently.
+        # One change at a time: concurrent ones deadlock in slurmdbd, which then loses some
+        # (reporting success) or exits.
         self._changing = asyncio.Lock()
 
     async def sacctmgr(self, *args: str) -> str:

@@ -644,12 +644,23 @@ async def profile(args: argparse.Namespace) -> None:
     board_add_cost()
 
 
+#: Set by ``bench/profile_hops.py``: each child runs under cProfile and leaves its stats here.
+PROFILE_DIR = "BG_BENCH_PROFILE_DIR"
+
+
 def child_main(argv: list[str]) -> None:
     role, name, lower, workdir = argv[0], argv[1], argv[2], Path(argv[3])
+    # CPU time, not wall time: a relay waiting in epoll is idle, not busy.
+    profiler = cProfile.Profile(time.process_time) if os.environ.get(PROFILE_DIR) else None
+    if profiler is not None:
+        profiler.enable()
     if role == "agent":
         asyncio.run(agent_child(name, lower, workdir, argv[4] == "durable"))
     elif role == "relay":
         asyncio.run(relay_child(name, lower, workdir))
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(Path(os.environ[PROFILE_DIR]) / f"{name}.pstats")
 
 
 if __name__ == "__main__":

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import sqlite3
-import subprocess
 import time
 from collections import Counter
 from contextlib import closing
@@ -42,7 +40,7 @@ from broadgauge.jobs.job import Job
 from broadgauge.runtime.agent import JobExpired, JobFailed
 from broadgauge.runtime.audit import verify
 from broadgauge.wire import Channel, Invite
-from tests.backends.oidc import skip_or_fail
+from tests.backends.faketime import faketime_env
 from tests.wire.conftest import open_link
 
 from .site import AGENTS, Site, everyone
@@ -61,23 +59,6 @@ ATTEMPT_TIMEOUT = 60.0
 CASE_BUDGET = 120.0
 #: Who creates the jobs each victim receives (the first agent of their path).
 CREATOR = {"portal": "bridge", "platform": "portal", "scheduler": "instance"}
-
-
-def faketime_env(offset: str) -> dict[str, str]:
-    """What ``faketime -f OFFSET`` sets for the program it runs: libfaketime, and the offset.
-
-    Set on the agent's process itself: the ``faketime`` command forks and waits, so the pid
-    the test would signal would be faketime's, not the agent's.
-    """
-    command = shutil.which("faketime")
-    if command is None:
-        skip_or_fail("faketime is not installed (apt-get install faketime)")
-        raise AssertionError("unreachable")
-    shown = subprocess.run(
-        [command, "-f", offset, "env"], capture_output=True, text=True, check=True
-    ).stdout
-    values = dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
-    return {key: values[key] for key in ("LD_PRELOAD", "FAKETIME")}
 
 
 async def clock_offset(site: Site, name: str) -> float:

@@ -353,6 +353,13 @@ StorageLoc=slurm_acct_db
         # slurmdbd refuses a conf holding a password that others can read.
         dbd.chmod(0o600)
 
+    def pid(self, name: str) -> int:
+        """The pid of the stack's daemon ``name`` (``slurmdbd``, ``slurmctld`` ...)."""
+        for daemon, process in self._processes:
+            if daemon == name:
+                return process.pid
+        raise KeyError(f"no {name} in this stack (it runs {[n for n, _ in self._processes]})")
+
     def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> None:
         log = (self.root / "log" / f"{name}.stdout").open("wb")
         proc = subprocess.Popen(

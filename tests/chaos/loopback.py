@@ -13,9 +13,10 @@ again with the CLI (``extra``, ``encryption``, ``secret``), onto real back ends:
   available here.  The LDAP users are not in this host's NSS, so ownership is left alone
   (``chown = false``), as in ``tests/hierarchy``.
 
-:class:`LoopbackInjector` implements the kills of :class:`~.schedule.FaultInjector`; on one
-loopback interface there is no link to cut, so the network faults raise
-:class:`~.schedule.FaultUnavailable` (the namespace harness provides them).
+:class:`LoopbackInjector` implements the kills of :class:`~.schedule.FaultInjector`, and (with
+:class:`ServerAndClockFaults`, which the namespace harness's injector shares) slow back ends
+and clock steps.  On one loopback interface there is no link to cut, so the network faults
+raise :class:`~.schedule.FaultUnavailable` (the namespace harness provides them).
 """
 
 from __future__ import annotations
@@ -25,29 +26,42 @@ import contextlib
 import json
 import os
 import shlex
+import signal
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from broadgauge.jobs.job import Job
+from broadgauge.jobs.job import DEFAULT_LIFETIME_SECONDS, Job
 from tests.agents_crash.site import AGENTS, PATH, TOPOLOGY, Site
+from tests.backends.faketime import faketime_env
 from tests.backends.slapd import Slapd
 from tests.backends.slurm import SlurmStack
 
 from . import invariants as inv
 from . import readers
 from .mix import Names
-from .schedule import FaultKind, FaultUnavailable
+from .schedule import CUT_SECONDS, FaultKind, FaultUnavailable
 
 #: Every link of the site as (lower, upper); the bridge's link to the portal included.
 LINKS: tuple[tuple[str, str], ...] = (
     *((lower, upper) for lower, uppers in TOPOLOGY for upper in uppers),
     ("bridge", "portal"),
 )
+#: What :class:`LoopbackInjector` can do (the rest needs network namespaces).
+LOOPBACK_KINDS = frozenset(
+    {
+        FaultKind.KILL,
+        FaultKind.KILL_DURING_SYNC,
+        FaultKind.KILL_DURING_BACKEND_CALL,
+        FaultKind.SLOW_BACKEND,
+        FaultKind.CLOCK_STEP,
+    }
+)
 #: How long a restarted agent may take to see every neighbour again.  Its neighbours redial
-#: with exponential backoff (0.5 s doubling, up to 60 s), so after a long outage the first
-#: redial may be tens of seconds away.
+#: with exponential backoff (0.5 s doubling, up to 8 s); a generous bound, because a slow
+#: start under load (a second of CPU per process) comes on top.
 RELINK_TIMEOUT = 120.0
 #: A process younger than this is left out of RSS readings (see RealBackendSite.rss).
 STARTUP_SECONDS = 3.0
@@ -88,10 +102,19 @@ def ldap_target(slapd: Slapd, name: str | None = None) -> LdapTarget:
 class RealBackendSite(Site):
     """The crash suite's site, its leaf agents on slapd, Slurm accounting and a sandbox."""
 
-    def __init__(self, root: Path, ldap: LdapTarget, slurm: SlurmStack) -> None:
+    #: the in-test bridge's jobs live the default lifetime
+    job_lifetime = DEFAULT_LIFETIME_SECONDS
+    #: the bridge runs in the test: only the agents' processes can be killed
+    kill_targets = AGENTS
+    #: no link can be cut on one interface
+    cut_seconds = CUT_SECONDS
+
+    def __init__(self, root: Path, ldap: LdapTarget, slurm: SlurmStack, slapd_pid: int) -> None:
         super().__init__(root)
         self.ldap = ldap
         self.slurm = slurm
+        #: the server behind each agent's back end, which a slow-backend fault freezes
+        self.backend_pids = {"account": slapd_pid, "scheduler": slurm.pid("slurmdbd")}
 
     def configure(self) -> None:
         """Configure as the crash suite does, then point the leaves at the real back ends."""
@@ -222,8 +245,54 @@ def children(pid: int) -> list[int]:
     return found
 
 
-class LoopbackInjector:
-    """:class:`~.schedule.FaultInjector` for a :class:`RealBackendSite`: kills only."""
+class _ServersAndClocks(Protocol):
+    #: the server behind each agent's back end (slapd, slurmdbd), by agent
+    backend_pids: dict[str, int]
+    #: extra environment for an agent's next process, by agent
+    agent_env: dict[str, dict[str, str]]
+
+
+class ServerAndClockFaults:
+    """Slow back ends and clock steps, for an injector whose site has ``backend_pids`` and
+    ``agent_env``, and which can :meth:`kill` and :meth:`restart` agents."""
+
+    site: _ServersAndClocks
+
+    async def kill(self, agent: str) -> None:
+        """SIGKILL the agent's process."""
+        raise NotImplementedError
+
+    async def restart(self, agent: str) -> None:
+        """Start the agent again; return once linked."""
+        raise NotImplementedError
+
+    async def stall_backend(self, agent: str) -> None:
+        """SIGSTOP the server behind ``agent`` (slapd, slurmdbd): every call to it hangs, as
+        a server stuck on a lock or a dead disk does, until :meth:`resume_backend`."""
+        os.kill(self.site.backend_pids[agent], signal.SIGSTOP)
+
+    async def resume_backend(self, agent: str) -> None:
+        """SIGCONT the server behind ``agent``."""
+        os.kill(self.site.backend_pids[agent], signal.SIGCONT)
+
+    async def step_clock(self, agent: str, ahead: float) -> None:
+        """Restart ``agent`` under libfaketime, ``ahead`` seconds ahead; return once linked."""
+        await self.kill(agent)
+        self.site.agent_env[agent] = faketime_env(f"+{round(ahead)}s")
+        await self.restart(agent)
+
+    async def restore_clock(self, agent: str) -> None:
+        """Restart ``agent`` on the right clock; return once linked."""
+        await self.kill(agent)
+        self.site.agent_env.pop(agent, None)
+        await self.restart(agent)
+
+
+class LoopbackInjector(ServerAndClockFaults):
+    """:class:`~.schedule.FaultInjector` for a :class:`RealBackendSite`: kills, slow back
+    ends and clock steps."""
+
+    site: RealBackendSite
 
     def __init__(self, site: RealBackendSite) -> None:
         self.site = site
@@ -234,10 +303,9 @@ class LoopbackInjector:
         self.actions.append((time.time(), what))
 
     def available(self) -> frozenset[FaultKind]:
-        """Kills of every kind; no network fault exists on one loopback interface."""
-        return frozenset(
-            {FaultKind.KILL, FaultKind.KILL_DURING_SYNC, FaultKind.KILL_DURING_BACKEND_CALL}
-        )
+        """Kills of every kind, slow back ends, clock steps; no network fault exists on one
+        loopback interface."""
+        return LOOPBACK_KINDS
 
     async def kill(self, agent: str) -> None:
         """SIGKILL the agent's process and reap it."""

@@ -43,16 +43,23 @@ from pathlib import Path
 
 from broadgauge.bridge.runtime import RUN_LIFETIME
 from broadgauge.jobs.job import DEFAULT_LIFETIME_SECONDS, Job
-from broadgauge.runtime.agent import CLEANER_INTERVAL
 from tests.agents_crash.site import AGENTS, TOPOLOGY
 from tests.backends.slapd import Slapd, start_slapd, stop_slapd
 from tests.backends.slurm import SlurmStack
-from tests.netns.harness import HOSTS, LINKS, Network, link_neighbours
+from tests.netns.harness import HOSTS, LINKS, Network, link_neighbours, watchdog_time
 from tests.netns.namespaces import delete_leftovers
 
 from . import invariants as inv
 from . import readers
-from .loopback import CHILD_POLL, RELINK_TIMEOUT, LdapTarget, children, ldap_target, rss_kib
+from .loopback import (
+    CHILD_POLL,
+    RELINK_TIMEOUT,
+    LdapTarget,
+    ServerAndClockFaults,
+    children,
+    ldap_target,
+    rss_kib,
+)
 from .mix import Names
 from .schedule import FaultInjector, FaultKind
 from .soak import SiteFactory, SoakSite
@@ -62,10 +69,6 @@ from .soak import SiteFactory, SoakSite
 JOB_WAIT = DEFAULT_LIFETIME_SECONDS + 30.0
 #: What the watchdog logs when it closes a silent link (:mod:`broadgauge.wire.link`).
 WATCHDOG_LINE = "silent for"
-#: Beyond a ``/run`` job's lifetime and a cleaner pass, for the boards to empty.
-DRAIN_SLACK = 30.0
-#: How often :meth:`NetnsSoakSite.stop` reads the stores while it waits for them to empty.
-DRAIN_POLL = 5.0
 
 
 class NetnsSoakSite(Network):
@@ -83,6 +86,14 @@ class NetnsSoakSite(Network):
         self.relinks: list[Relink] = []
         #: when the last job was sent (``time.time()``)
         self.last_sent = 0.0
+        #: the bridge gives the jobs it makes for ``POST /run`` five minutes, not the default
+        self.job_lifetime = RUN_LIFETIME
+        #: the bridge is a process here: it is killed like any agent
+        self.kill_targets = HOSTS
+        #: every cut outlasts the watchdog, so it closes the links it cuts
+        self.cut_seconds = (watchdog_time() + 1.0, watchdog_time() + 6.0)
+        #: the server behind each agent's back end (set once slapd runs)
+        self.backend_pids: dict[str, int] = {}
 
     # --- configuring ---------------------------------------------------------------------
 
@@ -95,6 +106,7 @@ class NetnsSoakSite(Network):
         self.slapd = start_slapd(self.root / "slapd", wrapper=self.hosts.exec_prefix("account"))
         self.ldap_socket = ldap_target(replace(self.slapd, url=self.slapd.socket_url))
         self.ldap = replace(self.ldap_socket, url=self.slapd.url)
+        self.backend_pids = {"account": self.slapd.pid, "scheduler": self.stack.pid("slurmdbd")}
         super().configure()
         account = str(self.config("account"))
         # The LDAP password is a secret: it needs a scheme to be encrypted with.
@@ -187,21 +199,6 @@ class NetnsSoakSite(Network):
             cpus=self.stack.cpus,
         )
 
-    async def stop(self) -> dict[str, int]:
-        """Wait for every store to empty, then stop everything; each exit status.
-
-        The soak's own drain waits for a job's default lifetime, but the bridge gives the
-        jobs it makes for ``POST /run`` :data:`RUN_LIFETIME` (five minutes), and keeps them,
-        and the portal its copies, until the cleaner sweeps them after that; the cleaner also
-        records the outcome of each job answered as a duplicate then.  So the rest of the
-        drain happens here; if the stores still hold jobs at the deadline, the soak's
-        "boards empty" check says which.
-        """
-        deadline = self.last_sent + RUN_LIFETIME + CLEANER_INTERVAL + DRAIN_SLACK
-        while time.time() < deadline and any((await self.board_counts()).values()):
-            await asyncio.sleep(DRAIN_POLL)
-        return await super().stop()
-
     async def close(self) -> None:
         """Stop every process and slapd, and delete every namespace (after anything)."""
         try:
@@ -229,8 +226,10 @@ class _Cut:
     silences: dict[tuple[str, str], int]
 
 
-class NetnsInjector:
+class NetnsInjector(ServerAndClockFaults):
     """Every fault of :class:`~.schedule.FaultInjector`, on a :class:`NetnsSoakSite`."""
+
+    site: NetnsSoakSite
 
     def __init__(self, site: NetnsSoakSite) -> None:
         self.site = site

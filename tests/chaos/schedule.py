@@ -6,8 +6,9 @@ healed, so the time from each heal (or restart) to the first job across the heal
 be measured.
 
 A :class:`FaultInjector` applies faults to a running site.  The loopback site (real
-processes on one interface) can only kill and restart agents; the network-namespace harness
-can also cut, degrade and slow links.  An injector says which kinds it can do
+processes on one interface) can kill and restart agents, stall their back ends and step
+their clocks; the network-namespace harness can also kill the bridge, and cut, degrade and
+slow links.  An injector says which kinds it can do
 (:meth:`FaultInjector.available`); :func:`run_schedule` runs those and records the others as
 unavailable, so the report says which fault types really ran.
 """
@@ -40,12 +41,26 @@ class FaultKind(enum.Enum):
     LOSS = "loss"
     #: Delay one link, with jitter, then stop.
     LATENCY = "latency"
+    #: Freeze (SIGSTOP) the server behind an agent's back end, slapd behind the account
+    #: agent or slurmdbd behind the scheduler, so that every call to it hangs; then let it
+    #: go on (SIGCONT).
+    SLOW_BACKEND = "slow-backend"
+    #: Restart an agent with its clock :data:`CLOCK_AHEAD` seconds ahead (libfaketime), then
+    #: restart it with the right clock.
+    CLOCK_STEP = "clock-step"
 
 
 #: How often :func:`run_schedule` reads its clock.
 CLOCK_POLL = 0.05
 #: Agents whose backend calls are separate processes the injector can see.
 BACKEND_AGENTS = ("scheduler",)
+#: Agents whose back end is a server the injector can freeze (slapd, slurmdbd).
+SERVER_AGENTS = ("account", "scheduler")
+#: How far a clock step puts an agent's clock ahead: beyond a job's lifetime, so every job
+#: that reaches it arrives expired by its clock (docs/operators/agents.md, "Clocks").
+CLOCK_AHEAD = 300.0
+#: Seconds a partition or an isolation lasts, unless the schedule is given its own range.
+CUT_SECONDS = (2.0, 8.0)
 
 
 @dataclass(frozen=True)
@@ -68,6 +83,8 @@ class Fault:
         elif self.kind is FaultKind.LATENCY:
             delay, jitter = self.amount
             what.append(f"{delay * 1000:.0f} ms ± {jitter * 1000:.0f} ms")
+        elif self.kind is FaultKind.CLOCK_STEP:
+            what.append(f"+{self.amount[0]:g} s")
         return f"{' '.join(w for w in what if w)} for {self.duration:.1f} s"
 
 
@@ -131,6 +148,22 @@ class FaultInjector(Protocol):
         """Undo :meth:`set_latency`."""
         ...
 
+    async def stall_backend(self, agent: str) -> None:
+        """Freeze the server behind ``agent``'s back end: its calls hang until resumed."""
+        ...
+
+    async def resume_backend(self, agent: str) -> None:
+        """Undo :meth:`stall_backend`."""
+        ...
+
+    async def step_clock(self, agent: str, ahead: float) -> None:
+        """Restart ``agent`` with its clock ``ahead`` seconds ahead; return once linked."""
+        ...
+
+    async def restore_clock(self, agent: str) -> None:
+        """Restart ``agent`` with the right clock; return once linked."""
+        ...
+
 
 def make_schedule(
     seed: int,
@@ -142,15 +175,21 @@ def make_schedule(
     per_kind: int = 1,
     extra: int = 0,
     extra_kinds: Sequence[FaultKind] | None = None,
+    kill_targets: Sequence[str] | None = None,
+    cut: tuple[float, float] = CUT_SECONDS,
 ) -> list[Fault]:
     """``per_kind`` faults of every kind in ``kinds`` in a seeded order, then ``extra`` of
     kinds drawn from ``extra_kinds`` (default ``kinds``), spread over ``span`` seconds
     without overlapping.  The faults drawn (kinds, targets, amounts) depend on the seed
     only, not on ``span``: only their start times do.
 
-    Kills take a random agent (backend-call kills an agent of :data:`BACKEND_AGENTS`) and
-    keep it down 0.2-3 s; partitions take a random link, isolation a random agent, both for
-    2-8 s; loss is 1 % or 10 % for 3-8 s; latency 50-500 ms with up to half that as jitter.
+    Kills take a random one of ``kill_targets`` (default ``agents``; backend-call kills an
+    agent of :data:`BACKEND_AGENTS`) and keep it down 0.2-3 s; partitions take a random
+    link, isolation a random agent, both for ``cut`` seconds (low, high: 2-8 s by default;
+    give a range above the watchdog's time to make every cut close its links); loss is 1 %
+    or 10 % for 3-8 s; latency 50-500 ms with up to half that as jitter; a slow back end
+    freezes the server of an agent of :data:`SERVER_AGENTS` for 15-30 s; a clock step puts
+    a random agent :data:`CLOCK_AHEAD` seconds ahead for 3-8 s.
     """
     rng = random.Random(seed)
     chosen = [kind for kind in kinds for _ in range(per_kind)]
@@ -158,7 +197,8 @@ def make_schedule(
     # The extras come last: if the load ends before the schedule does, every kind has run.
     chosen += [rng.choice(list(extra_kinds or kinds)) for _ in range(extra)]
     # Kinds, targets and amounts are drawn before any time, so they do not depend on span.
-    drafts = [_draft(rng, kind, agents, links) for kind in chosen]
+    victims = list(kill_targets or agents)
+    drafts = [_draft(rng, kind, agents, victims, links, cut=cut) for kind in chosen]
     if not drafts:
         return []
     # Spread the starts: equal slots, each fault at a random point of the slack in its slot.
@@ -175,16 +215,26 @@ def make_schedule(
 
 
 def _draft(
-    rng: random.Random, kind: FaultKind, agents: Sequence[str], links: Sequence[tuple[str, str]]
+    rng: random.Random,
+    kind: FaultKind,
+    agents: Sequence[str],
+    victims: Sequence[str],
+    links: Sequence[tuple[str, str]],
+    *,
+    cut: tuple[float, float],
 ) -> tuple[FaultKind, tuple[str, ...], float, tuple[float, ...]]:
     if kind is FaultKind.KILL_DURING_BACKEND_CALL:
         return kind, (rng.choice(BACKEND_AGENTS),), rng.uniform(0.2, 3.0), ()
     if kind in (FaultKind.KILL, FaultKind.KILL_DURING_SYNC):
-        return kind, (rng.choice(list(agents)),), rng.uniform(0.2, 3.0), ()
+        return kind, (rng.choice(list(victims)),), rng.uniform(0.2, 3.0), ()
     if kind is FaultKind.PARTITION:
-        return kind, rng.choice(list(links)), rng.uniform(2.0, 8.0), ()
+        return kind, rng.choice(list(links)), rng.uniform(*cut), ()
     if kind is FaultKind.ISOLATE:
-        return kind, (rng.choice(list(agents)),), rng.uniform(2.0, 8.0), ()
+        return kind, (rng.choice(list(agents)),), rng.uniform(*cut), ()
+    if kind is FaultKind.SLOW_BACKEND:
+        return kind, (rng.choice(SERVER_AGENTS),), rng.uniform(15.0, 30.0), ()
+    if kind is FaultKind.CLOCK_STEP:
+        return kind, (rng.choice(list(agents)),), rng.uniform(3.0, 8.0), (CLOCK_AHEAD,)
     if kind is FaultKind.LOSS:
         return kind, (), rng.uniform(3.0, 8.0), (rng.choice((1.0, 10.0)),)
     delay = rng.uniform(0.05, 0.5)
@@ -280,6 +330,16 @@ async def apply(fault: Fault, injector: FaultInjector) -> FaultRecord:
         await asyncio.sleep(fault.duration)
         healed = time.time()
         await injector.heal_all()
+    elif kind is FaultKind.SLOW_BACKEND:
+        await injector.stall_backend(target[0])
+        await asyncio.sleep(fault.duration)
+        healed = time.time()
+        await injector.resume_backend(target[0])
+    elif kind is FaultKind.CLOCK_STEP:
+        await injector.step_clock(target[0], fault.amount[0])
+        await asyncio.sleep(fault.duration)
+        healed = time.time()
+        await injector.restore_clock(target[0])
     elif kind is FaultKind.LOSS:
         await injector.set_loss(fault.amount[0])
         await asyncio.sleep(fault.duration)

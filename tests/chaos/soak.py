@@ -116,6 +116,21 @@ class SoakSite(Protocol):
     """What the soak needs of a running site (:class:`.loopback.RealBackendSite` is one; the
     network-namespace harness can be another, with an adapter)."""
 
+    @property
+    def job_lifetime(self) -> float:
+        """How long the jobs the bridge makes live (seconds): the boards hold them until then."""
+        ...
+
+    @property
+    def kill_targets(self) -> tuple[str, ...]:
+        """The processes a kill may hit (the agents, and the bridge if it is a process)."""
+        ...
+
+    @property
+    def cut_seconds(self) -> tuple[float, float]:
+        """How long partitions and isolations last (longer than the site's watchdog)."""
+        ...
+
     def configure(self) -> None:
         """Write every agent's config."""
         ...
@@ -181,11 +196,12 @@ class JobIds:
         return uuid.UUID(int=(prefix << 96) | (uuid.uuid4().int & ((1 << 96) - 1)))
 
 
-def real_site(ldap: LdapTarget, stack: SlurmStack) -> SiteFactory:
-    """The loopback site on these back ends, and its kill-only injector."""
+def real_site(ldap: LdapTarget, stack: SlurmStack, slapd_pid: int) -> SiteFactory:
+    """The loopback site on these back ends (``slapd_pid``: the slapd ``ldap`` is on, for the
+    slow-backend fault), and its injector."""
 
     def build(root: Path) -> tuple[SoakSite, FaultInjector]:
-        site = RealBackendSite(root, ldap, stack)
+        site = RealBackendSite(root, ldap, stack, slapd_pid)
         return site, LoopbackInjector(site)
 
     return build
@@ -264,6 +280,7 @@ async def run_soak(
                 settings.seed, settings.fault_share * expected, AGENTS, LINKS, settings.kinds,
                 per_kind=settings.per_kind, extra=settings.extra_faults,
                 extra_kinds=[k for k in settings.kinds if k in injector.available()],
+                kill_targets=site.kill_targets, cut=site.cut_seconds,
             )  # fmt: skip
             planned = "; ".join(f"{f.at:.0f} s {f.describe()}" for f in schedule)
             say(f"faults over {settings.fault_share * expected:.0f} s of {expected:.0f}: {planned}")
@@ -277,7 +294,9 @@ async def run_soak(
         mix_seconds = runner.ended_at - runner.started_at
         say(f"mix done in {mix_seconds:.1f} s: {runner.summary()}")
         drain_began = time.time()
-        await _drain(site, runner, say)
+        stepped = [r for r in records if r.ran and r.fault.kind is FaultKind.CLOCK_STEP]
+        ahead = max((r.fault.amount[0] for r in stepped), default=0.0)
+        await _drain(site, runner, say, ahead=ahead)
         drain_seconds = time.time() - drain_began
         rss_end = site.rss()
         sampling.cancel()
@@ -335,10 +354,14 @@ async def _sample_rss(site: SoakSite, samples: list[tuple[float, dict[str, int]]
         await asyncio.sleep(RSS_EVERY)
 
 
-async def _drain(site: SoakSite, runner: MixRunner, say: Callable[[str], None]) -> None:
-    """Wait until no agent's boards hold a job or a queued command."""
+async def _drain(
+    site: SoakSite, runner: MixRunner, say: Callable[[str], None], *, ahead: float = 0.0
+) -> None:
+    """Wait until no agent's boards hold a job or a queued command: at most the bridge's
+    job lifetime after the last job was sent, plus a cleaner pass, plus ``ahead`` (how far
+    a clock ran ahead: the jobs a skewed agent made expire that much later)."""
     last = max((a.submitted for a in runner.attempts), default=time.time())
-    deadline = last + DEFAULT_LIFETIME_SECONDS + CLEANER_INTERVAL + DRAIN_SLACK
+    deadline = last + site.job_lifetime + ahead + CLEANER_INTERVAL + DRAIN_SLACK
     while True:
         held = await site.board_counts()
         if not any(held.values()):
@@ -444,6 +467,9 @@ def figures(report: SoakReport) -> str:
         heal = record.settled - record.healed
         after = "no job crossed it" if seconds is None else f"first job across it {seconds:.2f} s"
         note = f" ({record.note})" if record.note else ""
+        if record.fault.kind is FaultKind.SLOW_BACKEND:
+            meanwhile = sum(1 for a in done if record.applied <= a.finished <= record.healed)
+            note += f" ({meanwhile} jobs completed while it was frozen)"
         lines.append(
             f"  {record.fault.describe()}{note}: relinked {heal:.2f} s after the restart, {after}"
         )

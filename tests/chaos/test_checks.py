@@ -306,6 +306,28 @@ def test_schedule_is_seeded_covers_every_kind_and_never_overlaps() -> None:
     assert stretched != faults
 
 
+def test_schedule_draws_cuts_in_the_range_given_and_kills_among_the_targets() -> None:
+    kinds = (FaultKind.PARTITION, FaultKind.ISOLATE, FaultKind.KILL)
+    faults = make_schedule(
+        5, 500.0, AGENTS, LINKS, kinds, extra=30, kill_targets=("bridge",), cut=(7.0, 9.0)
+    )
+    cuts = [f for f in faults if f.kind in (FaultKind.PARTITION, FaultKind.ISOLATE)]
+    assert cuts and all(7.0 <= f.duration <= 9.0 for f in cuts)
+    assert {f.target for f in faults if f.kind is FaultKind.KILL} == {("bridge",)}
+    # isolation still takes an agent, never a kill-only target
+    assert all(f.target[0] in AGENTS for f in faults if f.kind is FaultKind.ISOLATE)
+
+
+def test_schedule_stalls_only_servers_it_can_freeze_and_steps_clocks_past_a_lifetime() -> None:
+    kinds = (FaultKind.SLOW_BACKEND, FaultKind.CLOCK_STEP)
+    faults = make_schedule(3, 900.0, (*AGENTS, "account"), LINKS, kinds, extra=20)
+    stalls = [f for f in faults if f.kind is FaultKind.SLOW_BACKEND]
+    steps = [f for f in faults if f.kind is FaultKind.CLOCK_STEP]
+    assert {f.target[0] for f in stalls} <= {"account", "scheduler"}
+    assert all(f.amount == (300.0,) for f in steps)
+    assert steps[0].describe().startswith(f"clock-step {steps[0].target[0]} +300 s for ")
+
+
 class KillsOnly:
     """An injector offering kills only, recording what it was asked (a test double for
     the schedule runner; the real ones are ``loopback.LoopbackInjector`` and the
@@ -351,6 +373,18 @@ class KillsOnly:
         raise FaultUnavailable("not here")
 
     async def clear_latency(self, a: str, b: str) -> None:
+        raise FaultUnavailable("not here")
+
+    async def stall_backend(self, agent: str) -> None:
+        raise FaultUnavailable("not here")
+
+    async def resume_backend(self, agent: str) -> None:
+        raise FaultUnavailable("not here")
+
+    async def step_clock(self, agent: str, ahead: float) -> None:
+        raise FaultUnavailable("not here")
+
+    async def restore_clock(self, agent: str) -> None:
         raise FaultUnavailable("not here")
 
 

@@ -5,10 +5,12 @@ slapd, the scheduler on the session's Slurm accounting stack, the filesystem age
 real directories (see :mod:`.loopback`).  A seeded mix of add_user, remove_user,
 block/unblock (users and projects), set_limit, set_project_quota, set_user_quota and usage
 reports for 200 users in 20 projects goes in through the bridge, 24 jobs at a time, while
-a seeded schedule SIGKILLs agents: at a random moment, right after a restart while the first
-link Syncs, and while the scheduler runs ``sacctmgr``.  Every fault kind this site offers
-runs at least once; the network faults (partition, isolation, loss, latency) need the
-namespace harness and are reported as unavailable here.
+a seeded schedule SIGKILLs agents (at a random moment, right after a restart while the first
+link Syncs, and while the scheduler runs ``sacctmgr``), freezes slapd or slurmdbd for
+15-30 s (SIGSTOP, then SIGCONT), and restarts one agent with its clock five minutes ahead,
+then on the right clock.  Every fault kind this site offers runs at least once; the network
+faults (partition, isolation, loss, latency) need the namespace harness and are reported as
+unavailable here.
 
 Then every invariant of :mod:`.invariants` must hold: no job lost, every instruction
 complete, slapd, ``sacctmgr`` and the sandbox exactly as the final job states say, no change
@@ -30,7 +32,7 @@ import pytest
 from tests.backends.slapd import Slapd
 from tests.backends.slurm import SlurmStack
 
-from .loopback import ldap_target
+from .loopback import LOOPBACK_KINDS, ldap_target
 from .schedule import FaultKind
 from .soak import SoakSettings, figures, real_site, run_soak, violations
 
@@ -41,11 +43,9 @@ USERS = 200
 PROJECTS = 20
 #: Kills of random kinds after one of each kind (run if the mix is still going).
 EXTRA_FAULTS = 1
-#: What the loopback site can inject (the rest needs network namespaces).
-LOOPBACK_KINDS = {FaultKind.KILL, FaultKind.KILL_DURING_SYNC, FaultKind.KILL_DURING_BACKEND_CALL}
 
 
-async def test_soak_1000_jobs_with_kills_loses_nothing_and_runs_nothing_twice(
+async def test_soak_1000_jobs_with_kills_stalls_and_clock_steps_loses_nothing(
     tmp_path: Path, slapd: Slapd, slurm_stack: SlurmStack
 ) -> None:
     seed = int(os.environ.get("BG_CHAOS_SEED") or random.SystemRandom().randrange(1, 2**31))
@@ -58,7 +58,7 @@ async def test_soak_1000_jobs_with_kills_loses_nothing_and_runs_nothing_twice(
         faults=True,
         extra_faults=EXTRA_FAULTS,
     )
-    factory = real_site(ldap_target(slapd), slurm_stack)
+    factory = real_site(ldap_target(slapd), slurm_stack, slapd.pid)
     report = await run_soak(tmp_path, settings, factory)
     print(figures(report))
     ran = {record.fault.kind for record in report.faults if record.ran}

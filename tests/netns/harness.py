@@ -210,7 +210,8 @@ class Network(Site):
         """``broadgauge <name> run`` on ``name``'s host; return once it listens."""
         process = Broadgauge(
             name, "run", "-c", str(self.config(name)), "--data-dir", str(self.data_dir(name)),
-            env=self.env, cwd=self.root, wrapper=self.hosts.exec_prefix(name),
+            env={**self.env, **self.agent_env.get(name, {})}, cwd=self.root,
+            wrapper=self.hosts.exec_prefix(name),
         )  # fmt: skip
         self.processes.setdefault(name, []).append(process)
         kind = ROLES_BY_NAME[name].agent_type.value

@@ -58,6 +58,8 @@ class Timers:
 
     The reference redials every 5 s; we back off exponentially from ``reconnect_initial`` to
     ``reconnect_max`` with jitter, so a fleet of clients does not stampede a restarted server.
+    The cap is 8 s (each redial 4-8 s after the last once backed off): a healed link is back,
+    and its first job through, within about 10 s, at no more dialling than the reference's.
     """
 
     keepalive: float = 23.0
@@ -65,7 +67,7 @@ class Timers:
     inactivity: float = 300.0
     handshake: float = 10.0
     reconnect_initial: float = 0.5
-    reconnect_max: float = 60.0
+    reconnect_max: float = 8.0
     close: float = 5.0
 
 

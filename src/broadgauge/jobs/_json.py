@@ -92,6 +92,16 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 
+#: One strict decoder for every document: ``json.loads`` with these hooks would build a new
+#: decoder (and its scanner) for each call.
+_DECODER: Final = json.JSONDecoder(
+    object_pairs_hook=JsonObject,
+    parse_int=_parse_int,
+    parse_float=_parse_float,
+    parse_constant=_reject_constant,
+)
+
+
 def loads(text: str | bytes, what: str, error: type[ProtocolError] = ProtocolError) -> Any:
     """Parse ``text`` as one strict JSON document; ``what`` names it in errors."""
     if isinstance(text, bytes | bytearray):
@@ -102,13 +112,7 @@ def loads(text: str | bytes, what: str, error: type[ProtocolError] = ProtocolErr
     if not isinstance(text, str):
         raise error(f"{what}: expected a JSON string, got {type(text).__name__}")
     try:
-        value = json.loads(
-            text,
-            object_pairs_hook=JsonObject,
-            parse_int=_parse_int,
-            parse_float=_parse_float,
-            parse_constant=_reject_constant,
-        )
+        value = _DECODER.decode(text)
     except RecursionError:
         raise error(f"{what}: JSON nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError is a ValueError

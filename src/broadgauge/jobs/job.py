@@ -116,6 +116,26 @@ def _bump(version: int, by: int) -> int:
     return min(version + by, VERSION_MAX)
 
 
+#: Commands read from peers' jobs, by their exact text and the local date (a named date
+#: range resolves against it).  The same job reaches an agent many times (Put, Update,
+#: Sync, duplicates), and a Command is immutable, so each text is parsed once: parsing was
+#: half the cost of decoding a job.  Emptied when full, which is rare and cheap.
+_PEER_COMMANDS: dict[tuple[str, int], Command] = {}
+PEER_COMMANDS_KEPT: Final = 4096
+
+
+def _peer_command(text: str) -> Command:
+    """``Command.parse(text)`` without the portal check (notes §4.4), from the cache."""
+    key = (text, datetime.date.today().toordinal())
+    command = _PEER_COMMANDS.get(key)
+    if command is None:
+        command = Command.parse(text, portal_check=False)
+        if len(_PEER_COMMANDS) >= PEER_COMMANDS_KEPT:
+            _PEER_COMMANDS.clear()
+        _PEER_COMMANDS[key] = command
+    return command
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """One job as it appears on a board and on the wire (templemeads ``Job``).
@@ -463,8 +483,7 @@ class Job:
         version = r.u64("version")
         command_text = r.text("command")
         try:
-            # Jobs from peers are parsed without the portal check (notes §4.4).
-            command = Command.parse(command_text, portal_check=False)
+            command = _peer_command(command_text)
         except GrammarError as exc:
             r.fail(f"could not parse command {command_text!r}: {exc}", "command")
         try:

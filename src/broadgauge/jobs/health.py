@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
@@ -58,6 +60,20 @@ def format_datetime(value: datetime) -> str:
     if value.tzinfo is None:
         raise ValueError("datetimes on the wire must be timezone-aware")
     utc = value.astimezone(UTC)
+    if utc.year < 1000:
+        return _format_with_strftime(utc)
+    # isoformat is several times faster than strftime, and for a four-digit year it writes
+    # the same digits: YYYY-MM-DDTHH:MM:SS, then .ffffff unless the microseconds are zero.
+    text = utc.isoformat()
+    micro = utc.microsecond
+    if micro == 0:
+        return text[:19] + "Z"
+    return (text[:23] if micro % 1000 == 0 else text[:26]) + "Z"
+
+
+def _format_with_strftime(utc: datetime) -> str:
+    # strftime writes a year below 1000 without padding (isoformat would pad it), and that
+    # is what this format has always written for one.
     base = utc.strftime("%Y-%m-%dT%H:%M:%S")
     micro = utc.microsecond
     if micro == 0:
@@ -87,24 +103,25 @@ def parse_datetime(text: str) -> datetime:
         raise ValueError(f"timestamp {text!r} is out of range") from None
 
 
-def _encode_value(kind: object, value: Any) -> Any:
-    if kind == "datetime":
-        return format_datetime(value)
-    if kind == "float":
-        # serde_json writes non-finite floats as null.
-        return value if math.isfinite(value) else None
-    if kind == "agent_type":
-        return value.value
-    if isinstance(kind, tuple):
-        shape = kind[0]
-        if shape == "list":
-            return [item.to_json_value() for item in value]
-        if shape == "map":
-            return {key: item.to_json_value() for key, item in value.items()}
-        return value.to_json_value()
-    if kind == "str_list":
-        return list(value)
-    return value
+def _encode_float(value: float) -> float | None:
+    # serde_json writes non-finite floats as null.
+    return value if math.isfinite(value) else None
+
+
+def _encode_agent_type(value: AgentType) -> str:
+    return value.value
+
+
+def _encode_object(value: _Codec) -> dict[str, Any]:
+    return value.to_json_value()
+
+
+def _encode_items(value: tuple[_Codec, ...]) -> list[dict[str, Any]]:
+    return [item.to_json_value() for item in value]
+
+
+def _encode_mapping(value: dict[str, _Codec]) -> dict[str, dict[str, Any]]:
+    return {key: item.to_json_value() for key, item in value.items()}
 
 
 def _decode_value(r: _json.Reader, name: str, kind: object, has_default: bool) -> Any:
@@ -152,33 +169,136 @@ def _decode_value(r: _json.Reader, name: str, kind: object, has_default: bool) -
     raise AssertionError(f"unknown field kind {kind!r}")  # pragma: no cover
 
 
-#: Per codec class: (field name, kind, has serde default), in field order; and the names.
-_SPECS: dict[type, tuple[tuple[tuple[str, object, bool], ...], frozenset[str]]] = {}
+# --- sending on what was read ------------------------------------------------------------
+#
+# Every relay on the way back decodes a health or diagnostics answer (checking it) and
+# encodes it again; for the operator console's view of a 50-agent network that is thousands
+# of objects.  A decoded object keeps the JSON object it was read from when encoding would
+# give exactly that object back, and encoding it then is a copy: a relay sends on what it
+# received.  Whether it would is decided field by field, below; the kinds not listed
+# (strings, integers, booleans, string lists, agent types) are always written as read.
 
 
-def _spec(cls: type) -> tuple[tuple[tuple[str, object, bool], ...], frozenset[str]]:
-    # dataclasses.fields() walks the class's fields on every call; a health sweep of a big
-    # network decodes thousands of these objects, so the walk is done once per class.
-    spec = _SPECS.get(cls)
-    if spec is None:
-        fields = dataclasses.fields(cls)
-        spec = _SPECS[cls] = (
-            tuple((f.name, f.metadata[_KIND], f.metadata[_DEFAULT]) for f in fields),
-            frozenset(f.name for f in fields),
-        )
-    return spec
+def _same_float(raw: Any, value: float) -> bool:
+    # An integer in a float field is read as a float and written as one ("1" -> "1.0").
+    return type(raw) is float and math.isfinite(raw)
+
+
+#: What format_datetime writes for a year from 1000 on: a fraction of 3 digits only when the
+#: last 3 of 6 are zeros, and none when all are.
+_CHRONO_TIME: Final = re.compile(
+    r"[1-9]\d{3}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.(?!000Z)\d{3}|\.(?!\d{3}000Z)\d{6})?Z",
+    re.ASCII,
+)
+
+
+def _same_datetime(raw: Any, value: datetime) -> bool:
+    # The text parsed, as UTC ("Z"), to ``value``: in this shape it holds value's own digits.
+    return _CHRONO_TIME.fullmatch(raw) is not None
+
+
+def _same_object(raw: Any, value: _Codec) -> bool:
+    return hasattr(value, "_wire")
+
+
+def _same_items(raw: Any, value: tuple[_Codec, ...]) -> bool:
+    return all(hasattr(item, "_wire") for item in value)
+
+
+def _same_mapping(raw: Any, value: dict[str, _Codec]) -> bool:
+    return all(hasattr(item, "_wire") for item in value.values())
+
+
+_Encoder = Callable[[Any], Any]
+_Same = Callable[[Any, Any], bool]
+
+#: Per scalar kind: how to encode it (None: as it is), and the test that it was written as
+#: read (None: always).
+_SCALARS: Final[dict[str, tuple[_Encoder | None, _Same | None]]] = {
+    "str": (None, None),
+    "u64": (None, None),
+    "i64": (None, None),
+    "float": (_encode_float, _same_float),
+    "bool": (None, None),
+    "str_list": (list, None),
+    "datetime": (format_datetime, _same_datetime),
+    "agent_type": (_encode_agent_type, None),
+}
+_NESTED: Final[dict[str, tuple[_Encoder, _Same]]] = {
+    "list": (_encode_items, _same_items),
+    "map": (_encode_mapping, _same_mapping),
+    "obj": (_encode_object, _same_object),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """One codec class's fields, worked out once (a sweep of a big network decodes
+    thousands of these objects)."""
+
+    #: (name, kind, has a serde default), in Rust struct order; the reader's input.
+    fields: tuple[tuple[str, object, bool], ...]
+    names: frozenset[str]
+    order: tuple[str, ...]
+    #: (name, encoder or None to write the value as it is)
+    encoders: tuple[tuple[str, _Encoder | None], ...]
+    #: (name, test that the value is written as read), for the kinds that may not be
+    same: tuple[tuple[str, _Same], ...]
+
+
+_PLANS: dict[type, _Plan] = {}
+
+
+def _plan(cls: type) -> _Plan:
+    plan = _PLANS.get(cls)
+    if plan is not None:
+        return plan
+    fields = tuple(
+        (f.name, f.metadata[_KIND], bool(f.metadata[_DEFAULT]))
+        for f in dataclasses.fields(cls)
+        if _KIND in f.metadata
+    )
+    encoders: list[tuple[str, _Encoder | None]] = []
+    same: list[tuple[str, _Same]] = []
+    for name, kind, _ in fields:
+        encode, test = _NESTED[kind[0]] if isinstance(kind, tuple) else _SCALARS[str(kind)]
+        encoders.append((name, encode))
+        if test is not None:
+            same.append((name, test))
+    plan = _PLANS[cls] = _Plan(
+        fields=fields,
+        names=frozenset(name for name, _, _ in fields),
+        order=tuple(name for name, _, _ in fields),
+        encoders=tuple(encoders),
+        same=tuple(same),
+    )
+    return plan
 
 
 class _Codec:
-    """Generic JSON codec for the dataclasses below, driven by field metadata."""
+    """JSON codec for the dataclasses below, driven by field metadata."""
 
-    __slots__ = ()
+    # ``_wire``: the JSON object this was decoded from, set only when encoding would give
+    # exactly it back (a relay then sends on what it received).  A slot, not a dataclass
+    # field: it is no part of equality, and a copy made by ``replace`` starts without it.
+    __slots__ = ("_wire",)
+    _wire: dict[str, Any]
 
     def to_json_value(self) -> dict[str, Any]:
-        """The JSON object, in Rust struct field order."""
-        return {
-            name: _encode_value(kind, getattr(self, name)) for name, kind, _ in _spec(type(self))[0]
-        }
+        """The JSON object, in Rust struct field order.
+
+        For an object decoded from wire text that encodes back to exactly that text, a copy
+        of the object read (its nested values are shared with this object: do not change
+        them).
+        """
+        wire = getattr(self, "_wire", None)
+        if wire is not None:
+            return dict(wire)
+        value: dict[str, Any] = {}
+        for name, encode in _plan(type(self)).encoders:
+            item = getattr(self, name)
+            value[name] = item if encode is None else encode(item)
+        return value
 
     def to_json(self) -> str:
         """Compact JSON text."""
@@ -187,10 +307,21 @@ class _Codec:
     @classmethod
     def from_json_value(cls: type[_T], value: object, path: str | None = None) -> _T:
         """Decode a parsed JSON value; ``ProtocolError`` names the bad field."""
-        fields, names = _spec(cls)
-        r = _json.Reader(value, path or cls.__name__, names)
-        kwargs = {name: _decode_value(r, name, kind, default) for name, kind, default in fields}
-        return cls(**kwargs)
+        plan = _PLANS.get(cls) or _plan(cls)
+        r = _json.Reader(value, path or cls.__name__, plan.names)
+        kwargs = {
+            name: _decode_value(r, name, kind, default) for name, kind, default in plan.fields
+        }
+        decoded = cls(**kwargs)
+        # Only an object the strict loader made from wire text is kept (no caller holds it
+        # to change it later), and only if it has the fields in order and no other.
+        if (
+            type(value) is _json.JsonObject
+            and tuple(value) == plan.order
+            and all(test(value[name], kwargs[name]) for name, test in plan.same)
+        ):
+            object.__setattr__(decoded, "_wire", value)
+        return decoded
 
     @classmethod
     def from_json(cls: type[_T], text: str | bytes) -> _T:

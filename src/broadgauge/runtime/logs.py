@@ -44,6 +44,7 @@ __all__ = [
     "log_trace_event",
     "remember_secret",
     "trace_id",
+    "trace_line",
 ]
 
 FORMATS: Final = ("human", "json")
@@ -122,6 +123,12 @@ def log_trace_event(event: TraceEvent) -> None:
     level = logging.INFO if event.action in INFO_ACTIONS else logging.DEBUG
     if not trace_log.isEnabledFor(level):
         return
+    handlers = logging.getLogger().handlers
+    if len(handlers) == 1 and isinstance(handlers[0], _JsonHandler) and not trace_log.handlers:
+        # The JSON handler is the only one: write the line straight to it.  A LogRecord and
+        # the logging machinery cost more than the job's own routing (bench/metrics.py).
+        handlers[0].write_trace(event, _LEVEL_NAMES[level], time.time())
+        return
     keyword = event.instruction.split(" ", 1)[0]
     outcome = event.detail or event.state
     fields = {
@@ -136,13 +143,6 @@ def log_trace_event(event: TraceEvent) -> None:
         "outcome": outcome,
     }
     message = f"{event.agent}: {event.action.value} {keyword} {event.job_id} ({outcome})"
-    handlers = logging.getLogger().handlers
-    if len(handlers) == 1 and isinstance(handlers[0], _JsonHandler) and not trace_log.handlers:
-        # The JSON handler is the only one: write the line straight to it.  A LogRecord and
-        # the logging machinery cost more than the job's own routing (bench/metrics.py).
-        level_name = logging.getLevelName(level)
-        handlers[0].write_line(time.time(), level_name, trace_log.name, message, fields)
-        return
     trace_log.log(level, "%s", message, extra=fields)
 
 
@@ -192,6 +192,40 @@ def json_line(created: float, level: str, logger: str, message: str, fields: dic
     return "".join(parts)
 
 
+_LEVEL_NAMES: Final = {logging.INFO: "INFO", logging.DEBUG: "DEBUG"}
+_TRACE_LOGGER: Final = _quote(trace_log.name)
+
+
+def trace_line(event: TraceEvent, level: str, created: float) -> str:
+    """The line :func:`json_line` writes for one action on a job, the same text, assembled
+    in one format string: every job writes several, and the general path's dict of fields
+    and loop over them cost more than the line itself."""
+    action = event.action.value
+    job = event.job_id
+    keyword = event.instruction.split(" ", 1)[0]
+    outcome = event.detail or event.state
+    values: tuple[str, ...] = (
+        event.agent,
+        action,
+        f"{event.agent}: {action} {keyword} {job} ({outcome})",
+        job,
+        trace_id(job),
+        keyword,
+        event.peer,
+        event.path,
+        event.state,
+        outcome,
+    )
+    if _SECRETS:
+        values = tuple(scrub(value) for value in values)
+    agent, action, message, job, trace, keyword, peer, path, state, outcome = map(_quote, values)
+    return (
+        f'{{"time":"{_timestamp(created)}","level":{_quote(level)},"logger":{_TRACE_LOGGER},'
+        f'"agent":{agent},"event":{action},"message":{message},"job":{job},"trace":{trace},'
+        f'"keyword":{keyword},"peer":{peer},"path":{path},"state":{state},"outcome":{outcome}}}'
+    )
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record (see the module), secrets scrubbed."""
 
@@ -206,18 +240,26 @@ class JsonFormatter(logging.Formatter):
         return text
 
 
-class _JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The JSON handler; trace lines are written to it directly (:func:`log_trace_event`).
+#: A line waiting to be written: its text, or a trace event's (event, level, time).
+_Pending = str | tuple[TraceEvent, str, float]
 
-    On an event loop the stream is flushed once per loop iteration instead of once per line:
-    a busy agent writes several lines per job, and a flush is a system call each.  A line is
-    therefore in the file at the latest when the loop next goes idle; a process killed in
+
+class _JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The JSON handler; trace lines are handed to it directly (:func:`log_trace_event`).
+
+    On an event loop, lines are written and the stream flushed once per loop iteration
+    instead of once per line: a busy agent writes several lines per job, and a flush is a
+    system call each.  Trace lines are also only formatted then, all together: one at a time
+    between a job's other work, formatting a line costs several times as much.  A line is
+    therefore in the file at the latest when the loop next turns; a process killed in
     between loses the lines of that one iteration (the audit log, not this, is the durable
-    record).  Lines from other threads, or with no loop running, are flushed at once.
+    record).  Lines from other threads, or with no loop running, are written at once, after
+    any still waiting, so lines keep their order.
     """
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
+        self._pending: list[_Pending] = []
         self._flush_pending = False
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -227,18 +269,16 @@ class _JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:  # as logging.StreamHandler.emit does: a bad record never raises
             self.handleError(record)
             return
-        self._write(text)
+        self._add(text)
 
-    def write_line(
-        self, created: float, level: str, logger: str, message: str, fields: dict[str, Any]
-    ) -> None:
-        """Write one line as :meth:`emit` would, without a LogRecord."""
-        self._write(json_line(created, level, logger, message, fields))
+    def write_trace(self, event: TraceEvent, level: str, created: float) -> None:
+        """Write :func:`trace_line` of ``event`` (see the class for when)."""
+        self._add((event, level, created))
 
-    def _write(self, text: str) -> None:
+    def _add(self, line: _Pending) -> None:
         self.acquire()
         try:
-            self.stream.write(text + self.terminator)
+            self._pending.append(line)
         finally:
             self.release()
         try:
@@ -249,6 +289,28 @@ class _JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
         if not self._flush_pending:
             self._flush_pending = True
             loop.call_soon(self._flush_now)
+
+    def flush(self) -> None:
+        """Write the lines waiting, then flush the stream."""
+        self.acquire()
+        try:
+            pending, self._pending = self._pending, []
+            if pending:
+                end = self.terminator
+                self.stream.write(
+                    "".join(
+                        (line if isinstance(line, str) else trace_line(*line)) + end
+                        for line in pending
+                    )
+                )
+            super().flush()
+        finally:
+            self.release()
+
+    def write_waiting(self) -> None:
+        """Write the lines held for the loop's next turn now, if any."""
+        if self._pending:
+            self.flush()
 
     def _flush_now(self) -> None:
         self._flush_pending = False
@@ -277,6 +339,8 @@ def configure_logging(level: int, log_format: str = "human", stream: TextIO | No
         handler.setFormatter(_ScrubbingFormatter(HUMAN_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):
+        if isinstance(old, _JsonHandler):
+            old.write_waiting()  # lines it holds for the loop's next turn
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)

@@ -174,10 +174,18 @@ class _Histograms:
         """Count one observation."""
         row = self.values.get(key)
         if row is None:
-            row = self.values[key] = [0.0] * (len(self.bounds) + 2)
+            row = self.row(key)
         # le: the first bound not below the value (the +Inf bucket after the last).
         row[bisect.bisect_left(self.bounds, value)] += 1
         row[-1] += value
+
+    def row(self, key: tuple[str, ...]) -> list[float]:
+        """The counts of ``key`` (made empty if new), for a caller that observes into it
+        directly: the store commits several times per job, and a lookup each time costs."""
+        row = self.values.get(key)
+        if row is None:
+            row = self.values[key] = [0.0] * (len(self.bounds) + 2)
+        return row
 
     def family(self, name: str, documentation: str, agent: str, labels: list[str]) -> Metric:
         """The family as prometheus-client renders it (cumulative buckets)."""
@@ -211,6 +219,8 @@ class AgentMetrics:
         self.call_seconds = _Histograms(JOB_BUCKETS)
         self.operations = _Counts()
         self.commits = _Histograms(STORE_BUCKETS)
+        #: The commits' one histogram row, once the store has committed (no series before).
+        self._commit_row: list[float] | None = None
         #: Jobs created here and not ended: id -> (keyword, monotonic start, duplicate?).
         self._open: dict[uuid.UUID, tuple[str, float, bool]] = {}
         #: The last audit chain check: (ok, unix time, entries), None until the first.
@@ -268,7 +278,11 @@ class AgentMetrics:
 
     def committed(self, seconds: float) -> None:
         """The durable store committed a transaction in ``seconds``."""
-        self.commits.observe((), seconds)
+        row = self._commit_row
+        if row is None:
+            row = self._commit_row = self.commits.row(())
+        row[bisect.bisect_left(STORE_BUCKETS, seconds)] += 1
+        row[-1] += seconds
 
     # --- creation and end of the jobs this agent created ------------------------------------
 

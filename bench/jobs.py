@@ -2,6 +2,7 @@
 
     python bench/jobs.py [--jobs 1000] [--windows 1 64] [--warmup 200] [--repeat 3]
     python bench/jobs.py --profile [memory|sqlite] [--jobs 1000]
+    python bench/jobs.py --event-loop uvloop   (every process on uvloop: the fast extra)
 
 A job travels the 4-hop chain portal → provider → platform → instance and its result comes
 back the same way.  The instance runs a no-op ``add_user u{i}.proj.portal`` handler that
@@ -63,6 +64,8 @@ from broadgauge.jobs import Board, Job, Put, encode_command
 from broadgauge.jobs.agent_type import AgentType
 from broadgauge.runtime.agent import Agent, Envelope
 from broadgauge.runtime.config import AgentConfig
+from broadgauge.runtime.loop import EVENT_LOOPS
+from broadgauge.runtime.loop import run as run_on_loop
 from broadgauge.wire import Invite, ServiceConfig
 
 CHAIN = ("portal", "provider", "platform", "instance")
@@ -646,6 +649,8 @@ async def profile(args: argparse.Namespace) -> None:
 
 #: Set by ``bench/profile_hops.py``: each child runs under cProfile and leaves its stats here.
 PROFILE_DIR = "BG_BENCH_PROFILE_DIR"
+#: The event loop of every process of a run (``--event-loop``), passed on to the children.
+EVENT_LOOP = "BG_BENCH_EVENT_LOOP"
 
 
 def child_main(argv: list[str]) -> None:
@@ -654,10 +659,11 @@ def child_main(argv: list[str]) -> None:
     profiler = cProfile.Profile(time.process_time) if os.environ.get(PROFILE_DIR) else None
     if profiler is not None:
         profiler.enable()
+    event_loop = os.environ.get(EVENT_LOOP, "asyncio")
     if role == "agent":
-        asyncio.run(agent_child(name, lower, workdir, argv[4] == "durable"))
+        run_on_loop(agent_child(name, lower, workdir, argv[4] == "durable"), event_loop)
     elif role == "relay":
-        asyncio.run(relay_child(name, lower, workdir))
+        run_on_loop(relay_child(name, lower, workdir), event_loop)
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(Path(os.environ[PROFILE_DIR]) / f"{name}.pstats")
@@ -680,6 +686,14 @@ if __name__ == "__main__":
         choices=("memory", "sqlite"),
         help="profile the single hop in one process instead (default store: memory)",
     )
+    parser.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default="asyncio",
+        help="event loop of every process, the bare relay's included (uvloop: the fast extra)",
+    )
     arguments = parser.parse_args()
     print("command:", shlex.join([os.path.basename(sys.executable), *sys.argv]))
-    asyncio.run(profile(arguments) if arguments.profile else main(arguments))
+    os.environ[EVENT_LOOP] = arguments.event_loop
+    print(f"event loop: {arguments.event_loop} in every process")
+    run_on_loop(profile(arguments) if arguments.profile else main(arguments), arguments.event_loop)

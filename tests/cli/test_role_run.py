@@ -53,8 +53,8 @@ class Agents:
         self.cwd = cwd
         self.started: list[Broadgauge] = []
 
-    def run(self, role: str) -> Broadgauge:
-        process = Broadgauge(role, "run", env=os.environ, cwd=self.cwd)
+    def run(self, role: str, *options: str) -> Broadgauge:
+        process = Broadgauge(role, "run", *options, env=os.environ, cwd=self.cwd)
         self.started.append(process)
         process.wait_for(f"{role} ({role.capitalize()}) listening on")
         return process
@@ -86,6 +86,18 @@ def test_portal_and_provider_connect_and_stop_cleanly(site: Path, agents: Agents
         data = site / "data" / "broadgauge" / role
         assert data.stat().st_mode & 0o777 == 0o700
         assert (data / "boards.sqlite3").exists()
+
+
+def test_an_agent_on_uvloop_links_with_one_on_asyncio(site: Path, agents: Agents) -> None:
+    """The optional ``fast`` extra: ``--event-loop uvloop`` changes the loop, nothing else."""
+    portal = agents.run("portal", "--event-loop", "uvloop")
+    provider = agents.run("provider")
+    portal.wait_for("portal: event loop uvloop.Loop")
+    provider.wait_for("provider: event loop asyncio.unix_events._UnixSelectorEventLoop")
+    portal.wait_for(REGISTERED)
+    provider.wait_for("provider: portal@default registered as Portal")
+    assert portal.terminate() == 0, portal.output
+    assert "portal stopped" in portal.output
 
 
 def test_a_rotated_client_needs_the_rotate_file(site: Path, agents: Agents) -> None:

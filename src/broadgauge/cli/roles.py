@@ -24,6 +24,7 @@ from pathlib import Path
 from broadgauge.jobs import AgentType
 from broadgauge.runtime.config import AgentConfig
 from broadgauge.runtime.logs import FORMATS, configure_logging
+from broadgauge.runtime.loop import EVENT_LOOPS
 from broadgauge.wire import (
     ConfigError,
     EnvironmentEncryption,
@@ -200,6 +201,12 @@ def _add_role(commands: argparse._SubParsersAction[argparse.ArgumentParser], rol
         metavar="DIR",
         help=f"where boards are kept (default: {_display(default_data_dir(role.name))})",
     )
+    run.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default="asyncio",
+        help="event loop (uvloop needs: pip install 'broadgauge[fast]'; default: asyncio)",
+    )
     metrics = run.add_mutually_exclusive_group()
     metrics.add_argument(
         "--metrics-listen",
@@ -296,7 +303,8 @@ def run_role(args: argparse.Namespace) -> int:
 
         config = _metrics_from(load(role, path), args)
         _log_format_from(config, args)
-        return run_agent(config, args.data_dir or default_data_dir(role.name))
+        data_dir = args.data_dir or default_data_dir(role.name)
+        return run_agent(config, data_dir, event_loop=args.event_loop)
     config = load(role, path)
     changed = {
         "client": peers,

@@ -29,6 +29,7 @@ from broadgauge.planner.server import attach_network_planner
 from broadgauge.runtime.agent import Agent
 from broadgauge.runtime.config import AgentConfig
 from broadgauge.runtime.control import HARD_RESTART_EXIT
+from broadgauge.runtime.loop import run as run_on_loop
 from broadgauge.runtime.metrics import AgentMetrics
 from broadgauge.serving import AppServer, metrics_app, metrics_route
 from broadgauge.wire import ConfigError
@@ -41,10 +42,17 @@ LOCK_FILE = "agent.lock"
 Setup = Callable[[Agent], None]
 
 
-def run_agent(config: AgentConfig, data_dir: Path, *, setup: Setup | None = None) -> int:
+def run_agent(
+    config: AgentConfig,
+    data_dir: Path,
+    *,
+    setup: Setup | None = None,
+    event_loop: str = "asyncio",
+) -> int:
     """Run the agent described by ``config`` with its boards in ``data_dir``; the exit status.
 
-    ``setup`` is called with the new :class:`Agent` before it starts (to add handlers).
+    ``setup`` is called with the new :class:`Agent` before it starts (to add handlers);
+    ``event_loop`` is ``asyncio`` or ``uvloop`` (:mod:`broadgauge.runtime.loop`).
     Only one agent may use a data directory at a time: a second one fails at once instead
     of sharing the first one's boards, outbox and execution records.
     """
@@ -56,7 +64,7 @@ def run_agent(config: AgentConfig, data_dir: Path, *, setup: Setup | None = None
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise ConfigError(f"another agent is already running with data in {data_dir}") from None
-        return asyncio.run(serve(config, data_dir, setup=setup))
+        return run_on_loop(serve(config, data_dir, setup=setup), event_loop)
     finally:
         os.close(fd)  # releases the lock
 
@@ -167,6 +175,8 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in _STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
+    kind = type(loop)
+    log.info("%s: event loop %s.%s", config.service.name, kind.__module__, kind.__name__)
     try:
         agent = Agent(config, data_dir=data_dir, timers=config.timers())
         # Before the roles: the bridge and the network planner put their series in it.

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import math
 import re
 import uuid
@@ -116,24 +117,24 @@ def _bump(version: int, by: int) -> int:
     return min(version + by, VERSION_MAX)
 
 
-#: Commands read from peers' jobs, by their exact text and the local date (a named date
-#: range resolves against it).  The same job reaches an agent many times (Put, Update,
-#: Sync, duplicates), and a Command is immutable, so each text is parsed once: parsing was
-#: half the cost of decoding a job.  Emptied when full, which is rare and cheap.
-_PEER_COMMANDS: dict[tuple[str, int], Command] = {}
-PEER_COMMANDS_KEPT: Final = 4096
+#: How many parsed commands each agent keeps (see :func:`_peer_command`): enough for the
+#: jobs in flight through a busy agent; a parsed command weighs about 1 KiB.
+PEER_COMMANDS_KEPT: Final = 1024
 
 
 def _peer_command(text: str) -> Command:
-    """``Command.parse(text)`` without the portal check (notes §4.4), from the cache."""
-    key = (text, datetime.date.today().toordinal())
-    command = _PEER_COMMANDS.get(key)
-    if command is None:
-        command = Command.parse(text, portal_check=False)
-        if len(_PEER_COMMANDS) >= PEER_COMMANDS_KEPT:
-            _PEER_COMMANDS.clear()
-        _PEER_COMMANDS[key] = command
-    return command
+    """``Command.parse(text)`` without the portal check (notes §4.4), parsed once per text.
+
+    The same job reaches an agent many times (Put, Update, Sync, duplicates) and a Command
+    is immutable, so the latest texts are kept, with the local date (a named date range
+    resolves against it): parsing was half the cost of decoding a job.
+    """
+    return _parse_on(text, datetime.date.today().toordinal())
+
+
+@functools.lru_cache(maxsize=PEER_COMMANDS_KEPT)
+def _parse_on(text: str, day: int) -> Command:
+    return Command.parse(text, portal_check=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ import asyncio
 import enum
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -296,59 +296,57 @@ async def run_schedule(
     return records
 
 
+#: One step of a fault: breaking its target, or healing it.
+Step = Callable[[], Awaitable[object]]
+
+
 async def apply(fault: Fault, injector: FaultInjector) -> FaultRecord:
     """Apply one fault, wait its duration, heal it; what happened."""
     kind, target = fault.kind, fault.target
     note = ""
     applied = time.time()
-    if kind is FaultKind.KILL:
-        await injector.kill(target[0])
-        await asyncio.sleep(fault.duration)
-        healed = time.time()
-        await injector.restart(target[0])
-    elif kind is FaultKind.KILL_DURING_SYNC:
+    if kind is FaultKind.KILL_DURING_SYNC:
         await injector.kill(target[0])
         await asyncio.sleep(fault.duration)
         await injector.kill_during_sync(target[0])
-        await asyncio.sleep(fault.duration)
-        healed = time.time()
-        await injector.restart(target[0])
     elif kind is FaultKind.KILL_DURING_BACKEND_CALL:
         caught = await injector.kill_during_backend_call(target[0], wait=30.0)
         applied = time.time()
         note = "killed during a backend command" if caught else "no backend command seen"
-        await asyncio.sleep(fault.duration)
-        healed = time.time()
-        await injector.restart(target[0])
-    elif kind is FaultKind.PARTITION:
-        await injector.partition(target[0], target[1])
-        await asyncio.sleep(fault.duration)
-        healed = time.time()
-        await injector.heal(target[0], target[1])
-    elif kind is FaultKind.ISOLATE:
-        await injector.isolate(target[0])
-        await asyncio.sleep(fault.duration)
-        healed = time.time()
-        await injector.heal_all()
-    elif kind is FaultKind.SLOW_BACKEND:
-        await injector.stall_backend(target[0])
-        await asyncio.sleep(fault.duration)
-        healed = time.time()
-        await injector.resume_backend(target[0])
-    elif kind is FaultKind.CLOCK_STEP:
-        await injector.step_clock(target[0], fault.amount[0])
-        await asyncio.sleep(fault.duration)
-        healed = time.time()
-        await injector.restore_clock(target[0])
-    elif kind is FaultKind.LOSS:
-        await injector.set_loss(fault.amount[0])
-        await asyncio.sleep(fault.duration)
-        healed = time.time()
-        await injector.clear_loss()
-    else:
-        delay, jitter = fault.amount
-        await injector.set_latency(target[0], target[1], delay, jitter)
-        await asyncio.sleep(fault.duration)
-        healed = time.time()
-        await injector.clear_latency(target[0], target[1])
+    breaking, mending = _break_and_mend(fault, injector)
+    if breaking is not None:
+        await breaking()
+    await asyncio.sleep(fault.duration)
+    healed = time.time()
+    await mending()
     return FaultRecord(fault, applied, healed, time.time(), True, note)
+
+
+def _break_and_mend(fault: Fault, injector: FaultInjector) -> tuple[Step | None, Step]:
+    """What breaks the fault's target (None: :func:`apply` already did) and what heals it."""
+    kind, target, amount = fault.kind, fault.target, fault.amount
+    if kind in (FaultKind.KILL_DURING_SYNC, FaultKind.KILL_DURING_BACKEND_CALL):
+        return None, lambda: injector.restart(target[0])
+    if kind is FaultKind.KILL:
+        return lambda: injector.kill(target[0]), lambda: injector.restart(target[0])
+    if kind is FaultKind.PARTITION:
+        return lambda: injector.partition(*target), lambda: injector.heal(*target)
+    if kind is FaultKind.ISOLATE:
+        return lambda: injector.isolate(target[0]), injector.heal_all
+    if kind is FaultKind.SLOW_BACKEND:
+        return (
+            lambda: injector.stall_backend(target[0]),
+            lambda: injector.resume_backend(target[0]),
+        )
+    if kind is FaultKind.CLOCK_STEP:
+        return (
+            lambda: injector.step_clock(target[0], amount[0]),
+            lambda: injector.restore_clock(target[0]),
+        )
+    if kind is FaultKind.LOSS:
+        return lambda: injector.set_loss(amount[0]), injector.clear_loss
+    delay, jitter = amount
+    return (
+        lambda: injector.set_latency(*target, delay, jitter),
+        lambda: injector.clear_latency(*target),
+    )

@@ -27,7 +27,7 @@ from .mix import (
     make_plan,
     project_group,
 )
-from .schedule import Fault, FaultKind, FaultUnavailable, make_schedule, run_schedule
+from .schedule import Fault, FaultKind, FaultUnavailable, apply, make_schedule, run_schedule
 
 TODAY = dt.date(2026, 1, 2)
 
@@ -425,3 +425,84 @@ async def test_run_schedule_follows_its_clock_and_skips_what_comes_after_the_loa
     records = await running
     assert [r.ran for r in records] == [True, False]
     assert records[1].note == "the load had ended"
+
+
+class Recorder(KillsOnly):
+    """Every kind offered; each call recorded with its arguments."""
+
+    def available(self) -> frozenset[FaultKind]:
+        return frozenset(FaultKind)
+
+    async def kill_during_sync(self, agent: str) -> None:
+        self.calls.append(f"kill during sync {agent}")
+
+    async def kill_during_backend_call(self, agent: str, wait: float) -> bool:
+        self.calls.append(f"kill during backend call {agent}")
+        return True
+
+    async def partition(self, a: str, b: str) -> None:
+        self.calls.append(f"partition {a} {b}")
+
+    async def heal(self, a: str, b: str) -> None:
+        self.calls.append(f"heal {a} {b}")
+
+    async def isolate(self, agent: str) -> None:
+        self.calls.append(f"isolate {agent}")
+
+    async def set_loss(self, percent: float) -> None:
+        self.calls.append(f"loss {percent:g}")
+
+    async def clear_loss(self) -> None:
+        self.calls.append("clear loss")
+
+    async def set_latency(self, a: str, b: str, delay: float, jitter: float) -> None:
+        self.calls.append(f"latency {a} {b} {delay:g} {jitter:g}")
+
+    async def clear_latency(self, a: str, b: str) -> None:
+        self.calls.append(f"clear latency {a} {b}")
+
+    async def stall_backend(self, agent: str) -> None:
+        self.calls.append(f"stall {agent}")
+
+    async def resume_backend(self, agent: str) -> None:
+        self.calls.append(f"resume {agent}")
+
+    async def step_clock(self, agent: str, ahead: float) -> None:
+        self.calls.append(f"step {agent} {ahead:g}")
+
+    async def restore_clock(self, agent: str) -> None:
+        self.calls.append(f"restore {agent}")
+
+
+@pytest.mark.parametrize(
+    ("fault", "calls"),
+    [
+        (Fault(0, FaultKind.KILL, ("portal",), 0), ["kill portal", "restart portal"]),
+        (
+            Fault(0, FaultKind.KILL_DURING_SYNC, ("portal",), 0),
+            ["kill portal", "kill during sync portal", "restart portal"],
+        ),
+        (
+            Fault(0, FaultKind.KILL_DURING_BACKEND_CALL, ("scheduler",), 0),
+            ["kill during backend call scheduler", "restart scheduler"],
+        ),
+        (Fault(0, FaultKind.PARTITION, ("a", "b"), 0), ["partition a b", "heal a b"]),
+        (Fault(0, FaultKind.ISOLATE, ("account",), 0), ["isolate account", "heal all"]),
+        (Fault(0, FaultKind.LOSS, (), 0, (10.0,)), ["loss 10", "clear loss"]),
+        (
+            Fault(0, FaultKind.LATENCY, ("a", "b"), 0, (0.2, 0.05)),
+            ["latency a b 0.2 0.05", "clear latency a b"],
+        ),
+        (Fault(0, FaultKind.SLOW_BACKEND, ("account",), 0), ["stall account", "resume account"]),
+        (
+            Fault(0, FaultKind.CLOCK_STEP, ("portal",), 0, (300.0,)),
+            ["step portal 300", "restore portal"],
+        ),
+    ],
+)
+async def test_each_fault_breaks_then_heals_its_target(fault: Fault, calls: list[str]) -> None:
+    injector = Recorder()
+    record = await apply(fault, injector)
+    assert injector.calls == calls
+    assert record.ran and record.applied <= record.healed <= record.settled
+    assert FaultKind.KILL_DURING_BACKEND_CALL is not fault.kind or record.note.startswith("killed")

@@ -29,7 +29,7 @@ from broadgauge.runtime.logs import (
     json_line,
     log_trace_event,
     remember_secret,
-    trace_id,
+    trace_fields,
     trace_line,
     trace_log,
 )
@@ -61,20 +61,7 @@ def events(draw: st.DrawFn) -> TraceEvent:
 
 def _general_line(event: TraceEvent, level: str, created: float) -> str:
     """The line as the general path writes it: a dict of fields through json_line."""
-    keyword = event.instruction.split(" ", 1)[0]
-    outcome = event.detail or event.state
-    fields = {
-        "agent": event.agent,
-        "event": event.action.value,
-        "job": event.job_id,
-        "trace": trace_id(event.job_id),
-        "keyword": keyword,
-        "peer": event.peer,
-        "path": event.path,
-        "state": event.state,
-        "outcome": outcome,
-    }
-    message = f"{event.agent}: {event.action.value} {keyword} {event.job_id} ({outcome})"
+    message, fields = trace_fields(event)
     return json_line(created, level, "broadgauge.trace", message, fields)
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "configure_logging",
     "log_trace_event",
     "remember_secret",
+    "trace_fields",
     "trace_id",
     "trace_line",
 ]
@@ -129,6 +130,12 @@ def log_trace_event(event: TraceEvent) -> None:
         # the logging machinery cost more than the job's own routing (bench/metrics.py).
         handlers[0].write_trace(event, _LEVEL_NAMES[level], time.time())
         return
+    message, fields = trace_fields(event)
+    trace_log.log(level, "%s", message, extra=fields)
+
+
+def trace_fields(event: TraceEvent) -> tuple[str, dict[str, str]]:
+    """The message and the fields of the log line for one action on a job."""
     keyword = event.instruction.split(" ", 1)[0]
     outcome = event.detail or event.state
     fields = {
@@ -142,8 +149,7 @@ def log_trace_event(event: TraceEvent) -> None:
         "state": event.state,
         "outcome": outcome,
     }
-    message = f"{event.agent}: {event.action.value} {keyword} {event.job_id} ({outcome})"
-    trace_log.log(level, "%s", message, extra=fields)
+    return f"{event.agent}: {event.action.value} {keyword} {event.job_id} ({outcome})", fields
 
 
 #: JSON string literal of a text (the json module's own C encoder, as ``ensure_ascii=False``).

@@ -31,20 +31,22 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypedDict
 
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from broadgauge.wire.config import ServerEntry
+from broadgauge.wire.config import ClientEntry, ServerEntry
 from broadgauge.wire.errors import HandshakeError, KeysRefused
 from broadgauge.wire.handshake import (
     INNER_SALT_HEADER,
     OUTER_SALT_HEADER,
+    Channel,
     ClientHandshake,
     ServerHandshake,
+    StandbyStatus,
     check_salt_headers,
 )
 from broadgauge.wire.link import Limits, Link, LiveLinks, RefusalHandler, Timers
@@ -62,6 +64,17 @@ def _remote(connection: ServerConnection) -> str:
 
 def _salt_headers(headers: Headers) -> dict[str, str | None]:
     return {h: headers.get(h) for h in (INNER_SALT_HEADER, OUTER_SALT_HEADER)}
+
+
+def _forget_upgrade_headers(connection: ServerConnection | ClientConnection) -> None:
+    """Empty the upgrade request's and response's header tables once the handshake is done.
+
+    Nothing reads them after it (websockets only during its opening handshake, we only for
+    the salts and the proxy header), and they are a fifth of an idle link's memory.
+    """
+    for message in (connection.request, connection.response):
+        if message is not None:
+            message.headers.clear()
 
 
 class _SocketOptions(TypedDict):
@@ -102,7 +115,8 @@ class Connections:
         self._dial = dial
         self.on_refused: RefusalHandler | None = None
         self.running = False
-        self.stopped = asyncio.Event()
+        # Made only when someone waits for the stop (an Event costs most of a KiB).
+        self._stopped: asyncio.Event | None = None
         self._dialers: dict[PeerId, asyncio.Task[None]] = {}
         self._server: Server | None = None
 
@@ -113,7 +127,6 @@ class Connections:
         if self.running:
             return
         self.running = True
-        self.stopped.clear()
         if listen:
             config = self._peers.config
             self._server = await serve(
@@ -144,7 +157,17 @@ class Connections:
             await self._server.wait_closed()
             self._server = None
         self._live.cancel_tasks()
-        self.stopped.set()
+        if self._stopped is not None:
+            self._stopped.set()
+            self._stopped = None
+
+    async def wait_stopped(self) -> None:
+        """Wait until :meth:`stop` has finished (at once if not running)."""
+        if not self.running:
+            return
+        if self._stopped is None:
+            self._stopped = asyncio.Event()
+        await self._stopped.wait()
 
     def _socket_options(self) -> _SocketOptions:
         """The ``websockets`` settings of both ends: our limits, our timers, no extras.
@@ -206,8 +229,15 @@ class Connections:
             except Exception:
                 log.exception("refusal handler failed")
 
-    async def _serve_connection(self, connection: ServerConnection) -> None:
-        where = _remote(connection)
+    async def _accept_handshake(
+        self, connection: ServerConnection, where: str
+    ) -> tuple[ClientEntry, Channel, bool] | None:
+        """Run the server's side of the handshake: the caller's entry, the channel and whether
+        it is held as a standby; ``None`` if it failed (refused, counted and closed).
+
+        Its own coroutine so that the handshake's state (the candidate entries, the request
+        headers, the frames) is freed before the link is served, not held while it lives.
+        """
         handshake: ServerHandshake | None = None
         try:
             headers = connection.request.headers if connection.request else Headers()
@@ -228,28 +258,32 @@ class Connections:
                 self._standby.release(peer_of(handshake.client), connection)
             if isinstance(exc, ConnectionClosed):
                 self._refuse(where, HandshakeError("closed", "closed during the handshake"))
-                return
+                return None
             if isinstance(exc, TimeoutError):
                 exc = HandshakeError("timeout", "handshake took too long")
             self._refuse(where, exc)
             await connection.close(CloseCode.POLICY_VIOLATION)
-            return
+            return None
         assert handshake.client is not None and handshake.channel is not None
-        entry = handshake.client
+        _forget_upgrade_headers(connection)
+        return handshake.client, handshake.channel, handshake.client_is_secondary
+
+    async def _serve_connection(self, connection: ServerConnection) -> None:
+        where = _remote(connection)
+        shaken = await self._accept_handshake(connection, where)
+        if shaken is None:
+            return
+        entry, channel, secondary = shaken
+        del shaken
         peer = peer_of(entry)
-
-        def is_current() -> bool:
-            # Keys rotated or the client removed while this connection was being set up.
-            return self._peers.is_current(entry)
-
-        if handshake.client_is_secondary:
+        if secondary:
             try:
                 await self._standby.hold(
                     connection,
-                    handshake.channel,
+                    channel,
                     peer,
                     timeout=self._timers.handshake,
-                    is_current=is_current,
+                    is_current=lambda: self._peers.is_current(entry),
                 )
             except (HandshakeError, TimeoutError, ConnectionClosed) as exc:
                 if isinstance(exc, HandshakeError):
@@ -258,11 +292,12 @@ class Connections:
                 return
         # From here this connection owns the primary slot (claimed, or promoted into it).
         try:
-            if not is_current():
+            if not self._peers.is_current(entry):
+                # Keys rotated or the client removed while this connection was being set up.
                 self._refuse(where, HandshakeError("revoked", "its keys were replaced"))
                 await connection.close(CloseCode.POLICY_VIOLATION)
                 return
-            await self._live.serve(connection, handshake.channel, peer, where, dialled=False)
+            await self._live.serve(connection, channel, peer, where, dialled=False)
         finally:
             self._standby.release(peer, connection)
 
@@ -318,29 +353,17 @@ class Connections:
         Raises :class:`KeysRefused` if the server hangs up on our first handshake frame.
         """
         handshake = ClientHandshake(self._peers.config.name, entry)
-        async with connect(
+        # Awaited, then entered: ``async with connect(...)`` would keep the connect object
+        # (its options, headers and factory) alive as long as the link; the connection
+        # closes itself on the way out the same way.
+        async with await connect(
             entry.url,
             additional_headers=handshake.headers,
             user_agent_header=None,
             **self._socket_options(),
         ) as connection:
-            async with asyncio.timeout(self._timers.handshake):
-                await connection.send(handshake.start())
-                try:
-                    first = await recv_text(connection)
-                except ConnectionClosed as exc:
-                    # The server read our first frame and hung up: no key of its opened it.
-                    # (The reference drops the socket; ours sends 1008 policy violation.
-                    # Going away, 1001, is a server stopping, not a refusal.)
-                    if exc.rcvd is None or exc.rcvd.code == CloseCode.POLICY_VIOLATION:
-                        raise KeysRefused(f"closed the handshake: {exc}") from exc
-                    raise
-                reply = handshake.receive(first)
-                assert reply is not None
-                await connection.send(reply)
-                handshake.receive(await recv_text(connection))
-            assert handshake.channel is not None and handshake.peer is not None
-            standby = handshake.peer.standby
+            channel, standby = await self._offer_handshake(connection, handshake)
+            del handshake  # its keys and frames are not needed by the link
             if standby.server_is_secondary:
                 raise HandshakeError("server-secondary", f"{entry.url} is a standby server")
             if standby.client_is_secondary:
@@ -348,9 +371,32 @@ class Connections:
                 held.add(str(peer_of(entry)))
                 try:
                     await wait_for_promotion(
-                        connection, handshake.channel, entry.url, timeout=self._timers.handshake
+                        connection, channel, entry.url, timeout=self._timers.handshake
                     )
                 finally:
                     held.discard(str(peer_of(entry)))
-            await self._live.serve(connection, handshake.channel, peer_of(entry), entry.url, True)
+            await self._live.serve(connection, channel, peer_of(entry), entry.url, True)
             return True
+
+    async def _offer_handshake(
+        self, connection: ClientConnection, handshake: ClientHandshake
+    ) -> tuple[Channel, StandbyStatus]:
+        """Run the client's side of the handshake; the channel and the server's standby status."""
+        async with asyncio.timeout(self._timers.handshake):
+            await connection.send(handshake.start())
+            try:
+                first = await recv_text(connection)
+            except ConnectionClosed as exc:
+                # The server read our first frame and hung up: no key of its opened it.
+                # (The reference drops the socket; ours sends 1008 policy violation.
+                # Going away, 1001, is a server stopping, not a refusal.)
+                if exc.rcvd is None or exc.rcvd.code == CloseCode.POLICY_VIOLATION:
+                    raise KeysRefused(f"closed the handshake: {exc}") from exc
+                raise
+            reply = handshake.receive(first)
+            assert reply is not None
+            await connection.send(reply)
+            handshake.receive(await recv_text(connection))
+        assert handshake.channel is not None and handshake.peer is not None
+        _forget_upgrade_headers(connection)
+        return handshake.channel, handshake.peer.standby

@@ -28,6 +28,7 @@ from broadgauge.wire.envelope import (
     LayerKey,
     ReplayGuard,
     decode_frame,
+    decode_frame_buffer,
     dump_json,
     encode_frame,
     open_inner,
@@ -159,7 +160,7 @@ class Channel:
 
         Raises :class:`FrameError` for anything else, including a replayed frame.
         """
-        value = parse_json(decode_frame(frame, self._inner, self._outer))
+        value = parse_json(decode_frame_buffer(frame, self._inner, self._outer))
         self._replay.check(frame)
         if isinstance(value, str):
             return value
@@ -387,7 +388,10 @@ class ServerHandshake(_Machine):
         inner_info, outer_info, outer_blob = split_frame(frame)
         inner_masked = bytes.fromhex(self._headers[INNER_SALT_HEADER])
         outer_masked = bytes.fromhex(self._headers[OUTER_SALT_HEADER])
-        for entry in self._candidates:
+        # Needed for this frame only: a link would otherwise hold a list of every client
+        # allowed from its address for as long as it lives.
+        candidates, self._candidates = self._candidates, []
+        for entry in candidates:
             # A wrong key fails at the outer layer, before the inner one is derived; this loop
             # runs once per entry allowed from the caller's address, so keep it cheap.
             outer_salt = xor_with_key(outer_masked, entry.inner_key)
@@ -419,5 +423,5 @@ class ServerHandshake(_Machine):
         raise HandshakeError(
             "no-matching-key",
             f"no client allowed from this address holds keys that open the handshake "
-            f"({len(self._candidates)} tried)",
+            f"({len(candidates)} tried)",
         )

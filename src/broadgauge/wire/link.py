@@ -20,6 +20,7 @@ sides behave alike and nothing about how the link was made matters: the two meet
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -168,7 +169,9 @@ class LiveLinks:
         self.on_connected: PeerHandler | None = None
         self.on_disconnected: PeerHandler | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._link_changed = asyncio.Condition()
+        # One future per waiting wait_for_peer call, woken when a link comes or goes.  (An
+        # asyncio.Condition would preallocate its waiter queue in every service.)
+        self._link_waiters: list[asyncio.Future[None]] = []
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         """Run ``coro`` as a task, cancelled with the others by :meth:`cancel_tasks`."""
@@ -216,17 +219,27 @@ class LiveLinks:
 
     async def wait_for_peer(self, name: str, zone: str | None) -> None:
         """Wait until ``name`` (in ``zone``) has a live link."""
-        async with self._link_changed:
-            await self._link_changed.wait_for(lambda: self._peers.is_connected(name, zone))
+        loop = asyncio.get_running_loop()
+        while not self._peers.is_connected(name, zone):
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._link_waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if not waiter.done() or waiter.cancelled():
+                    with contextlib.suppress(ValueError):
+                        self._link_waiters.remove(waiter)
 
     async def disconnect(self, peer: str, zone: str | None) -> None:
         """Politely close the link to ``peer``."""
         link = self._peers.link_for(peer, zone)
         await link.connection.close(CloseCode.NORMAL_CLOSURE, "disconnect")
 
-    async def _notify_link_changed(self) -> None:
-        async with self._link_changed:
-            self._link_changed.notify_all()
+    def _notify_link_changed(self) -> None:
+        waiters, self._link_waiters = self._link_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     # --- serving a link ----------------------------------------------------------------
 
@@ -236,64 +249,56 @@ class LiveLinks:
         """Serve a connection that has finished its handshake as ``peer``'s link, until it ends.
 
         ``where`` is the caller's address or the URL dialled; the dialling side starts the
-        keepalive ping-pong.
+        keepalive ping-pong.  The reading loop is here rather than in a coroutine of its own,
+        so that a link waits in one frame of ours (each costs a few hundred bytes a link).
         """
         loop = asyncio.get_running_loop()
-        link = Link(connection, channel, peer, where, loop.time())
-        links = self._peers.links
-        previous = links.get(peer)
-        if previous is not None:
-            # Only possible for a peer we both dial and serve (a server's second connection
-            # is held as a standby instead): keep the newest, which proved it holds the keys.
-            log.warning("%s connected again from %s; closing its older connection", peer, where)
-            self.spawn(previous.connection.close(CloseCode.NORMAL_CLOSURE, "replaced"))
-        links[peer] = link
-        self._stats.connections_accepted += 1
-        self._stats.links_opened[str(peer)] += 1
-        log.info("connected to %s (%s)", peer, where)
-        self._arm_watchdog(link)
-        await self._notify_link_changed()
+        link = self._register(Link(connection, channel, peer, where, loop.time()))
+        stats = self._stats
         try:
             if dialled:
                 # The dialling side starts the keepalive ping-pong.
                 await self._send_frame(link, channel.seal(KEEPALIVE))
             if self.on_connected is not None:
                 await self._call(self.on_connected, peer)
-            await self._read(link)
-        finally:
-            if link.timer is not None:
-                link.timer.cancel()
-            if links.get(peer) is link:
-                del links[peer]
-                await self._notify_link_changed()
-                if self.on_disconnected is not None:
-                    await self._call(self.on_disconnected, peer)
-            link.log_close()
-
-    async def _read(self, link: Link) -> None:
-        loop = asyncio.get_running_loop()
-        stats = self._stats
-        try:
-            async for frame in link.connection:
+            # recv() in a loop rather than ``async for``: no async generator kept per link,
+            # and one step less per frame.  Its ConnectionClosedOK, which ``async for``
+            # swallows, carries close codes the check below ignores.
+            recv = connection.recv
+            while True:
+                frame = await recv()
                 stats.frames_received += 1
                 stats.bytes_received += len(frame)
                 if not isinstance(frame, str):
                     self._reject_frame(link, FrameError("binary", "binary frames are not used"))
                     continue
                 try:
-                    payload = link.channel.open(frame)
+                    payload = channel.open(frame)
                 except FrameError as exc:
                     self._reject_frame(link, exc)
                     continue
+                # Not held while the link waits for its next frame, which may be long.
+                del frame
                 link.last_activity = loop.time()
                 if payload is None:
-                    await self._send_frame(link, link.channel.seal_value(Channel.standby_answer()))
+                    await self._send_frame(link, channel.seal_value(Channel.standby_answer()))
                 elif payload == KEEPALIVE:
                     self._schedule_keepalive(link)
                 else:
-                    self._stats.messages_received += 1
-                    if self.on_message is not None:
-                        await self._call(self.on_message, Message(link.peer, payload))
+                    stats.messages_received += 1
+                    handler = self.on_message
+                    if handler is not None:
+                        # What _call does, inline: no extra coroutine for every message.
+                        message = Message(peer, payload)
+                        del payload
+                        try:
+                            await handler(message)
+                        except asyncio.CancelledError:
+                            raise
+                        except Exception:
+                            stats.handler_errors += 1
+                            log.exception("handler failed on %r", message)
+                        del message
         except ConnectionClosed as exc:
             if (
                 exc.rcvd is None
@@ -301,6 +306,40 @@ class LiveLinks:
                 and exc.sent.code == CloseCode.MESSAGE_TOO_BIG
             ):
                 self._reject_frame(link, FrameError("oversized", "frame exceeds max_frame"))
+        finally:
+            await self._unregister(link)
+
+    def _register(self, link: Link) -> Link:
+        """Enter ``link`` in the table (closing an older one of its peer) and arm its timers."""
+        peer = link.peer
+        links = self._peers.links
+        previous = links.get(peer)
+        if previous is not None:
+            # Only possible for a peer we both dial and serve (a server's second connection
+            # is held as a standby instead): keep the newest, which proved it holds the keys.
+            log.warning(
+                "%s connected again from %s; closing its older connection", peer, link.address
+            )
+            self.spawn(previous.connection.close(CloseCode.NORMAL_CLOSURE, "replaced"))
+        links[peer] = link
+        self._stats.connections_accepted += 1
+        self._stats.links_opened[str(peer)] += 1
+        log.info("connected to %s (%s)", peer, link.address)
+        self._arm_watchdog(link)
+        self._notify_link_changed()
+        return link
+
+    async def _unregister(self, link: Link) -> None:
+        """Take ``link``, which has closed, out of the table and tell the handler."""
+        if link.timer is not None:
+            link.timer.cancel()
+        links = self._peers.links
+        if links.get(link.peer) is link:
+            del links[link.peer]
+            self._notify_link_changed()
+            if self.on_disconnected is not None:
+                await self._call(self.on_disconnected, link.peer)
+        link.log_close()
 
     def _reject_frame(self, link: Link, exc: FrameError) -> None:
         self._stats.frames_rejected[exc.reason] += 1
@@ -322,17 +361,20 @@ class LiveLinks:
         if link.keepalive_pending:
             return  # one reply outstanding per peer, as the reference does
         link.keepalive_pending = True
+        # A bound method and its argument: no closures held per link while the timer waits.
+        asyncio.get_running_loop().call_later(self._timers.keepalive, self._keepalive_due, link)
 
-        async def reply() -> None:
-            link.keepalive_pending = False
-            if self._peers.links.get(link.peer) is not link:
-                return
-            try:
-                await self._send_frame(link, link.channel.seal(KEEPALIVE))
-            except PeerNotConnected:
-                await link.connection.close(CloseCode.GOING_AWAY, "keepalive failed")
+    def _keepalive_due(self, link: Link) -> None:
+        self.spawn(self._reply_keepalive(link))
 
-        asyncio.get_running_loop().call_later(self._timers.keepalive, lambda: self.spawn(reply()))
+    async def _reply_keepalive(self, link: Link) -> None:
+        link.keepalive_pending = False
+        if self._peers.links.get(link.peer) is not link:
+            return
+        try:
+            await self._send_frame(link, link.channel.seal(KEEPALIVE))
+        except PeerNotConnected:
+            await link.connection.close(CloseCode.GOING_AWAY, "keepalive failed")
 
     def _arm_watchdog(self, link: Link) -> None:
         loop = asyncio.get_running_loop()

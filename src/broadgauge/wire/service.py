@@ -18,6 +18,8 @@ Everything cryptographic and every protocol decision lives in the sans-I/O modul
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from broadgauge.wire.config import ServerEntry, ServiceConfig
 from broadgauge.wire.connection import Connections
 from broadgauge.wire.invite import Invite
@@ -209,7 +211,7 @@ class Service:
     async def run(self) -> None:
         """Start, then serve until :meth:`stop` is called."""
         await self.start()
-        await self._connections.stopped.wait()
+        await self._connections.wait_stopped()
 
     async def __aenter__(self) -> Service:
         await self.start()
@@ -225,8 +227,9 @@ class Service:
         """The live links by peer (the registry's table)."""
         return self._peers.links
 
-    async def _dial_once(self, entry: ServerEntry) -> bool:
-        return await self._connections.dial_once(entry)
+    def _dial_once(self, entry: ServerEntry) -> Awaitable[bool]:
+        # Returns the attempt rather than awaiting it: no frame of ours held per live link.
+        return self._connections.dial_once(entry)
 
     async def _primary_alive(self, peer: object) -> bool:
         """Whether ``peer``'s link still answers; one that does not is cut, for its standby."""

@@ -14,9 +14,10 @@ register themselves in :data:`REGISTRY`.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final, TypeVar
 
 from .award import AwardDetails
 from .destination import Destinations
@@ -84,11 +85,31 @@ def _itself(value: Identifier) -> Identifier:
     return value
 
 
-_USER = _Arg("user", UserIdentifier.parse, identity=_itself)
-_PROJECT = _Arg("project", ProjectIdentifier.parse, identity=_itself)
-_PORTAL = _Arg("portal", PortalIdentifier.parse, identity=_itself)
-_USER_MAPPING = _Arg("mapping", UserMapping.parse, identity=lambda mapping: mapping.user)
-_PROJECT_MAPPING = _Arg("mapping", ProjectMapping.parse, identity=lambda mapping: mapping.project)
+#: How many parsed identifiers of each kind are kept for sharing (see :func:`_shared`); one
+#: weighs about 100-200 bytes.
+IDENTIFIERS_KEPT: Final = 4096
+
+_Parsed = TypeVar("_Parsed")
+
+
+def _shared(parse: Callable[[str], _Parsed]) -> Callable[[str], _Parsed]:
+    """``parse``, returning one shared value for the same text while it is recent.
+
+    Identifiers are immutable, and the same one recurs in many jobs on a board: every sub-job
+    of an ``add_user`` names its user, and every version of a job repeats its command.  The
+    finished jobs a board keeps until they expire are most of an agent's memory under load,
+    so sharing their identifiers keeps the high-water mark down (and saves the parse).
+    """
+    return functools.lru_cache(maxsize=IDENTIFIERS_KEPT)(parse)
+
+
+_USER = _Arg("user", _shared(UserIdentifier.parse), identity=_itself)
+_PROJECT = _Arg("project", _shared(ProjectIdentifier.parse), identity=_itself)
+_PORTAL = _Arg("portal", _shared(PortalIdentifier.parse), identity=_itself)
+_USER_MAPPING = _Arg("mapping", _shared(UserMapping.parse), identity=lambda mapping: mapping.user)
+_PROJECT_MAPPING = _Arg(
+    "mapping", _shared(ProjectMapping.parse), identity=lambda mapping: mapping.project
+)
 _OFFERINGS = _Arg("offerings", Destinations.parse)
 _VOLUME = _Arg("volume", Volume.parse)
 _LIMIT = _Arg("limit", QuotaLimit.parse, label="quota", usage="<limit>", rest=True)

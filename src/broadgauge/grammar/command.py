@@ -25,6 +25,13 @@ from .instructions import Instruction
 __all__ = ["Command"]
 
 
+#: How many parsed destinations are kept for sharing: a site's jobs go to a few paths.
+DESTINATIONS_KEPT = 1024
+
+_destination = functools.lru_cache(maxsize=DESTINATIONS_KEPT)(Destination.parse)
+_destination_text = functools.lru_cache(maxsize=DESTINATIONS_KEPT)(Destination.__str__)
+
+
 @dataclass(frozen=True)
 class Command:
     """A destination plus the instruction to run there."""
@@ -44,7 +51,7 @@ class Command:
         """
         tokens = rust_split_whitespace(text)
         try:
-            destination = Destination.parse(tokens[0] if tokens else "")
+            destination = _destination(tokens[0] if tokens else "")
         except GrammarError as exc:
             raise GrammarError(
                 f"Could not parse destination from command {text!r}: {exc}"
@@ -93,8 +100,8 @@ class Command:
     # (JSON, traces, audit entries); the value is immutable, so render each part once.
     @functools.cached_property
     def destination_text(self) -> str:
-        """The canonical destination, rendered once."""
-        return str(self.destination)
+        """The canonical destination, rendered once (and shared, like the destination)."""
+        return _destination_text(self.destination)
 
     @functools.cached_property
     def instruction_text(self) -> str:

@@ -28,6 +28,7 @@ control characters), which is exactly what :func:`json.dumps` does with
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import math
 from collections.abc import Callable
@@ -74,11 +75,28 @@ class JsonObject(dict[str, Any]):
         self.duplicate_keys = frozenset(dups)
 
 
+#: Integers of at most this many characters are shared (see :func:`same_int`); longer ones
+#: are rare and are not kept.
+SHARED_INT_DIGITS: Final = 20
+
+
 def _parse_int(text: str) -> int | float:
     # serde_json parses "-0" through its float path (see module docstring).
     if text == "-0":
         return -0.0
+    if len(text) <= SHARED_INT_DIGITS:
+        return same_int(int(text))
     return int(text)
+
+
+@functools.lru_cache(maxsize=4096, typed=True)
+def same_int(value: int) -> int:
+    """``value``, as one object for every equal value while it is recent.
+
+    A board holds thousands of jobs whose timestamps fall in the same few seconds, and an
+    int that large is an object of 32 bytes: three per job, most of them equal.
+    """
+    return value
 
 
 def _parse_float(text: str) -> float:

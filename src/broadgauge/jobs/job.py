@@ -25,6 +25,7 @@ import datetime
 import functools
 import math
 import re
+import sys
 import uuid
 from dataclasses import dataclass
 from typing import Any, Final
@@ -107,7 +108,7 @@ def whole_seconds(now: float) -> int:
     stamp = math.floor(now)
     if not TIMESTAMP_MIN <= stamp <= TIMESTAMP_MAX:
         raise ValueError(f"time {now!r} is outside the range Rust peers accept")
-    return stamp
+    return _json.same_int(stamp)
 
 
 def _bump(version: int, by: int) -> int:
@@ -135,6 +136,22 @@ def _peer_command(text: str) -> Command:
 @functools.lru_cache(maxsize=PEER_COMMANDS_KEPT)
 def _parse_on(text: str, day: int) -> Command:
     return Command.parse(text, portal_check=False)
+
+
+#: Results and result types at most this long are interned (see :func:`_shared_text`).
+SHARED_TEXT_LENGTH: Final = 64
+
+
+def _shared_text(text: str | None) -> str | None:
+    """``text``, interned if short: one object for every job with that result or type.
+
+    Most results are a few words (``true``, a mapping) and result types a handful of names;
+    a board keeps thousands of finished jobs until they expire.  Python frees an interned
+    string once nothing refers to it, so this keeps nothing alive.
+    """
+    if text is None or len(text) > SHARED_TEXT_LENGTH:
+        return text
+    return sys.intern(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,8 +523,8 @@ class Job:
             version=version,
             command=command,
             state=state,
-            result=r.opt_text("result"),
-            result_type=r.opt_text("result_type"),
+            result=_shared_text(r.opt_text("result")),
+            result_type=_shared_text(r.opt_text("result_type")),
             forwarded_for=forwarded,
         )
 

@@ -13,7 +13,8 @@ lower one.  For each row it measures jobs/s and p50/p99 round trip with 1 job in
 (latency) and with 64 in flight (throughput):
 
 * through our stack (``broadgauge.jobs.Agent`` over the encrypted wire), with in-memory
-  boards and with durable boards (``data_dir`` in a temp dir: SQLite WAL, synchronous=FULL);
+  boards and with durable boards (``data_dir`` in a temp dir: SQLite WAL, synchronous=NORMAL,
+  the agents' default);
 * through a bare ``websockets`` relay of the same JSON: each relay process forwards the
   Put-shaped text downstream and the Update-shaped reply upstream (no encryption, no boards);
   the leaf decodes the Put with ``json.loads`` and answers with ``json.dumps``;

@@ -40,3 +40,24 @@ def test_shared_job_round_trips_byte_for_byte() -> None:
 def test_whole_seconds_shares_equal_stamps_and_keeps_types() -> None:
     assert whole_seconds(NOW + 0.25) is whole_seconds(NOW + 0.75)
     assert type(whole_seconds(1.0)) is int and whole_seconds(1.0) == 1
+
+
+def test_a_job_is_encoded_once_and_each_version_on_its_own() -> None:
+    job = Job.create(Command.parse("cluster.account add_user ada.physics.brics"), now=NOW)
+    text = job.to_json()
+    assert job.to_json() is text
+    later = job.pending(now=NOW + 1)
+    assert later.to_json() != text
+    assert Job.from_json(later.to_json()) == later
+
+
+def test_job_commands_encode_as_the_whole_command_would() -> None:
+    from broadgauge.jobs import _json
+    from broadgauge.jobs.commands import Delete, Put, Update, decode_command, encode_command
+
+    command = Command.parse("cluster.account add_user zoë.physics.brics")
+    job = Job.create(command, now=NOW).pending(now=NOW).completed('"ok"', "String", now=NOW)
+    for kind in (Put, Update, Delete):
+        wire = encode_command(kind(job))
+        assert wire == _json.dumps({kind.TAG: {"job": job.to_json_value()}})
+        assert decode_command(wire) == kind(job)

@@ -403,6 +403,10 @@ _BODY_FIELDS: Final[dict[str, frozenset[str]]] = {
 
 def encode_command(command: WireCommand) -> str:
     """The payload string for ``command`` (compact, externally tagged JSON)."""
+    if isinstance(command, Put | Update | Delete):
+        # The job's own JSON, written once however often it is stored and sent: the same
+        # bytes as encoding the whole command (compact, the same key order).
+        return f'{{"{command.TAG}":{{"job":{command.job.to_json()}}}}}'
     return _json.dumps({command.TAG: command.body()})
 
 

@@ -20,6 +20,7 @@ in canonical form from its parsed value.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -137,6 +138,14 @@ def _peer_command(text: str) -> Command:
 def _parse_on(text: str, day: int) -> Command:
     return Command.parse(text, portal_check=False)
 
+
+#: How many of the latest jobs encoded keep their JSON (see :data:`_ENCODED`).
+ENCODED_KEPT: Final = 256
+
+#: The JSON of the latest jobs encoded, by identity.  A job is stored and then sent, or sent
+#: on, right after it is made: its JSON is then written once.  Each entry holds its job, so
+#: an id is never reused while it is here; a job leaves after 256 newer ones were encoded.
+_ENCODED: dict[int, tuple[Job, str]] = {}
 
 #: Results and result types at most this long are interned (see :func:`_shared_text`).
 SHARED_TEXT_LENGTH: Final = 64
@@ -477,7 +486,16 @@ class Job:
 
     def to_json(self) -> str:
         """Compact JSON, byte-identical to ``serde_json::to_string`` in Rust."""
-        return _json.dumps(self.to_json_value())
+        recent = _ENCODED.get(id(self))
+        if recent is not None and recent[0] is self:
+            return recent[1]
+        text = _json.dumps(self.to_json_value())
+        _ENCODED[id(self)] = (self, text)
+        if len(_ENCODED) > ENCODED_KEPT:
+            # A store shared with a worker thread may race us here; losing an entry is fine.
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del _ENCODED[next(iter(_ENCODED))]
+        return text
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Job:

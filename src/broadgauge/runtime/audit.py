@@ -118,9 +118,11 @@ class AuditLog:
         """
         with self._lock:
             entry = {"seq": self._seq + 1, "agent": self.agent, **fields, "prev": self._head}
-            entry["hash"] = _digest(entry)
-            line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
-            self._write(line.encode())
+            # The line is the hashed text itself, with the hash added last: one encoding
+            # per entry instead of two (the entry's keys are therefore in sorted order).
+            body = _canonical(entry)
+            entry["hash"] = digest = hashlib.sha256(body).hexdigest()
+            self._write(b'%b,"hash":"%b"}\n' % (body[:-1], digest.encode("ascii")))
             self._seq, self._head = entry["seq"], entry["hash"]
             self.written += 1
             return entry

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from broadgauge.grammar import Command
 from broadgauge.jobs import (
     AddOutcome,
     Board,
@@ -393,3 +394,30 @@ def test_sync_state_and_stats() -> None:
     stats = board.stats("me", T0 + 1)
     assert (stats.active, stats.pending, stats.in_flight, stats.completed) == (3, 1, 1, 1)
     assert (stats.successful, stats.queued) == (1, 1)
+
+
+def test_a_board_shrinks_back_after_a_backlog_is_swept() -> None:
+    import sys
+
+    from broadgauge.jobs.board import COMPACT_FROM
+
+    board = Board("peer")
+    backlog = 4 * COMPACT_FROM
+    early = [
+        Job.create(Command.parse(f"a.b add_user u{i}.p.portal"), now=0, lifetime=60)
+        for i in range(backlog)
+    ]
+    late = [
+        Job.create(Command.parse(f"a.b add_user v{i}.p.portal"), now=0, lifetime=600)
+        for i in range(10)
+    ]
+    for job in early + late:
+        board.add(job, now=1)
+    full = sys.getsizeof(board._jobs)
+
+    swept = board.sweep_expired(now=100)
+
+    assert len(swept) == backlog
+    assert sorted(j.id for j in board.jobs()) == sorted(j.id for j in late)
+    assert sys.getsizeof(board._jobs) < full / 10
+    assert board.add(late[0].pending(now=101), now=101).outcome.value == "Updated"

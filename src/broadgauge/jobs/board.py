@@ -54,6 +54,9 @@ MAX_ORIGINAL_AGE_MINUTES: Final = 10
 #: ... nor of an original that already has this many duplicates (``>= 100``).
 MAX_DUPLICATES: Final = 100
 
+#: A board that held at least this many jobs is compacted once a sweep leaves a quarter.
+COMPACT_FROM: Final = 1024
+
 EXPIRED_MESSAGE: Final = "Job expired"
 ORIGINAL_EXPIRED_MESSAGE: Final = "Original job expired"
 REMOVED_MESSAGE: Final = "Job removed from board"
@@ -196,6 +199,8 @@ class Board:
         # Counts changes to the jobs, so a change worked out earlier is never applied to a
         # board that has moved on since (see plan_add).
         self._generation = 0
+        # The most jobs seen at a sweep since the dicts were last sized (remove_swept).
+        self._most = 0
         self._jobs: dict[uuid.UUID, Job] = {}
         # Pending jobs by (last hop, canonical instruction): the only possible originals
         # of a duplicate, so finding one costs a lookup, not a scan of the whole board
@@ -511,10 +516,17 @@ class Board:
 
     def remove_swept(self, swept: Iterable[Job], now: float) -> None:
         """Remove what :meth:`plan_sweep` returned (``now`` the same), and expired commands."""
+        self._most = max(self._most, len(self._jobs))
         for job in swept:
             self._pop_job(job.id)
             self._duplicates.pop(job.id, None)
         self._queued = [c for c in self._queued if not c.job.is_expired(now)]
+        if self._most >= COMPACT_FROM and len(self._jobs) * 4 <= self._most:
+            # A dict never shrinks: after a backlog drains, its table would stay as large
+            # as the most jobs the board ever held.  A copy is sized for what is left.
+            self._jobs = dict(self._jobs)
+            self._duplicates = dict(self._duplicates)
+            self._most = len(self._jobs)
 
     # -------------------------------------------------------------------- sync
 

@@ -26,6 +26,7 @@ from broadgauge.runtime.logs import (
     configure_logging,
     json_line,
     remember_secret,
+    scrub,
     trace_id,
 )
 
@@ -167,3 +168,10 @@ def test_json_line_is_the_json_of_its_fields() -> None:
         "outcome": "***",
     }
     assert json_line(1_700_000_001.0, "INFO", "x", "m", {})[:38].endswith("21.000+00:00")
+
+
+def test_a_secret_inside_a_longer_secret_does_not_reveal_the_rest_of_it() -> None:
+    # Remembered in the order that used to leak: the short one first.
+    remember_secret("bridge-key")
+    remember_secret("bridge-key-2f9c41d7e0")
+    assert scrub("token bridge-key-2f9c41d7e0 and bridge-key") == "token *** and ***"

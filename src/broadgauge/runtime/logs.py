@@ -54,8 +54,9 @@ HUMAN_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: The fields a record may carry (``logging``'s ``extra=``) that the JSON line includes.
 FIELDS: Final = ("agent", "event", "job", "trace", "keyword", "peer", "path", "state", "outcome")
 
-#: Secret values to scrub from every line (shortest first is irrelevant: exact replacement).
-_SECRETS: set[str] = set()
+#: Secret values to scrub from every line, longest first: a short secret that is part of a
+#: longer one must not be replaced first, or the rest of the longer one would be logged.
+_SECRETS: list[str] = []
 #: Secrets shorter than this are not scrubbed: replacing "a" everywhere would garble logs.
 MIN_SECRET = 6
 
@@ -69,8 +70,9 @@ trace_log = logging.getLogger("broadgauge.trace")
 
 def remember_secret(value: str) -> None:
     """Scrub ``value`` from every log line from now on."""
-    if len(value) >= MIN_SECRET:
-        _SECRETS.add(value)
+    if len(value) >= MIN_SECRET and value not in _SECRETS:
+        _SECRETS.append(value)
+        _SECRETS.sort(key=len, reverse=True)
 
 
 def scrub(text: str) -> str:

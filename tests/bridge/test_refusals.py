@@ -180,6 +180,7 @@ async def test_unknown_path_and_method_are_json(
     assert reply.status_code == 404 and message(reply)
     reply = await http.get(f"{bridge.url}run")
     assert reply.status_code == 405 and message(reply)
+    assert reply.headers["allow"] == "POST"
     root = await http.get(bridge.url)
     assert root.status_code == 200 and root.json() is None
     document = await http.get(f"{bridge.url}openapi.json")

@@ -22,9 +22,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, Router
+from starlette.types import Receive, Scope, Send
 
 from broadgauge.bridge.auth import AuthError, MalformedRequest, SignedRequest, Verifier
 from broadgauge.bridge.limits import RateLimiter, TrustedProxies
@@ -125,6 +126,76 @@ def _dumps(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    """The request's headers by (lower-case) name, the first of repeated ones winning.
+
+    One pass in C, where each look-up in Starlette's ``Headers`` scans them all again.
+    """
+    raw = scope["headers"]
+    return dict(reversed(raw if isinstance(raw, list) else list(raw)))
+
+
+def _text(value: bytes | None) -> str | None:
+    # Header values are latin-1, as Starlette decodes them.
+    return None if value is None else value.decode("latin-1")
+
+
+class _Signed:
+    """The ASGI app of one signed endpoint: :meth:`BridgeApi.answer`, timed when metered."""
+
+    __slots__ = ("api", "function", "handler", "method")
+
+    def __init__(self, api: BridgeApi, method: str, function: str, handler: Handler) -> None:
+        self.api = api
+        self.method = method
+        self.function = function
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        api, function = self.api, self.function
+        metrics = api.metrics
+        if metrics is None:
+            response = await api.answer(self.method, function, self.handler, scope, receive)
+        else:
+            started = time.perf_counter()
+            response = await api.answer(self.method, function, self.handler, scope, receive)
+            metrics.request(function, response.status_code, time.perf_counter() - started)
+        await response(scope, receive, send)
+
+
+class _Routes(Router):
+    """A Router that finds a plain route by a dictionary look-up instead of trying each.
+
+    The table holds the routes with neither parameters nor sub-apps that come before any
+    route that has them (the first of a path only), so a request it answers is one the
+    routes, tried in order, give the same route; everything else (a method the route does
+    not allow: 405, a mount, a redirect, 404) goes the usual way.
+    """
+
+    def __init__(self, routes: list[BaseRoute]) -> None:
+        super().__init__(routes)
+        self.exact: dict[str, Route] = {}
+        for route in routes:
+            if not isinstance(route, Route) or route.param_convertors:
+                break
+            self.exact.setdefault(route.path, route)
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Dispatch ``scope`` (see the class)."""
+        if scope["type"] == "http" and not scope.get("root_path"):
+            route = self.exact.get(scope["path"])
+            if route is not None and (route.methods is None or scope["method"] in route.methods):
+                # What Router.app and Route.matches put in the scope for a full match.
+                if "router" not in scope:
+                    scope["router"] = self
+                scope["route"] = route
+                scope["endpoint"] = route.endpoint
+                scope["path_params"] = dict(scope.get("path_params", {}))
+                await route.handle(scope, receive, send)
+                return
+        await super().app(scope, receive, send)
+
+
 class BridgeApi:
     """The endpoints, bound to one runtime and one set of security settings."""
 
@@ -151,66 +222,67 @@ class BridgeApi:
 
     def route(self, method: str, function: str, handler: Handler) -> Route:
         """A signed endpoint ``/<function>``."""
-
-        async def endpoint(request: Request) -> Response:
-            if self.metrics is None:
-                return await answer(request)
-            started = time.perf_counter()
-            response = await answer(request)
-            self.metrics.request(function, response.status_code, time.perf_counter() - started)
-            return response
-
-        async def answer(request: Request) -> Response:
-            now = self.clock()
-            peer = request.client.host if request.client is not None else None
-            who = self.proxies.client_address(peer, request.headers.get("x-forwarded-for"))
-            if not self.limiter.allow(who, now):
-                if self.metrics is not None:
-                    self.metrics.refused("rate_limit")
-                return _error(429, "Too many requests - rate limit exceeded")
-            headers = request.headers
-            try:
-                body = await self._read_body(request)
-                self.verifier.verify(
-                    SignedRequest(
-                        method,
-                        function,
-                        headers.get("authorization"),
-                        headers.get("date"),
-                        headers.get("x-nonce"),
-                        body,
-                    ),
-                    now,
-                )
-                if "x-nonce" not in headers:
-                    log.warning(
-                        "bridge: /%s from %s accepted without X-Nonce (allow_missing_nonce)",
-                        function,
-                        who,
-                    )
-                return Response(await handler(body), media_type=JSON)
-            except HttpError as exc:
-                reason = "too_large" if exc.status == 413 else "malformed"
-                return self._refuse(function, who, exc.status, exc.message, reason)
-            except AuthError as exc:
-                return self._refuse(function, who, 401, str(exc), _auth_reason(str(exc)))
-            except MalformedRequest as exc:
-                return self._refuse(function, who, 400, str(exc), "malformed")
-            except TooMany as exc:
-                return self._refuse(function, who, 413, str(exc))
-            except BadRequest as exc:
-                return self._refuse(function, who, 400, str(exc))
-            except (NotFound, JobRefused) as exc:
-                # JobRefused: a path naming no such agent (restart, diagnostics).
-                return _error(404, str(exc))
-            except TimeoutError:
-                # A diagnostics request that no agent on the path answered.
-                return _error(504, f"/{function}: no answer from the network in time")
-            except Exception as exc:
-                log.exception("bridge: /%s failed", function)
-                return _error(500, f"Something went wrong: {exc}")
-
+        # An ASGI app rather than a function: Starlette then builds no Request for it and
+        # adds no exception wrapper, which the pipeline has no use for (it answers every
+        # Exception itself).
+        endpoint = _Signed(self, method, function, handler)
         return Route(f"/{function}", endpoint, methods=[method.upper()], name=function)
+
+    async def answer(
+        self, method: str, function: str, handler: Handler, scope: Scope, receive: Receive
+    ) -> Response:
+        """Run one request to ``/<function>`` through the pipeline; the response to send."""
+        now = self.clock()
+        headers = _headers(scope)
+        client = scope.get("client")
+        peer = client[0] if client is not None else None
+        forwarded = headers.get(b"x-forwarded-for")
+        who = self.proxies.client_address(peer, _text(forwarded))
+        if not self.limiter.allow(who, now):
+            if self.metrics is not None:
+                self.metrics.refused("rate_limit")
+            return _error(429, "Too many requests - rate limit exceeded")
+        nonce = headers.get(b"x-nonce")
+        try:
+            body = await self._read_body(receive, headers.get(b"content-length"))
+            self.verifier.verify(
+                SignedRequest(
+                    method,
+                    function,
+                    _text(headers.get(b"authorization")),
+                    _text(headers.get(b"date")),
+                    _text(nonce),
+                    body,
+                ),
+                now,
+            )
+            if nonce is None:
+                log.warning(
+                    "bridge: /%s from %s accepted without X-Nonce (allow_missing_nonce)",
+                    function,
+                    who,
+                )
+            return Response(await handler(body), media_type=JSON)
+        except HttpError as exc:
+            reason = "too_large" if exc.status == 413 else "malformed"
+            return self._refuse(function, who, exc.status, exc.message, reason)
+        except AuthError as exc:
+            return self._refuse(function, who, 401, str(exc), _auth_reason(str(exc)))
+        except MalformedRequest as exc:
+            return self._refuse(function, who, 400, str(exc), "malformed")
+        except TooMany as exc:
+            return self._refuse(function, who, 413, str(exc))
+        except BadRequest as exc:
+            return self._refuse(function, who, 400, str(exc))
+        except (NotFound, JobRefused) as exc:
+            # JobRefused: a path naming no such agent (restart, diagnostics).
+            return _error(404, str(exc))
+        except TimeoutError:
+            # A diagnostics request that no agent on the path answered.
+            return _error(504, f"/{function}: no answer from the network in time")
+        except Exception as exc:
+            log.exception("bridge: /%s failed", function)
+            return _error(500, f"Something went wrong: {exc}")
 
     def _refuse(
         self, function: str, who: str, status: int, message: str, reason: str | None = None
@@ -223,23 +295,32 @@ class BridgeApi:
             self.metrics.refused(reason)
         return _error(status, message)
 
-    async def _read_body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length")
+    async def _read_body(self, receive: Receive, declared: bytes | None) -> bytes:
+        # What Starlette's Request.stream() does (a disconnect is ClientDisconnect, other
+        # messages are skipped), with the size limit checked as each chunk arrives.
         if declared is not None:
             try:
-                size = int(declared)
+                size = int(declared.decode("latin-1"))
             except ValueError:
                 raise HttpError(400, "invalid Content-Length") from None
             if size > self.max_body:
                 raise HttpError(413, f"request body exceeds {self.max_body} bytes")
         chunks: list[bytes] = []
         total = 0
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > self.max_body:
-                raise HttpError(413, f"request body exceeds {self.max_body} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "http.request":
+                chunk = message.get("body", b"")
+                if chunk:
+                    total += len(chunk)
+                    if total > self.max_body:
+                        raise HttpError(413, f"request body exceeds {self.max_body} bytes")
+                    chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            elif kind == "http.disconnect":
+                raise ClientDisconnect()
 
     # --- endpoints ---------------------------------------------------------------------------
 
@@ -367,7 +448,9 @@ def build_app(api: BridgeApi, registry: CollectorRegistry | None = None) -> Star
         # Keep the framework's headers: a 405 must say what is Allowed (RFC 9110).
         return _error(exc.status_code, exc.detail, exc.headers)
 
-    routes = api.routes()
+    routes: list[BaseRoute] = [*api.routes()]
     if registry is not None:
         routes.append(metrics_route(registry))
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app = Starlette(exception_handlers={HTTPException: http_error})
+    app.router = _Routes(routes)
+    return app

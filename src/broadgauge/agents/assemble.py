@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from broadgauge.agents.accounts._common import Directory
 from broadgauge.agents.accounts.agent import serve_accounts
 from broadgauge.agents.accounts.backend import AccountBackend
 from broadgauge.agents.accounts.freeipa import FreeIpaDirectory
@@ -174,6 +175,9 @@ def assemble(
     elif kind is AgentType.ACCOUNT:
         role.accounts = _account_backend(agent, data)
         role.closers.append(role.accounts)
+        if isinstance(role.accounts, Directory):
+            # A change running in a worker thread is audited before the audit log closes.
+            agent.before_close(role.accounts.settle)
         serve_accounts(agent, role.accounts)
     elif kind is AgentType.FILESYSTEM:
         role.filesystem = _filesystem(agent, data)

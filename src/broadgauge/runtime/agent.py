@@ -139,6 +139,7 @@ class Agent:
             # Decided once: rendering every action for a log nobody reads would cost.
             self.tracer.sinks.append(log_trace_event)
         self._tasks: set[asyncio.Task[object]] = set()
+        self._before_close: list[Callable[[], Awaitable[None]]] = []
         self.registrations = asyncio.Condition()
         self.started_at = datetime.now(UTC)
         self.control = ControlPlane(self)
@@ -223,10 +224,21 @@ class Agent:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.service.stop()
+        for hook in self._before_close:
+            try:
+                await hook()
+            except Exception:
+                log.exception("%s: a step before closing the store failed", self.name)
         if self.store is not None:
             self.store.close()
         if self.audit_log is not None:
             self.audit_log.close()
+
+    def before_close(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Await ``hook`` in :meth:`stop`, after the tasks are cancelled and before the store
+        and the audit log close: for work that cannot be cancelled (a back-end change in a
+        worker thread) to finish and be audited."""
+        self._before_close.append(hook)
 
     async def __aenter__(self) -> Agent:
         await self.start()

@@ -8,7 +8,7 @@ import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from broadgauge.agents.accounts.backend import AccountError, AuditHook
 from broadgauge.agents.naming import project_mapping, user_mapping
@@ -102,6 +102,10 @@ def portal_projects(
     return sorted(found, key=lambda m: m.local_group)
 
 
+#: How long an agent that is stopping waits for directory changes already running.
+SETTLE_WAIT = 30.0
+
+
 class Directory:
     """What every directory back end shares: the naming-rule mappings, the protected
     names, and telling the log and the audit hook about each change."""
@@ -113,6 +117,7 @@ class Directory:
     def __init__(self, *, protected: frozenset[str], audit: AuditHook | None) -> None:
         self._protected = frozenset(protected)
         self._audit = audit
+        self._working: set[asyncio.Future[Any]] = set()
 
     async def get_project_mapping(self, project: ProjectIdentifier) -> ProjectMapping:
         """The project's mapping by the naming rules."""
@@ -136,8 +141,32 @@ class Directory:
         """
         future = asyncio.ensure_future(asyncio.to_thread(work))
         future.add_done_callback(self._tell)
+        self._working.add(future)
+        future.add_done_callback(self._working.discard)
         result, _ = await asyncio.shield(future)
         return result
+
+    async def settle(self, timeout: float = SETTLE_WAIT) -> None:
+        """Wait for the changes already running in worker threads, and their audit notes.
+
+        Their callers may have been cancelled (an agent stopping), but the threads run on:
+        the agent awaits this before it closes its audit log, so no change goes unrecorded.
+        A thread still running after ``timeout`` seconds is logged as an error, and the
+        agent stops without it (its change, if it lands, is in the back end but not audited).
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._working:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                self._log.error(
+                    "%s accounts: %d change(s) still running after %.0f s; stopping without "
+                    "their audit notes",
+                    self._label,
+                    len(self._working),
+                    timeout,
+                )
+                return
+            await asyncio.wait(set(self._working), timeout=left)
 
     def _tell(self, work: asyncio.Future[tuple[T, list[str]]]) -> None:
         if work.cancelled() or work.exception() is not None:

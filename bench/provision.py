@@ -2,7 +2,7 @@
 
     python bench/provision.py [--samples 200] [--warmup 20] [--users 500] [--concurrency 32]
                               [--real-samples 30] [--real-users 20] [--real-concurrency 1]
-                              [--no-real]
+                              [--real-projects 0] [--no-real]
 
 Prints numbers, asserts nothing.  Every ``add_user`` is sent the way portal software sends it:
 from the bridge, as ``submit portal.provider.platform.instance add_user U``.  It travels
@@ -33,7 +33,9 @@ add_local_project, add_local_user) and the result comes back the same way.
    slurmrestd engine (``slurm-server`` = the stack's slurmrestd on its Unix socket,
    ``token-command`` = its ``scontrol token``), measured in the same run as 2, so the two
    Slurm engines can be compared: latency one at a time, then ``--real-users`` users with
-   ``--real-concurrency`` in flight (users/s).  Each bulk user has a project of its own.  The
+   ``--real-concurrency`` in flight (users/s).  Each bulk user has a project of its own, or,
+   with ``--real-projects N``, the bulk users share N projects, as a term's intake does (the
+   sacctmgr engine then adds the users of one account that wait meanwhile in one call).  The
    default is one at a time: with several new projects in flight slurmdbd loses account
    creations under the same parent, with both engines (sacctmgr exits with "No associations
    created"; slurmrestd answers success without creating it, which the engine reports).
@@ -220,13 +222,12 @@ async def measure(
     concurrency: int,
     goal: bool,
     prefix: str = "",
-    own_projects: bool = False,
+    projects: int = 1,
 ) -> None:
     """Latency one at a time (with breakdown), then a bulk run if ``users``.
 
-    ``prefix`` keeps the user names of two runs on one back end apart; ``own_projects`` gives
-    each bulk user a project of its own (the sacctmgr engine loses concurrent add_user races
-    on one account: "sacctmgr did not associate ...")."""
+    ``prefix`` keeps the user names of two runs on one back end apart; the bulk users share
+    ``projects`` projects (0: each has a project of its own)."""
     trace = Trace()
     trace.attach(network)
     await add_users(network, [f"w{prefix}{i:03d}.warm.portal" for i in range(warmup)], 1)
@@ -238,9 +239,7 @@ async def measure(
     print_breakdown(breakdown(timed, trace.events))
     if users:
         bulk = [
-            f"b{prefix}{i:03d}.bulk{prefix}{i:03d}.portal"
-            if own_projects
-            else f"b{i:03d}.bulk.portal"
+            f"b{prefix}{i:03d}.bulk{prefix}{i % projects if projects else i:03d}.portal"
             for i in range(users)
         ]
         loaded, elapsed = await add_users(network, bulk, concurrency)
@@ -363,7 +362,7 @@ async def real(args: argparse.Namespace, ldap: Any, stack: Any) -> None:
                     concurrency=args.real_concurrency,
                     goal=False,
                     prefix=engine[-4:],
-                    own_projects=True,
+                    projects=args.real_projects,
                 )
             except Exception as exc:  # one engine failing must not hide the other's numbers
                 print(f"{name}: failed ({type(exc).__name__}: {exc})")
@@ -389,6 +388,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--real-concurrency", type=int, default=1, help="bulk jobs in flight on real back ends"
+    )
+    parser.add_argument(
+        "--real-projects",
+        type=int,
+        default=0,
+        help="projects the real bulk users share (0: one each)",
     )
     parser.add_argument("--no-real", action="store_true", help="skip slapd + slurmdbd")
     args = parser.parse_args(argv)

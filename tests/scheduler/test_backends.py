@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import shutil
 import sqlite3
 import time
 import uuid
@@ -357,6 +358,7 @@ def make_slurm(
     cluster: str | None = "",
     node: NodeFactors | None = None,
     commands: Mapping[str, Sequence[str]] | None = None,
+    audit: Callable[[str], None] | None = None,
 ) -> SlurmScheduler:
     """A backend on the stack (``cluster=""`` means the stack's own cluster)."""
     return SlurmScheduler(
@@ -365,7 +367,41 @@ def make_slurm(
         command_prefix=stack.command_prefix,
         env=stack.env,
         commands=commands,
+        audit=audit,
     )
+
+
+async def test_slurm_users_added_to_one_account_together_share_sacctmgr_calls(
+    slurm_stack: SlurmStack, tmp_path: Path
+) -> None:
+    calls = tmp_path / "sacctmgr-calls"
+    wrapper = tmp_path / "sacctmgr"
+    sacctmgr = shutil.which("sacctmgr")
+    assert sacctmgr is not None
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {sacctmgr} "$@"\n')
+    wrapper.chmod(0o755)
+    audit: list[str] = []
+    slurm = make_slurm(slurm_stack, commands={"sacctmgr": [str(wrapper)]}, audit=audit.append)
+    proj = project("t")
+    await slurm.add_project(proj)
+    users = [member(proj, f"u{i}") for i in range(8)]
+    await asyncio.gather(*(slurm.add_user(user) for user in users))
+    assert await SlurmHarness(slurm_stack).associations(proj.local_group) == {
+        user.local_user: True for user in users
+    }
+    adds = [line for line in calls.read_text().splitlines() if " add user " in line]
+    added = sorted(name for line in adds for name in _named(line))
+    assert added == sorted(user.local_user for user in users)  # each user named once
+    assert len(adds) < len(users)
+    assert sorted(line for line in audit if "added user" in line) == sorted(
+        f"slurm {slurm_stack.cluster}: added user {user.local_user} to account {proj.local_group}"
+        for user in users
+    )
+
+
+def _named(sacctmgr_line: str) -> list[str]:
+    field = next(word for word in sacctmgr_line.split() if word.startswith("name="))
+    return field.removeprefix("name=").split(",")
 
 
 async def test_slurm_limit_is_whole_tres_minutes(slurm_stack: SlurmStack) -> None:

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from .backend import SchedulerError
 
@@ -97,8 +97,16 @@ class SlurmCommands:
 
     async def change(self, *args: str) -> bool:
         """Run a sacctmgr change; True if it changed something, False if it was already so."""
-        command = [*_SACCTMGR, *args]
+        return await self.change_when_due(lambda: args)
+
+    async def change_when_due(self, arguments: Callable[[], Sequence[str]]) -> bool:
+        """:meth:`change`, with its arguments asked of ``arguments()`` once it is its turn.
+
+        Changes run one at a time, so one may wait for others; a caller that gathers work
+        meanwhile (:class:`~.batches.UserAdds`) decides what to send only then.
+        """
         async with self._changing:
+            command = [*_SACCTMGR, *arguments()]
             code, _, text = await self._exec("sacctmgr", command)
         if code == 0:
             return True

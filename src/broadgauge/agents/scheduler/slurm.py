@@ -7,7 +7,9 @@ Rules (the reference's, with the deliberate differences marked):
   existing account in any other organisation belongs to someone else: every call that would
   read or change it is refused with :class:`SchedulerError`.
 * A user is ``slurm_name(local_user)``, associated with its project's account, which becomes
-  its ``DefaultAccount``.
+  its ``DefaultAccount``.  Users added to the same account while another ``sacctmgr`` change
+  runs go in one ``sacctmgr add user name=a,b,...`` call (:mod:`.batches`); if that call
+  fails, each is added on its own, so each job still gets its own result.
 * Removing never deletes history.  ``remove_project`` cancels the account's pending jobs and
   keeps the account.  ``remove_user`` cancels the user's pending jobs in the account and
   removes that association (OpenPortal 0.32.2 only cancels jobs; we also remove the
@@ -61,6 +63,7 @@ from .backend import (
     owned,
     user_name,
 )
+from .batches import UserAdds
 from .commands import SlurmCommands
 
 __all__ = [
@@ -108,6 +111,7 @@ class SlurmScheduler:
             commands=commands,
             max_runners=max_runners,
         )
+        self._adds = UserAdds(self._tools)
 
     # ---- names -------------------------------------------------------------------------
 
@@ -137,11 +141,10 @@ class SlurmScheduler:
         cluster = await self.cluster()
         default, accounts = await self._user_associations(name, cluster)
         if account not in accounts:
-            await self._change(
-                f"added user {name} to account {account}",
-                "add", "user", f"name={name}", f"cluster={cluster}",
-                f"account={account}", f"defaultaccount={account}",
-            )  # fmt: skip
+            # Batched with other users' adds to this account that wait meanwhile; recorded
+            # here, so the audit line is in this job's context.
+            if await self._adds.add(name, account, cluster):
+                self._record(f"added user {name} to account {account}")
             default, accounts = await self._user_associations(name, cluster)
             if account not in accounts:
                 raise SchedulerError(f"sacctmgr did not associate {name} with {account}")

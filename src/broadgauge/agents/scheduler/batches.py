@@ -1,0 +1,138 @@
+"""Adding many users to one Slurm account in one ``sacctmgr`` call.
+
+``sacctmgr`` changes run one at a time (see :mod:`.commands`), and each takes a few tenths of
+a second, so a term's intake of users queues up behind the change lock.  :class:`UserAdds`
+lets the adds of users to the same account that wait meanwhile go as one change:
+``sacctmgr add user name=a,b,c account=X defaultaccount=X cluster=C``.  A lone add waits for
+nothing more than before: a batch closes the moment its change's turn comes.
+
+Nothing is batched away: if the call for several users fails, each user is added again on
+its own, so each gets its own outcome (and its own error).  The caller still checks its own
+association afterwards and records its own change, in its own job's context.
+
+A user asked for again while an earlier add of it is still waiting or running shares that
+add's outcome but is told "already so" (False), as a second ``sacctmgr`` call after the
+first would have said: only one job records the change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Final, Protocol
+
+from .backend import SchedulerError
+
+__all__ = ["MOST_USERS_PER_CALL", "UserAdds"]
+
+#: The most users one ``sacctmgr add user`` names (its command line stays short).
+MOST_USERS_PER_CALL: Final = 50
+
+
+class _Changes(Protocol):
+    async def change(self, *args: str) -> bool: ...
+
+    async def change_when_due(self, arguments: Callable[[], Sequence[str]]) -> bool: ...
+
+
+class UserAdds:
+    """Associations of users with accounts, made in as few ``sacctmgr`` calls as possible."""
+
+    def __init__(self, changes: _Changes, most: int = MOST_USERS_PER_CALL) -> None:
+        self._changes = changes
+        self._most = most
+        #: The batch still open for each (account, cluster): user name -> its outcome.
+        self._open: dict[tuple[str, str], dict[str, asyncio.Future[bool]]] = {}
+        #: Every add not yet settled, by (account, cluster, user), in open or running batches.
+        self._unsettled: dict[tuple[str, str, str], asyncio.Future[bool]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def add(self, name: str, account: str, cluster: str) -> bool:
+        """Associate ``name`` with ``account`` (its default) on ``cluster``.
+
+        True if ``sacctmgr`` changed something, False if it was already so;
+        :class:`SchedulerError` if this user could not be added.
+        """
+        earlier = self._unsettled.get((account, cluster, name))
+        if earlier is not None:
+            await asyncio.shield(earlier)  # its error, if it failed, is this caller's too
+            return False
+        key = (account, cluster)
+        batch = self._open.get(key)
+        if batch is None or len(batch) >= self._most:
+            batch = self._open[key] = {}
+            task = asyncio.get_running_loop().create_task(self._run(key, batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        outcome = batch[name] = asyncio.get_running_loop().create_future()
+        self._unsettled[(account, cluster, name)] = outcome
+        outcome.add_done_callback(lambda _: self._unsettled.pop((account, cluster, name), None))
+        # A caller that gives up does not cancel the others' call.
+        return await asyncio.shield(outcome)
+
+    async def _run(self, key: tuple[str, str], batch: dict[str, asyncio.Future[bool]]) -> None:
+        account, cluster = key
+        names: list[str] = []
+
+        def close() -> Sequence[str]:
+            # Our turn: whoever comes now starts the next batch.
+            if self._open.get(key) is batch:
+                del self._open[key]
+            names.extend(batch)
+            return _add_users(names, account, cluster)
+
+        try:
+            changed = await self._changes.change_when_due(close)
+            _settle(batch, changed)
+        except SchedulerError as exc:
+            if len(names) <= 1:
+                _settle(batch, exc)
+            else:
+                # One user's trouble must not become everyone's error: one call each.
+                await self._one_by_one(names, batch, account, cluster)
+        except Exception as exc:
+            _settle(batch, exc)
+        except BaseException:
+            for outcome in batch.values():
+                outcome.cancel()
+            raise
+        finally:
+            if self._open.get(key) is batch:
+                del self._open[key]
+
+    async def _one_by_one(
+        self,
+        names: Sequence[str],
+        batch: dict[str, asyncio.Future[bool]],
+        account: str,
+        cluster: str,
+    ) -> None:
+        for name in names:
+            try:
+                changed = await self._changes.change(*_add_users([name], account, cluster))
+            except Exception as exc:
+                _settle({name: batch[name]}, exc)
+            else:
+                _settle({name: batch[name]}, changed)
+
+
+def _add_users(names: Sequence[str], account: str, cluster: str) -> list[str]:
+    return [
+        "add", "user", f"name={','.join(names)}", f"cluster={cluster}",
+        f"account={account}", f"defaultaccount={account}",
+    ]  # fmt: skip
+
+
+def _settle(batch: dict[str, asyncio.Future[bool]], outcome: bool | BaseException) -> None:
+    for future in batch.values():
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+    # Nobody may be left to read an error (every caller gave up): do not log it as lost.
+    for future in batch.values():
+        with contextlib.suppress(BaseException):
+            future.exception()

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from broadgauge.grammar import ProjectIdentifier
+from broadgauge.runtime.envelope import JobRefused
 
 from .helpers import (
     HOME_MODE,
@@ -149,6 +150,33 @@ async def test_a_failed_add_user_is_undone_and_a_retry_succeeds(site: Site) -> N
     assert (row["uid"], row["enabled"]) == (20000, 1)
     assert_dir(site.home(ALICE), 20000, site.gid(GROUP), HOME_MODE)
     assert await site.ledger.associations(GROUP) == {"alice.physics": True}
+
+
+async def test_home_dir_asked_beside_making_the_directories_failing_undoes_them(
+    site: Site,
+) -> None:
+    await site.run(f"add_project {PROJECT}")
+    filesystem = site.agent("filesystem")
+    real = filesystem.handlers["get_local_home_dir"]
+    calls = 0
+
+    async def failing_once(envelope: Any) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise JobRefused("no home volume answer")  # at once, while directories are made
+        return await real(envelope)
+
+    filesystem.handlers["get_local_home_dir"] = failing_once
+    message = await site.refused(f"add_user {ALICE}")
+
+    assert "no home volume answer" in message
+    # The directories made meanwhile were taken away again, and the account disabled.
+    assert not site.home(ALICE).exists()
+    assert site.account("alice.physics")["enabled"] == 0
+    assert await site.ledger.associations(GROUP) == {}
+    assert (await site.run(f"add_user {ALICE}")).result_value() == mapping(ALICE)
+    assert site.home(ALICE).is_dir()
 
 
 # --- removing users ------------------------------------------------------------------------

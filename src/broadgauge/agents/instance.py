@@ -185,8 +185,9 @@ class Instance:
     async def add_user(self, envelope: Envelope) -> UserMapping:
         """Account, directories, scheduler association; undone if a step fails.
 
-        Steps that do not depend on each other run at once: the three account checks,
-        and, once the account exists, the filesystem and scheduler branches.
+        Steps that do not depend on each other run at once: the three account checks;
+        once the account exists, the filesystem and scheduler branches; and in the
+        filesystem branch, making the directories and asking for the home directory.
         """
         user = instruction_of(envelope, ins.AddUser).user
         protected, blocked, existed = await asyncio.gather(
@@ -206,10 +207,22 @@ class Instance:
             check_project_mapping(project)
             check_user_mapping(mapping)
 
-            async def directories() -> None:
+            async def make_directories() -> None:
                 await self.ask(AgentType.FILESYSTEM, f"add_local_user {mapping}")
                 done.append("filesystem")
-                home = await self.ask(AgentType.FILESYSTEM, f"get_local_home_dir {mapping}")
+
+            async def directories() -> None:
+                # The home directory's path follows from the mapping alone, so it is asked
+                # for while the directories are made; both end before anything fails, so
+                # an undo knows whether directories were made.
+                made, home = await asyncio.gather(
+                    make_directories(),
+                    self.ask(AgentType.FILESYSTEM, f"get_local_home_dir {mapping}"),
+                    return_exceptions=True,
+                )
+                for outcome in (made, home):
+                    if isinstance(outcome, BaseException):
+                        raise outcome
                 if isinstance(home, str) and home:
                     if any(c.isspace() for c in home):
                         raise JobRefused(f"home directory {home!r} contains whitespace")

@@ -241,6 +241,15 @@ async def test_add_user_twice_gives_one_default_association(harness: Harness) ->
     assert sum("added user" in line for line in harness.audit) == 1
 
 
+async def test_users_added_to_one_account_at_once_are_all_associated(harness: Harness) -> None:
+    proj = project()
+    await harness.scheduler.add_project(proj)
+    users = [member(proj, f"m{i}") for i in range(8)]
+    await asyncio.gather(*(harness.scheduler.add_user(user) for user in users))
+    assert await harness.associations(account_of(proj)) == {user.local_user: True for user in users}
+    assert sum("added user" in line for line in harness.audit) == len(users)
+
+
 async def test_remove_user_is_idempotent_and_keeps_the_account(harness: Harness) -> None:
     proj = project()
     fred, jane = member(proj, "fred"), member(proj, "jane")

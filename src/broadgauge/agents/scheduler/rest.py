@@ -17,6 +17,10 @@ object, or a non-empty ``errors`` array (slurmrestd answers some errors with sta
 one error read as an answer is "Nothing found" (``error_number`` 9003), which slurmrestd returns
 for a lookup of something that does not exist; callers ask for that with ``missing_ok``.
 
+Requests that change something (every method but GET) go one at a time: slurmdbd loses some
+associations that concurrent requests create (``add_user`` for many users of one account at
+once left some without their association), as it does with concurrent ``sacctmgr`` changes.
+
 ``server`` is an ``http(s)://host:port`` URL, as in the reference, or (a Broadgauge extension)
 ``unix:/path/to/socket`` for a slurmrestd listening on a Unix socket.
 """
@@ -24,6 +28,7 @@ for a lookup of something that does not exist; callers ask for that with ``missi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import json
 import logging
@@ -120,6 +125,9 @@ class SlurmRestClient:
         self._token_at = 0.0
         self._token_lock = asyncio.Lock()
         self._requests = asyncio.Semaphore(max(1, max_requests))
+        # slurmdbd loses some of the changes it is sent at once (associations made by
+        # concurrent requests go missing), so changes go one at a time, as sacctmgr's do.
+        self._changing = asyncio.Lock()
         self._checked = False
 
     @property
@@ -179,7 +187,10 @@ class SlurmRestClient:
             "X-SLURM-USER-NAME": self._user,
             "X-SLURM-USER-TOKEN": token.value,
         }
-        async with self._requests:
+        one_at_a_time: contextlib.AbstractAsyncContextManager[object] = (
+            contextlib.nullcontext() if method == "GET" else self._changing
+        )
+        async with one_at_a_time, self._requests:
             try:
                 return await self._http.request(
                     method, path, params=params, json=body, headers=headers

@@ -13,9 +13,9 @@ add_local_project, add_local_user) and the result comes back the same way.
 
 1. **Embedded backends**, on the in-process demo network (:func:`broadgauge.demo.start_network`):
    nine agents on one event loop, linked over loopback websockets (encrypted), each with its
-   durable boards (SQLite, synchronous=FULL) and audit log; the account agent on its local
-   SQLite directory, the filesystem on a sandbox (ids from that directory), the scheduler on
-   its SQLite ledger.
+   durable boards (SQLite WAL, synchronous=NORMAL) and audit log; the account agent on its
+   local SQLite directory (synchronous=FULL), the filesystem on a sandbox (ids from that
+   directory), the scheduler on its SQLite ledger.
 
    * latency: ``--samples`` users added one at a time: p50 / p99 (goal: p50 ≤ 20 ms);
    * a breakdown of one ``add_user`` from the agents' trace events (medians);

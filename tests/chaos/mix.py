@@ -378,6 +378,8 @@ class MixRunner:
         #: instructions that never completed in ``max_attempts``
         self.abandoned: list[int] = []
         self._progress = asyncio.Condition()
+        self._interval = 0.0
+        self._next_start = 0.0
         self.started_at = 0.0
         self.ended_at = 0.0
 
@@ -388,6 +390,12 @@ class MixRunner:
             await asyncio.gather(*(self._one(op) for op in self.plan.ops))
         finally:
             self.ended_at = time.time()
+
+    def pace(self, interval: float) -> None:
+        """From now on, start a new instruction at most every ``interval`` seconds (a
+        portal sending at a steady rate); retries are not held back."""
+        self._interval = interval
+        self._next_start = time.monotonic()
 
     async def finished(self, count: int) -> None:
         """Return once at least ``count`` instructions are final (complete or abandoned)."""
@@ -403,6 +411,11 @@ class MixRunner:
         for before in op.after:
             await self._final[before].wait()
         async with self._slots:
+            if self._interval:
+                now = time.monotonic()
+                start = max(now, self._next_start)
+                self._next_start = start + self._interval
+                await asyncio.sleep(start - now)
             completed = None
             for number in range(1, self.max_attempts + 1):
                 attempt = await self.submit(op, number)

@@ -261,6 +261,20 @@ class FaultRecord:
         return self.fault.target
 
 
+#: What a fault takes beyond its duration, by a generous guess: the restart and relink after
+#: a kill or a clock step, the wait for a backend call to kill during, and the settle time.
+FAULT_OVERHEAD = 6.0
+
+
+def schedule_seconds(faults: Sequence[Fault]) -> float:
+    """About how long, in seconds of the soak's clock, ``faults`` take from the first start
+    to the last heal when run by :func:`run_schedule`."""
+    if not faults:
+        return 0.0
+    last = max(fault.at + fault.duration for fault in faults)
+    return last + FAULT_OVERHEAD * len(faults)
+
+
 async def run_schedule(
     faults: Sequence[Fault],
     injector: FaultInjector,
@@ -346,7 +360,8 @@ def _break_and_mend(fault: Fault, injector: FaultInjector) -> tuple[Step | None,
     if kind is FaultKind.LOSS:
         return lambda: injector.set_loss(amount[0]), injector.clear_loss
     delay, jitter = amount
+    a, b = target
     return (
-        lambda: injector.set_latency(*target, delay, jitter),
+        lambda: injector.set_latency(a, b, delay, jitter),
         lambda: injector.clear_latency(*target),
     )

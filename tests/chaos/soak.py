@@ -47,7 +47,14 @@ from . import invariants as inv
 from . import readers
 from .loopback import LINKS, LdapTarget, LoopbackInjector, RealBackendSite
 from .mix import Attempt, MixRunner, Names, Op, Outcome, Plan, make_plan
-from .schedule import FaultInjector, FaultKind, FaultRecord, make_schedule, run_schedule
+from .schedule import (
+    FaultInjector,
+    FaultKind,
+    FaultRecord,
+    make_schedule,
+    run_schedule,
+    schedule_seconds,
+)
 
 #: How often the agents' RSS is sampled for its peak.
 RSS_EVERY = 2.0
@@ -284,9 +291,19 @@ async def run_soak(
             )  # fmt: skip
             planned = "; ".join(f"{f.at:.0f} s {f.describe()}" for f in schedule)
             say(f"faults over {settings.fault_share * expected:.0f} s of {expected:.0f}: {planned}")
+            # A fault starts only after the one before has healed, so a mix quicker than
+            # its faults would end before the last of them: then the rest of the load is
+            # paced to last as long as the schedule needs.
+            length = max(expected, schedule_seconds(schedule) / settings.fault_share)
+            if length > expected:
+                runner.pace(length / max(1, total - warmed))
+                say(
+                    f"the rest of the mix is paced to {(total - warmed) / length:.1f} jobs/s "
+                    f"({length:.0f} s), so that every fault lands in it"
+                )
 
             def progress() -> float:
-                return expected * (runner.final_count - warmed) / max(1, total - warmed)
+                return length * (runner.final_count - warmed) / max(1, total - warmed)
 
             records = await run_schedule(schedule, injector, clock=progress, ended=mixing.done)
         await mixing

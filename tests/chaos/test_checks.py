@@ -27,7 +27,16 @@ from .mix import (
     make_plan,
     project_group,
 )
-from .schedule import Fault, FaultKind, FaultUnavailable, apply, make_schedule, run_schedule
+from .schedule import (
+    FAULT_OVERHEAD,
+    Fault,
+    FaultKind,
+    FaultUnavailable,
+    apply,
+    make_schedule,
+    run_schedule,
+    schedule_seconds,
+)
 
 TODAY = dt.date(2026, 1, 2)
 
@@ -120,6 +129,32 @@ async def test_runner_keeps_the_plans_order_bounds_concurrency_and_retries_error
     assert len(runner.completed) == len(plan.ops) and not runner.abandoned
     assert most <= 4
     assert all(tries[i] == (2 if i % 7 == 0 else 1) for i in range(len(plan.ops)))
+
+
+async def test_a_paced_runner_starts_instructions_no_faster_than_its_rate() -> None:
+    plan = small_plan(jobs=30, users=10, projects=2)
+    starts: list[float] = []
+
+    async def submit(op: Op, number: int) -> Attempt:
+        starts.append(time.monotonic())
+        now = time.time()
+        return Attempt(op.index, number, f"{op.index:08x}-c", now, now, Outcome.COMPLETE, "None")
+
+    runner = MixRunner(plan, submit, concurrency=8)
+    runner.pace(0.01)
+    await runner.run()
+    assert len(runner.completed) == len(plan.ops)
+    # The k-th start comes no sooner than k intervals after the first (a sleep never ends
+    # early, give or take the clock's resolution; a late one only shortens the next gap).
+    first, *rest = sorted(starts)
+    assert all(start - first >= 0.01 * k - 1e-4 for k, start in enumerate(rest, 1))
+
+
+def test_schedule_seconds_covers_the_last_heal_and_each_faults_restart() -> None:
+    faults = make_schedule(11, 200.0, AGENTS, LINKS, tuple(FaultKind))
+    last = max(f.at + f.duration for f in faults)
+    assert schedule_seconds(faults) == last + FAULT_OVERHEAD * len(faults)
+    assert schedule_seconds([]) == 0.0
 
 
 # --- back ends --------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -133,3 +134,40 @@ async def test_a_caller_that_gives_up_does_not_cancel_the_others() -> None:
     assert quitter.cancelled()
     # The quitter's user was in the call that ran: the association is there all the same.
     assert ("u1", "proj") in changes.associated
+
+
+JOB: contextvars.ContextVar[str] = contextvars.ContextVar("job", default="none")
+
+
+async def test_a_cancelled_callers_change_is_still_recorded_in_its_own_context() -> None:
+    changes = FakeChanges()
+    adds = UserAdds(changes)
+    recorded: list[tuple[str, str]] = []
+
+    async def job(name: str) -> bool:
+        JOB.set(f"job-of-{name}")
+        return await adds.add(
+            name, "proj", "c1", on_added=lambda: recorded.append((name, JOB.get()))
+        )
+
+    first = asyncio.create_task(job("u0"))
+    await asyncio.sleep(0.001)
+    second = asyncio.create_task(job("u1"))
+    while len(changes.calls) < 2:  # until u1's call has begun
+        await asyncio.sleep(0.001)
+    second.cancel()
+    await adds.settle()  # what a stopping agent awaits before closing its audit log
+    assert await first is True and second.cancelled()
+    assert sorted(recorded) == [("u0", "job-of-u0"), ("u1", "job-of-u1")]
+    assert ("u1", "proj") in changes.associated
+
+
+async def test_an_add_that_was_already_so_records_nothing() -> None:
+    changes = FakeChanges()
+    changes.associated.add(("u0", "proj"))
+    recorded: list[str] = []
+    assert (
+        await UserAdds(changes).add("u0", "proj", "c1", on_added=lambda: recorded.append("x"))
+        is False
+    )
+    assert recorded == []

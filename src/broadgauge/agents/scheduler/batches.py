@@ -19,15 +19,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
 from .backend import SchedulerError
 
-__all__ = ["MOST_USERS_PER_CALL", "UserAdds"]
+__all__ = ["MOST_USERS_PER_CALL", "SETTLE_WAIT", "UserAdds"]
 
 #: The most users one ``sacctmgr add user`` names (its command line stays short).
 MOST_USERS_PER_CALL: Final = 50
+#: How long an agent that is stopping waits for the calls already running.
+SETTLE_WAIT: Final = 30.0
+
+log = logging.getLogger(__name__)
 
 
 class _Changes(Protocol):
@@ -48,11 +53,16 @@ class UserAdds:
         self._unsettled: dict[tuple[str, str, str], asyncio.Future[bool]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def add(self, name: str, account: str, cluster: str) -> bool:
+    async def add(
+        self, name: str, account: str, cluster: str, on_added: Callable[[], None] | None = None
+    ) -> bool:
         """Associate ``name`` with ``account`` (its default) on ``cluster``.
 
         True if ``sacctmgr`` changed something, False if it was already so;
-        :class:`SchedulerError` if this user could not be added.
+        :class:`SchedulerError` if this user could not be added.  ``on_added`` is called,
+        in the caller's context, once the change is made, even if the caller was
+        cancelled meanwhile: the call runs on for the others in its batch, so its change
+        happens and must be recorded.
         """
         earlier = self._unsettled.get((account, cluster, name))
         if earlier is not None:
@@ -68,8 +78,24 @@ class UserAdds:
         outcome = batch[name] = asyncio.get_running_loop().create_future()
         self._unsettled[(account, cluster, name)] = outcome
         outcome.add_done_callback(lambda _: self._unsettled.pop((account, cluster, name), None))
+        if on_added is not None:
+            # A done callback runs in the context it was added in: the caller's job.
+            outcome.add_done_callback(lambda done: on_added() if _changed(done) else None)
         # A caller that gives up does not cancel the others' call.
         return await asyncio.shield(outcome)
+
+    async def settle(self, timeout: float = SETTLE_WAIT) -> None:
+        """Wait for the calls already running (an agent stopping awaits this before it
+        closes its audit log); give up, logging it, after ``timeout`` seconds."""
+        if self._tasks:
+            _, running = await asyncio.wait(set(self._tasks), timeout=timeout)
+            if running:
+                log.error(
+                    "slurm: %d sacctmgr add user call(s) still running after %.0f s; "
+                    "stopping without their audit lines",
+                    len(running),
+                    timeout,
+                )
 
     async def _run(self, key: tuple[str, str], batch: dict[str, asyncio.Future[bool]]) -> None:
         account, cluster = key
@@ -122,6 +148,10 @@ def _add_users(names: Sequence[str], account: str, cluster: str) -> list[str]:
         "add", "user", f"name={','.join(names)}", f"cluster={cluster}",
         f"account={account}", f"defaultaccount={account}",
     ]  # fmt: skip
+
+
+def _changed(outcome: asyncio.Future[bool]) -> bool:
+    return not outcome.cancelled() and outcome.exception() is None and outcome.result()
 
 
 def _settle(batch: dict[str, asyncio.Future[bool]], outcome: bool | BaseException) -> None:

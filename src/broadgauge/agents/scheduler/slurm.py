@@ -142,9 +142,11 @@ class SlurmScheduler:
         default, accounts = await self._user_associations(name, cluster)
         if account not in accounts:
             # Batched with other users' adds to this account that wait meanwhile; recorded
-            # here, so the audit line is in this job's context.
-            if await self._adds.add(name, account, cluster):
-                self._record(f"added user {name} to account {account}")
+            # in this job's context, also if this job is cancelled while the call runs.
+            await self._adds.add(
+                name, account, cluster,
+                on_added=lambda: self._record(f"added user {name} to account {account}"),
+            )  # fmt: skip
             default, accounts = await self._user_associations(name, cluster)
             if account not in accounts:
                 raise SchedulerError(f"sacctmgr did not associate {name} with {account}")
@@ -215,6 +217,11 @@ class SlurmScheduler:
         )  # fmt: skip
         jobs = [job for job in map(parse_sacct_line, output.splitlines()) if job is not None]
         return ProjectUsageReport(project.project, daily_reports(jobs, days, self._node, now))
+
+    async def settle(self) -> None:
+        """Wait for batched ``sacctmgr`` calls already running, so their changes are
+        recorded before the agent closes its audit log (see :class:`.batches.UserAdds`)."""
+        await self._adds.settle()
 
     async def close(self) -> None:
         """Nothing to release: every command is a short-lived process."""

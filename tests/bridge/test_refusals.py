@@ -9,7 +9,9 @@ import httpx
 import pytest
 
 from broadgauge.bridge import BridgeServer
+from broadgauge.bridge.app import RENDERED_JOBS
 from broadgauge.bridge.limits import TrustedProxies
+from broadgauge.jobs.job import Job
 
 from .signing import call, signed
 
@@ -207,3 +209,21 @@ async def test_network_failure_is_500(
     assert message(reply) == "Something went wrong: bridge has no connected Portal agent"
     monkeypatch.undo()
     await still_serving(http, bridge)
+
+
+async def test_status_renderings_are_bounded_and_keep_the_latest_polled(
+    bridge: BridgeServer,
+) -> None:
+    api = bridge.api
+    jobs = [
+        Job.parse("bridge.portal submit x.y.z add_project p.portal", now=0.0)
+        for _ in range(RENDERED_JOBS)
+    ]
+    for job in jobs:
+        assert api._job_json(job) == job.to_json()
+    api._job_json(jobs[0])  # polled again: now the latest
+    extra = Job.parse("bridge.portal submit x.y.z add_project p.portal", now=0.0)
+    api._job_json(extra)
+    assert len(api._rendered) == RENDERED_JOBS
+    assert jobs[0].id in api._rendered and extra.id in api._rendered
+    assert jobs[1].id not in api._rendered  # the least recently polled went

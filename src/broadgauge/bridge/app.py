@@ -45,8 +45,10 @@ __all__ = ["HttpError", "build_app"]
 log = logging.getLogger("broadgauge.bridge.http")
 
 JSON = "application/json"
-#: How many jobs' JSON renderings /status keeps.
-RENDERED_JOBS = 10_000
+#: How many jobs' JSON renderings /status keeps, the latest polled.  Enough for the jobs a
+#: portal polls at once; each holds its Job alive, so 10,000 (as it was) kept ~20 MiB of
+#: finished jobs after the boards had let them go.
+RENDERED_JOBS = 1_024
 
 Handler = Callable[[bytes], Awaitable[str]]
 
@@ -345,13 +347,16 @@ class BridgeApi:
     def _job_json(self, job: Job) -> str:
         # Pollers ask for the same version many times; Jobs are immutable, so the text of
         # the very object last rendered can be reused.
-        cached = self._rendered.get(job.id)
+        rendered = self._rendered
+        cached = rendered.get(job.id)
         if cached is not None and cached[0] is job:
+            rendered.move_to_end(job.id)
             return cached[1]
         text = job.to_json()
-        self._rendered[job.id] = (job, text)
-        if len(self._rendered) > RENDERED_JOBS:
-            self._rendered.popitem(last=False)
+        rendered[job.id] = (job, text)
+        rendered.move_to_end(job.id)
+        if len(rendered) > RENDERED_JOBS:
+            rendered.popitem(last=False)
         return text
 
     async def run(self, body: bytes) -> str:

@@ -70,6 +70,10 @@ JOB_WAIT = DEFAULT_LIFETIME_SECONDS + 30.0
 #: What the watchdog logs when it closes a silent link (:mod:`broadgauge.wire.link`).
 WATCHDOG_LINE = "silent for"
 
+#: How long a partition or an isolation lasts here: 1-6 s longer than the watchdog, so every
+#: cut closes the links it cuts.
+CUT_SECONDS = (watchdog_time() + 1.0, watchdog_time() + 6.0)
+
 
 class NetnsSoakSite(Network):
     """The harness's network on slapd (in the account host), Slurm accounting and a sandbox."""
@@ -91,7 +95,7 @@ class NetnsSoakSite(Network):
         #: the bridge is a process here: it is killed like any agent
         self.kill_targets = HOSTS
         #: every cut outlasts the watchdog, so it closes the links it cuts
-        self.cut_seconds = (watchdog_time() + 1.0, watchdog_time() + 6.0)
+        self.cut_seconds = CUT_SECONDS
         #: the server behind each agent's back end (set once slapd runs)
         self.backend_pids: dict[str, int] = {}
 

@@ -41,9 +41,10 @@ import pytest
 from tests.agents_crash.site import AGENTS
 from tests.backends.slurm import SlurmStack
 from tests.netns.conftest import netns  # noqa: F401  (the fixture: skip or fail without root)
+from tests.netns.harness import HOSTS
 
 from .loopback import LINKS
-from .netns import NetnsSoakSite, netns_site
+from .netns import CUT_SECONDS, NetnsSoakSite, netns_site
 from .schedule import FaultKind, make_schedule
 from .soak import SoakSettings, figures, run_soak, violations
 
@@ -64,9 +65,12 @@ def _both_loss_rates(seed: int) -> bool:
     times do), so any span shows what :func:`.soak.run_soak` will draw from this seed.
     """
     kinds = tuple(FaultKind)
+    # Drawn exactly as the netns site has run_soak draw it: its kill targets and cut range
+    # change what the seed's random stream gives the later faults.
     faults = make_schedule(
-        seed, 100.0, AGENTS, LINKS, kinds, per_kind=1, extra=EXTRA_FAULTS, extra_kinds=kinds
-    )
+        seed, 100.0, AGENTS, LINKS, kinds, per_kind=1, extra=EXTRA_FAULTS, extra_kinds=kinds,
+        kill_targets=HOSTS, cut=CUT_SECONDS,
+    )  # fmt: skip
     return {f.amount[0] for f in faults if f.kind is FaultKind.LOSS} == LOSS_RATES
 
 

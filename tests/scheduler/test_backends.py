@@ -42,6 +42,7 @@ from broadgauge.grammar import (
 )
 from tests.backends.slurm import SlurmStack
 from tests.scheduler.rest_support import rest_scheduler
+from tests.scheduler.test_batches import named
 
 TODAY = Date.from_python(dt.datetime.now(dt.UTC).date())
 
@@ -399,18 +400,13 @@ async def test_slurm_users_added_to_one_account_together_share_sacctmgr_calls(
         user.local_user: True for user in users
     }
     adds = [line for line in calls.read_text().splitlines() if " add user " in line]
-    added = sorted(name for line in adds for name in _named(line))
+    added = sorted(name for line in adds for name in named(line.split()))
     assert added == sorted(user.local_user for user in users)  # each user named once
     assert len(adds) < len(users)
     assert sorted(line for line in audit if "added user" in line) == sorted(
         f"slurm {slurm_stack.cluster}: added user {user.local_user} to account {proj.local_group}"
         for user in users
     )
-
-
-def _named(sacctmgr_line: str) -> list[str]:
-    field = next(word for word in sacctmgr_line.split() if word.startswith("name="))
-    return field.removeprefix("name=").split(",")
 
 
 async def test_slurm_limit_is_whole_tres_minutes(slurm_stack: SlurmStack) -> None:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ClassVar, TypeVar
 
+from broadgauge.agents._settling import SETTLE_WAIT, settle
 from broadgauge.agents.accounts.backend import AccountError, AuditHook
 from broadgauge.agents.naming import project_mapping, user_mapping
 from broadgauge.grammar import (
@@ -102,10 +103,6 @@ def portal_projects(
     return sorted(found, key=lambda m: m.local_group)
 
 
-#: How long an agent that is stopping waits for directory changes already running.
-SETTLE_WAIT = 30.0
-
-
 class Directory:
     """What every directory back end shares: the naming-rule mappings, the protected
     names, and telling the log and the audit hook about each change."""
@@ -154,19 +151,15 @@ class Directory:
         A thread still running after ``timeout`` seconds is logged as an error, and the
         agent stops without it (its change, if it lands, is in the back end but not audited).
         """
-        deadline = asyncio.get_running_loop().time() + timeout
-        while self._working:
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                self._log.error(
-                    "%s accounts: %d change(s) still running after %.0f s; stopping without "
-                    "their audit notes",
-                    self._label,
-                    len(self._working),
-                    timeout,
-                )
-                return
-            await asyncio.wait(set(self._working), timeout=left)
+        running = await settle(self._working, timeout)
+        if running:
+            self._log.error(
+                "%s accounts: %d change(s) still running after %.0f s; stopping without "
+                "their audit notes",
+                self._label,
+                running,
+                timeout,
+            )
 
     def _tell(self, work: asyncio.Future[tuple[T, list[str]]]) -> None:
         if work.cancelled() or work.exception() is not None:

@@ -23,14 +23,14 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
+from broadgauge.agents._settling import SETTLE_WAIT, settle
+
 from .backend import SchedulerError
 
-__all__ = ["MOST_USERS_PER_CALL", "SETTLE_WAIT", "UserAdds"]
+__all__ = ["MOST_USERS_PER_CALL", "UserAdds"]
 
 #: The most users one ``sacctmgr add user`` names (its command line stays short).
 MOST_USERS_PER_CALL: Final = 50
-#: How long an agent that is stopping waits for the calls already running.
-SETTLE_WAIT: Final = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +87,14 @@ class UserAdds:
     async def settle(self, timeout: float = SETTLE_WAIT) -> None:
         """Wait for the calls already running (an agent stopping awaits this before it
         closes its audit log); give up, logging it, after ``timeout`` seconds."""
-        if self._tasks:
-            _, running = await asyncio.wait(set(self._tasks), timeout=timeout)
-            if running:
-                log.error(
-                    "slurm: %d sacctmgr add user call(s) still running after %.0f s; "
-                    "stopping without their audit lines",
-                    len(running),
-                    timeout,
-                )
+        running = await settle(self._tasks, timeout)
+        if running:
+            log.error(
+                "slurm: %d sacctmgr add user call(s) still running after %.0f s; "
+                "stopping without their audit lines",
+                running,
+                timeout,
+            )
 
     async def _run(self, key: tuple[str, str], batch: dict[str, asyncio.Future[bool]]) -> None:
         account, cluster = key

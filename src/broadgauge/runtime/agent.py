@@ -21,6 +21,7 @@ Every action is reported as a :class:`~broadgauge.runtime.trace.TraceEvent`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -50,6 +51,7 @@ from broadgauge.jobs.health import DiagnosticsReport, HealthInfo
 from broadgauge.jobs.job import Job
 from broadgauge.jobs.notification import Notification
 from broadgauge.runtime.audit import CURRENT_JOB, AuditLog
+from broadgauge.runtime.commits import GroupCommit
 from broadgauge.runtime.config import AgentConfig
 from broadgauge.runtime.context import JobMetrics
 from broadgauge.runtime.control import ControlPlane
@@ -128,6 +130,12 @@ class Agent:
             else None
         )
         self._boards: dict[PeerId, Board] = {}
+        #: Commits the store's changes in batches while the agent runs.
+        self.commits = (
+            GroupCommit(config.service.name, self.store, self._reload_boards)
+            if self.store is not None
+            else None
+        )
         #: Prometheus series, once :meth:`AgentMetrics.attach <.metrics.AgentMetrics.attach>`
         self.metrics: JobMetrics | None = None
         self.peer_types: dict[PeerId, AgentType] = {}
@@ -214,6 +222,8 @@ class Agent:
 
     async def start(self, *, listen: bool = True) -> None:
         """Start the wire service, the cleaner, and resume interrupted work."""
+        if self.commits is not None:
+            self.commits.start()
         await self.service.start(listen=listen)
         self.spawn(self._cleaner())
         self.inbound.resume()
@@ -229,6 +239,8 @@ class Agent:
                 await hook()
             except Exception:
                 log.exception("%s: a step before closing the store failed", self.name)
+        if self.commits is not None:
+            self.commits.stop()
         if self.store is not None:
             self.store.close()
         if self.audit_log is not None:
@@ -429,7 +441,12 @@ class Agent:
         board.apply(result)
         if self.metrics is not None:
             self.metrics.recorded(result)
-        self.wake(result.finished)
+        if result.finished:
+            finished = result.finished
+            if self.commits is not None:
+                self.commits.then(lambda: self.wake(finished))
+            else:
+                self.wake(finished)
         for duplicate in result.finished:
             if duplicate.id != result.stored.id:
                 self.spawn(self._answer_duplicate(peer, duplicate))
@@ -491,8 +508,24 @@ class Agent:
         if result.should_send:
             await self.send_job(peer, Update(result.stored))
 
+    def commit_ticket(self) -> int | None:
+        """The batch the board changes made now join (``None`` without a store), for a later
+        :meth:`durable` across an ``await`` (the batch may be flushed meanwhile)."""
+        return self.commits.ticket() if self.commits is not None else None
+
+    async def durable(self, ticket: int | None = None) -> None:
+        """Return once every board change made so far (or those of ``ticket``'s batch) is
+        committed to the store.
+
+        :class:`StoreError` if it could not be (the boards are then as the store holds
+        them).  A frame that carries a job, and a handler about to run, wait for this.
+        """
+        if self.commits is not None:
+            await self.commits.durable(ticket)
+
     async def send_job(self, peer: PeerId, command: JobCommand) -> None:
         payload = encode_command(command)
+        await self.durable()
         try:
             await self.service.send(peer.name, payload, peer.zone)
         except PeerNotConnected:
@@ -505,9 +538,16 @@ class Agent:
             self.trace(Action.QUEUED, command.job, peer, f"{peer} is not connected")
 
     async def send_control(self, peer: PeerId, command: WireCommand) -> None:
-        """Send a command that never goes on a board; a missing link just drops it."""
+        """Send a command that never goes on a board; a missing link just drops it.
+
+        It still waits for the changes made before it to be committed, so that it never
+        overtakes them; but it is sent even if they could not be (a refusal says so).
+        """
+        payload = encode_command(command)
+        with contextlib.suppress(StoreError):
+            await self.durable()
         try:
-            await self.service.send(peer.name, encode_command(command), peer.zone)
+            await self.service.send(peer.name, payload, peer.zone)
         except PeerNotConnected:
             log.info("%s: could not send %s to %s", self.name, type(command).__name__, peer)
 
@@ -525,11 +565,22 @@ class Agent:
             name, _, zone = peer_text.partition("@")
             self._boards[PeerId(name, zone)] = Board(peer_text, jobs)
 
+    def _reload_boards(self) -> None:
+        """Put every board back as the store holds it (after a batch could not be committed:
+        the boards had moved on with changes that are not stored)."""
+        self._boards = {}
+        self._load_boards()
+
     # --- connections ---------------------------------------------------------------------
 
     async def _on_connected(self, peer: PeerId) -> None:
         await self.send_control(peer, Register(self.agent_type))
-        await self.send_control(peer, Sync(self.board(peer).sync_state()))
+        sync = Sync(self.board(peer).sync_state())
+        try:
+            await self.durable()
+        except StoreError:
+            sync = Sync(self.board(peer).sync_state())  # the board as stored: reloaded
+        await self.send_control(peer, sync)
         await self._replay_queue(peer)
 
     async def _replay_queue(self, peer: PeerId) -> None:
@@ -557,6 +608,7 @@ class Agent:
                 if isinstance(command, Put | Update):
                     self.record(peer, command.job)
                 try:
+                    await self.durable()
                     await self.service.send(peer.name, encode_command(command), peer.zone)
                 except PeerNotConnected:
                     if self.store is None:  # keep the rest for the next connection

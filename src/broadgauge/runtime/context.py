@@ -214,6 +214,12 @@ class JobsContext(AgentContext, Protocol):
     def remove(self, peer: PeerId, job: Job) -> RemoveResult:
         """Remove ``job`` from ``peer``'s board, the store first."""
 
+    def commit_ticket(self) -> int | None:
+        """The batch of store changes that changes made now join (group commit)."""
+
+    async def durable(self, ticket: int | None = None) -> None:
+        """Return once the store changes made so far (or ``ticket``'s) are committed."""
+
     async def put(self, peer: PeerId, job: Job) -> None:
         """Record ``job`` and send it to ``peer`` to run or pass on."""
 

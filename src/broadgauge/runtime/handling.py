@@ -215,7 +215,7 @@ class Inbound:
             elif result.should_send and not (
                 result.stored.is_finished or result.stored.is_duplicate
             ):
-                self.start_execution(sender, result.stored)
+                self.start_execution(sender, result.stored, self.agent.commit_ticket())
         else:
             reason = (
                 "Job has got into an unknown position"
@@ -350,13 +350,15 @@ class Inbound:
 
     # --- execution ---------------------------------------------------------------------
 
-    def start_execution(self, sender: PeerInfo, job: Job) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(self.execute(sender, job))
+    def start_execution(self, sender: PeerInfo, job: Job, recorded: int | None = None) -> None:
+        """Run ``job`` in a task of its own (``recorded``: the commit ticket of the change
+        that put it on the board, which must be stored before it runs)."""
+        task: asyncio.Task[None] = asyncio.ensure_future(self.execute(sender, job, recorded))
         self.executions[job.id] = task
         self.agent.track(task)
         task.add_done_callback(lambda _: self.executions.pop(job.id, None))
 
-    async def execute(self, sender: PeerInfo, job: Job) -> None:
+    async def execute(self, sender: PeerInfo, job: Job, recorded: int | None = None) -> None:
         """Run ``job``, addressed to us, and send the finished job back to ``sender``.
 
         Its start is recorded in the store and in the audit log before its handler runs,
@@ -369,9 +371,11 @@ class Inbound:
         store = self.agent.store
         if store is not None:
             try:
+                await self.agent.durable(recorded)
                 execution = store.execution(job.id)
                 if execution is None or execution.result is None:
                     store.mark_started(job.id, self.agent.clock())
+                    await self.agent.durable()  # the start is on disk before the run
             except Exception as exc:
                 log.error("%s: did not run %s: could not record its start: %s", name, job, exc)
                 await self._refuse_unrecorded(peer, job)
@@ -401,13 +405,13 @@ class Inbound:
                 self.running -= 1
         if self.agent.metrics is not None:
             self.agent.metrics.executed(keyword, finished, time.perf_counter() - started)
-        self._mark_finished(job, finished)
+        await self._mark_finished(job, finished)
         try:
             self.agent.trace(Action.FINISHED, finished, peer, _outcome(finished), kept=ran)
         except Exception as exc:
             log.error("%s: ran %s, but the audit log could not record its end: %s", name, job, exc)
             finished = job.errored(f"{name} {UNAUDITED_END}", now=self.agent.clock())
-            self._mark_finished(job, finished)
+            await self._mark_finished(job, finished)
             self.agent.trace(Action.FINISHED, finished, peer, _outcome(finished))
         try:
             await self.agent.update(peer, finished)
@@ -417,16 +421,18 @@ class Inbound:
             # Our board still holds the job unfinished, until the cleaner or a Sync.
             log.error("%s: could not return %s: %s", name, job, exc)
             errored = job.errored(f"{name} {UNRECORDED_END}", now=self.agent.clock())
-            self._mark_finished(job, errored)  # what we answer a copy of the job with, too
+            await self._mark_finished(job, errored)  # what we answer a copy with, too
             await self.agent.send_control(peer, commands.Update(errored))
             self.agent.spawn(self._record_later(peer, errored))
 
-    def _mark_finished(self, job: Job, finished: Job) -> None:
-        """Store the end of ``job``'s run (a failure is logged: the result still goes back)."""
+    async def _mark_finished(self, job: Job, finished: Job) -> None:
+        """Store the end of ``job``'s run, committed before it is audited or sent back (a
+        failure is logged: the result still goes back)."""
         if self.agent.store is None:
             return
         try:
             self.agent.store.mark_finished(job.id, self.agent.clock(), finished)
+            await self.agent.durable()
         except Exception as exc:
             # Without the marker a job sent again is run again, which idempotent handlers
             # absorb; holding the result back would not undo the run.

@@ -35,13 +35,14 @@ Only this module in the jobs layer touches ``sqlite3``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -148,9 +149,10 @@ class QueuedPayload:
 class BoardStore:
     """SQLite store of boards under a data directory (file :data:`DB_FILENAME`).
 
-    Every method is one transaction, committed before it returns.  Methods
-    are serialised by a lock, so the store may be shared with worker threads
-    (e.g. ``asyncio.to_thread``).
+    Every change is one transaction, committed before it returns, unless group commit is
+    on (:meth:`group_commits`, as a running agent has it): changes then gather in a batch
+    that the owner commits.  Methods are serialised by a lock, so the store may be shared
+    with worker threads (e.g. ``asyncio.to_thread``).
     """
 
     def __init__(
@@ -167,6 +169,12 @@ class BoardStore:
         #: Called with each transaction's duration in seconds (metrics), if set.
         self.on_commit: Callable[[float], None] | None = None
         self._next_prune = float("-inf")
+        #: Group commit (see :meth:`group_commits`): called when a change opens a batch.
+        self._on_batch: Callable[[], None] | None = None
+        self._batch_open = False
+        self._batch_started = 0.0
+        #: Why the open batch can no longer commit (SQLite rolled it back), if it cannot.
+        self._lost: BaseException | None = None
         # WAL: readers never block the writer and a crash mid-write leaves the database
         # intact (the torn tail of the WAL is dropped on recovery, and logged).  Autocommit
         # mode: we issue BEGIN/COMMIT ourselves, so each public method is one transaction.
@@ -203,24 +211,46 @@ class BoardStore:
         return self._db
 
     class _Tx:
-        def __init__(self, store: BoardStore) -> None:
+        """One change: its own transaction, or a part of the open batch (group commit).
+
+        In a batch a change of several statements runs inside a savepoint, so that one
+        that fails takes back only its own statements; a change of one statement needs
+        none (SQLite undoes a failed statement itself).  SQLite may instead roll back the
+        whole transaction (a full disk, say): the batch is then lost, :meth:`commit` says
+        so, and every change until then is refused.
+        """
+
+        def __init__(self, store: BoardStore, several: bool) -> None:
             self._store = store
-            self._cur: sqlite3.Cursor | None = None
+            self._several = several
+            self._savepoint = False
             self._started = 0.0
 
         def __enter__(self) -> sqlite3.Cursor:
-            self._store._lock.acquire()
+            store = self._store
+            store._lock.acquire()
             self._started = time.perf_counter()
             try:
-                db = self._store._conn()
-                # IMMEDIATE takes the write lock up front: no upgrade deadlocks
-                # if another process opened the same file.
-                db.execute("BEGIN IMMEDIATE")
-                self._cur = db.cursor()
+                db = store._conn()
+                if store._on_batch is None:
+                    # IMMEDIATE takes the write lock up front: no upgrade deadlocks
+                    # if another process opened the same file.
+                    db.execute("BEGIN IMMEDIATE")
+                else:
+                    if store._lost is not None:
+                        raise store._lost
+                    if not store._batch_open:
+                        db.execute("BEGIN IMMEDIATE")
+                        store._batch_open = True
+                        store._batch_started = self._started
+                        store._on_batch()
+                    if self._several:
+                        db.execute("SAVEPOINT change")
+                        self._savepoint = True
+                return db.cursor()
             except BaseException:
-                self._store._lock.release()
+                store._lock.release()
                 raise
-            return self._cur
 
         def __exit__(
             self,
@@ -228,14 +258,18 @@ class BoardStore:
             exc: BaseException | None,
             tb: TracebackType | None,
         ) -> None:
+            store = self._store
             try:
-                db = self._store._conn()
+                if store._on_batch is not None and store._batch_open:
+                    self._end_change(exc)
+                    return
+                db = store._conn()
                 if exc_type is not None:
                     # SQLite may have rolled back already (a full disk, say).
                     if db.in_transaction:
                         db.execute("ROLLBACK")
                     if isinstance(exc, sqlite3.Error):
-                        self._store._raise_if_full(exc)
+                        store._raise_if_full(exc)
                     return
                 try:
                     db.execute("COMMIT")
@@ -245,15 +279,88 @@ class BoardStore:
                     if db.in_transaction:
                         db.execute("ROLLBACK")
                     if isinstance(failed, sqlite3.Error):
-                        self._store._raise_if_full(failed)
+                        store._raise_if_full(failed)
                     raise
-                if self._store.on_commit is not None:
-                    self._store.on_commit(time.perf_counter() - self._started)
+                if store.on_commit is not None:
+                    store.on_commit(time.perf_counter() - self._started)
             finally:
-                self._store._lock.release()
+                store._lock.release()
 
-    def _transaction(self) -> BoardStore._Tx:
-        return BoardStore._Tx(self)
+        def _end_change(self, exc: BaseException | None) -> None:
+            """End a change made inside the open batch: keep it, or take back only it."""
+            store = self._store
+            db = store._conn()
+            if exc is None:
+                if self._savepoint:
+                    db.execute("RELEASE change")
+                return
+            if not db.in_transaction:
+                # SQLite rolled back the whole batch: the changes before this one are gone.
+                store._lost = exc
+            elif self._savepoint:
+                db.execute("ROLLBACK TO change")
+                db.execute("RELEASE change")
+            if isinstance(exc, sqlite3.Error):
+                store._raise_if_full(exc)
+
+    def _transaction(self, *, several: bool = False) -> BoardStore._Tx:
+        """One change (``several``: of more than one statement)."""
+        return BoardStore._Tx(self, several)
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Cursor]:
+        """A read: one SELECT needs no transaction of its own (it sees the open batch)."""
+        with self._lock:
+            yield self._conn().cursor()
+
+    # ---------------------------------------------------------------- group commit
+
+    def group_commits(self, on_batch: Callable[[], None] | None) -> None:
+        """Turn group commit on, or off (``None``: the open batch is committed first).
+
+        With it on, a change no longer commits on its own: the first change after a commit
+        opens a batch (a transaction) and calls ``on_batch``; every change joins it until
+        the owner calls :meth:`commit`, which it must do soon, and before anything that
+        depends on those changes leaves the process.
+        """
+        if on_batch is None:
+            self.commit()
+        self._on_batch = on_batch
+
+    @property
+    def in_batch(self) -> bool:
+        """Whether changes wait in a batch that :meth:`commit` has not committed yet."""
+        return self._batch_open
+
+    def commit(self) -> None:
+        """Commit the open batch, if any.
+
+        If it cannot be committed (or SQLite rolled it back already), it is rolled back and
+        the error raised: none of its changes is stored, and the owner must treat each of
+        them as failed.
+        """
+        with self._lock:
+            if not self._batch_open:
+                return
+            self._batch_open = False
+            lost, self._lost = self._lost, None
+            db = self._conn()
+            if lost is not None:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                if isinstance(lost, sqlite3.Error):
+                    self._raise_if_full(lost)
+                raise lost
+            try:
+                db.execute("COMMIT")
+            except BaseException as failed:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                if isinstance(failed, sqlite3.Error):
+                    self._raise_if_full(failed)
+                raise
+            if self.on_commit is not None:
+                self.on_commit(time.perf_counter() - self._batch_started)
 
     def _raise_if_full(self, exc: sqlite3.Error) -> None:
         """Raise ``exc`` as ``ENOSPC`` naming this store's file, if the disk is full."""
@@ -299,7 +406,8 @@ class BoardStore:
 
     def save_all(self, peer: str, jobs: Iterable[Job]) -> int:
         """Store several jobs in one transaction; returns how many were written."""
-        with self._transaction() as cur:
+        jobs = tuple(jobs)
+        with self._transaction(several=len(jobs) > 1) as cur:
             return sum(self._upsert(cur, peer, job) for job in jobs)
 
     def delete(self, peer: str, job_id: uuid.UUID | str) -> bool:
@@ -310,16 +418,14 @@ class BoardStore:
 
     def delete_many(self, peer: str, job_ids: Iterable[uuid.UUID | str]) -> int:
         """Remove several jobs (e.g. after a sweep) in one transaction."""
-        with self._transaction() as cur:
-            cur.executemany(
-                "DELETE FROM jobs WHERE peer = ? AND job_id = ?",
-                [(peer, str(job_id)) for job_id in job_ids],
-            )
+        rows = [(peer, str(job_id)) for job_id in job_ids]
+        with self._transaction(several=len(rows) > 1) as cur:
+            cur.executemany("DELETE FROM jobs WHERE peer = ? AND job_id = ?", rows)
             return cur.rowcount
 
     def forget_board(self, peer: str) -> None:
         """Remove every job and queued payload of ``peer``'s board, in one transaction."""
-        with self._transaction() as cur:
+        with self._transaction(several=True) as cur:
             cur.execute("DELETE FROM jobs WHERE peer = ?", (peer,))
             cur.execute("DELETE FROM outbox WHERE peer = ?", (peer,))
 
@@ -330,7 +436,7 @@ class BoardStore:
         logged and skipped rather than preventing the agent from starting.
         """
         boards: dict[str, list[Job]] = {}
-        with self._transaction() as cur:
+        with self._reading() as cur:
             rows = cur.execute("SELECT peer, job_id, job_json FROM jobs ORDER BY rowid").fetchall()
         for peer, job_id, text in rows:
             try:
@@ -353,7 +459,7 @@ class BoardStore:
 
     def pending(self, peer: str) -> list[QueuedPayload]:
         """Queued payloads for ``peer``, oldest first, without removing them."""
-        with self._transaction() as cur:
+        with self._reading() as cur:
             rows = cur.execute(
                 "SELECT seq, peer, payload FROM outbox WHERE peer = ? ORDER BY seq", (peer,)
             ).fetchall()
@@ -380,7 +486,7 @@ class BoardStore:
 
     def queued_peers(self) -> list[str]:
         """Peers that have queued payloads."""
-        with self._transaction() as cur:
+        with self._reading() as cur:
             rows = cur.execute("SELECT DISTINCT peer FROM outbox ORDER BY peer").fetchall()
         return [peer for (peer,) in rows]
 
@@ -407,7 +513,8 @@ class BoardStore:
         """
         stamp = whole_seconds(now)
         text = result.to_json() if result is not None else None
-        with self._transaction() as cur:
+        prune = now >= self._next_prune
+        with self._transaction(several=prune) as cur:
             cur.execute(
                 """
                 INSERT INTO executions (job_id, started_at, finished_at, result_json)
@@ -418,13 +525,13 @@ class BoardStore:
                 """,
                 (str(job_id), stamp, stamp, text),
             )
-            if now >= self._next_prune:
+            if prune:
                 self._next_prune = now + _PRUNE_EVERY
                 self._prune_expired(cur, now)
 
     def execution(self, job_id: uuid.UUID | str) -> Execution | None:
         """The execution marker of ``job_id``, if any."""
-        with self._transaction() as cur:
+        with self._reading() as cur:
             row = cur.execute(
                 "SELECT job_id, started_at, finished_at, result_json FROM executions "
                 "WHERE job_id = ?",
@@ -434,7 +541,7 @@ class BoardStore:
 
     def interrupted(self) -> list[Execution]:
         """Jobs started but never finished - the process died while running them."""
-        with self._transaction() as cur:
+        with self._reading() as cur:
             rows = cur.execute(
                 "SELECT job_id, started_at, finished_at, result_json FROM executions "
                 "WHERE finished_at IS NULL ORDER BY started_at, job_id"
@@ -493,13 +600,18 @@ class BoardStore:
 
     def integrity_ok(self) -> bool:
         """Whether SQLite's ``quick_check`` finds the database intact."""
-        with self._transaction() as cur:
+        with self._reading() as cur:
             rows = cur.execute("PRAGMA quick_check").fetchall()
         return rows == [("ok",)]
 
     def close(self) -> None:
-        """Checkpoint and close; further calls raise ``RuntimeError``."""
+        """Commit the open batch, checkpoint and close; further calls raise ``RuntimeError``."""
+        try:
+            self.commit()
+        except Exception as exc:
+            _log.error("%s: closing without the last changes: %s", self.path, exc)
         with self._lock:
+            self._batch_open, self._on_batch = False, None
             if self._db is not None:
                 self._db.close()
                 self._db = None

@@ -140,9 +140,13 @@ def loads(text: str | bytes, what: str, error: type[ProtocolError] = ProtocolErr
     return value
 
 
+#: One encoder for every document: ``json.dumps`` with these options would build one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps(value: Any) -> str:
     """Compact JSON, raw UTF-8, serde_json escaping; key order as given."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 def _decodes_to_surrogate(text: str, value: object) -> bool:

@@ -436,8 +436,10 @@ class Agent:
         board = self.board(peer)
         result = board.plan_add(job, self.clock())
         if self.store is not None and result.change.jobs:
-            what = f"record {job.id} on the board of {peer}"
-            self._stored(what, self.store.save_all, str(peer), result.change.jobs)
+            self._stored(
+                lambda: f"record {job.id} on the board of {peer}",
+                self.store.save_all, str(peer), result.change.jobs,
+            )  # fmt: skip
         board.apply(result)
         if self.metrics is not None:
             self.metrics.recorded(result)
@@ -469,14 +471,18 @@ class Agent:
             await self.send_job(peer, Update(duplicate))
         # Otherwise we started it ourselves: its waiter has been woken already.
 
-    def _stored(self, what: str, change: Callable[..., object], *args: object) -> None:
-        """Run one store transaction; whatever it raises becomes :class:`StoreError`.
+    def _stored(
+        self, what: str | Callable[[], str], change: Callable[..., object], *args: object
+    ) -> None:
+        """Make one change in the store; whatever it raises becomes :class:`StoreError`
+        saying ``what`` could not be done (a callable: worked out only then).
 
         Callers change their boards only after this returns.
         """
         try:
             change(*args)
         except Exception as exc:
+            what = what if isinstance(what, str) else what()
             raise StoreError(f"{self.name} could not {what}: {type(exc).__name__}: {exc}") from exc
 
     def remove(self, peer: PeerId, job: Job) -> RemoveResult:

@@ -62,8 +62,12 @@ CURRENT_JOB: contextvars.ContextVar[TraceEvent | None] = contextvars.ContextVar(
 )
 
 
+#: One encoder for every entry: ``json.dumps`` with these options would build one per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def _canonical(entry: dict[str, Any]) -> bytes:
-    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _CANONICAL.encode(entry).encode()
 
 
 def _digest(entry: dict[str, Any]) -> str:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import pytest
 
 from broadgauge.agents.scheduler.backend import SchedulerError
-from broadgauge.agents.scheduler.batches import UserAdds
+from broadgauge.agents.scheduler.batches import SacctmgrAdder, UserAdds
 
 
 class FakeChanges:
@@ -45,7 +45,7 @@ def named(call: list[str]) -> list[str]:
 
 async def test_a_lone_add_is_one_call_naming_one_user() -> None:
     changes = FakeChanges()
-    assert await UserAdds(changes).add("alice", "proj", "c1") is True
+    assert await UserAdds(SacctmgrAdder(changes)).add("alice", "proj", "c1") is True
     assert changes.calls == [
         [
             "add", "user", "name=alice", "cluster=c1", "account=proj",
@@ -56,7 +56,7 @@ async def test_a_lone_add_is_one_call_naming_one_user() -> None:
 
 async def test_adds_that_wait_behind_a_change_go_in_one_call_per_account() -> None:
     changes = FakeChanges()
-    adds = UserAdds(changes)
+    adds = UserAdds(SacctmgrAdder(changes))
     first = asyncio.create_task(adds.add("u0", "proj", "c1"))
     await asyncio.sleep(0.001)  # u0's call is running: the rest wait
     rest = [adds.add(f"u{i}", "proj", "c1") for i in range(1, 8)]
@@ -72,7 +72,7 @@ async def test_adds_that_wait_behind_a_change_go_in_one_call_per_account() -> No
 
 async def test_a_batch_holds_at_most_its_limit() -> None:
     changes = FakeChanges()
-    adds = UserAdds(changes, most=3)
+    adds = UserAdds(SacctmgrAdder(changes), most=3)
     first = asyncio.create_task(adds.add("u0", "proj", "c1"))
     await asyncio.sleep(0.001)
     await asyncio.gather(first, *(adds.add(f"u{i}", "proj", "c1") for i in range(1, 8)))
@@ -81,7 +81,7 @@ async def test_a_batch_holds_at_most_its_limit() -> None:
 
 async def test_a_failed_batch_is_retried_one_by_one_so_each_user_gets_its_own_outcome() -> None:
     changes = FakeChanges(refused=frozenset({"u3"}))
-    adds = UserAdds(changes)
+    adds = UserAdds(SacctmgrAdder(changes))
     first = asyncio.create_task(adds.add("u0", "proj", "c1"))
     await asyncio.sleep(0.001)
     outcomes = await asyncio.gather(
@@ -97,7 +97,7 @@ async def test_a_failed_batch_is_retried_one_by_one_so_each_user_gets_its_own_ou
 
 async def test_the_same_user_asked_twice_meanwhile_is_changed_once_and_recorded_once() -> None:
     changes = FakeChanges()
-    adds = UserAdds(changes)
+    adds = UserAdds(SacctmgrAdder(changes))
     first = asyncio.create_task(adds.add("u0", "proj", "c1"))
     await asyncio.sleep(0.001)
     outcomes = await asyncio.gather(
@@ -112,7 +112,7 @@ async def test_the_same_user_asked_twice_meanwhile_is_changed_once_and_recorded_
 
 async def test_a_waiting_user_shares_the_error_of_the_add_it_waited_for() -> None:
     changes = FakeChanges(refused=frozenset({"u1"}))
-    adds = UserAdds(changes)
+    adds = UserAdds(SacctmgrAdder(changes))
     first = asyncio.create_task(adds.add("u1", "proj", "c1"))
     await asyncio.sleep(0.001)
     with pytest.raises(SchedulerError):
@@ -123,7 +123,7 @@ async def test_a_waiting_user_shares_the_error_of_the_add_it_waited_for() -> Non
 
 async def test_a_caller_that_gives_up_does_not_cancel_the_others() -> None:
     changes = FakeChanges()
-    adds = UserAdds(changes)
+    adds = UserAdds(SacctmgrAdder(changes))
     first = asyncio.create_task(adds.add("u0", "proj", "c1"))
     await asyncio.sleep(0.001)
     quitter = asyncio.create_task(adds.add("u1", "proj", "c1"))
@@ -141,7 +141,7 @@ JOB: contextvars.ContextVar[str] = contextvars.ContextVar("job", default="none")
 
 async def test_a_cancelled_callers_change_is_still_recorded_in_its_own_context() -> None:
     changes = FakeChanges()
-    adds = UserAdds(changes)
+    adds = UserAdds(SacctmgrAdder(changes))
     recorded: list[tuple[str, str]] = []
 
     async def job(name: str) -> bool:
@@ -167,7 +167,9 @@ async def test_an_add_that_was_already_so_records_nothing() -> None:
     changes.associated.add(("u0", "proj"))
     recorded: list[str] = []
     assert (
-        await UserAdds(changes).add("u0", "proj", "c1", on_added=lambda: recorded.append("x"))
+        await UserAdds(SacctmgrAdder(changes)).add(
+            "u0", "proj", "c1", on_added=lambda: recorded.append("x")
+        )
         is False
     )
     assert recorded == []

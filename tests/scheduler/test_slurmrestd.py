@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -31,9 +32,15 @@ import pytest
 from broadgauge.agents.assemble import assemble
 from broadgauge.agents.scheduler.accounting import NodeFactors
 from broadgauge.agents.scheduler.backend import SchedulerBackend, SchedulerError
+from broadgauge.agents.scheduler.batches import UserAdds
 from broadgauge.agents.scheduler.rest import SlurmRestClient, token_argv
 from broadgauge.agents.scheduler.slurm import SlurmScheduler
-from broadgauge.agents.scheduler.slurmrestd import SlurmRestScheduler, tres_from_rest, tres_to_rest
+from broadgauge.agents.scheduler.slurmrestd import (
+    RestAdder,
+    SlurmRestScheduler,
+    tres_from_rest,
+    tres_to_rest,
+)
 from broadgauge.grammar import ProjectIdentifier, ProjectMapping, Usage, UserIdentifier, UserMapping
 from broadgauge.jobs.agent_type import AgentType
 from broadgauge.runtime.agent import Agent
@@ -128,8 +135,13 @@ async def test_a_pending_job_is_cancelled_through_slurmrestd(slurm_rest: SlurmSt
     await rest.add_user(root)
     job = slurm_rest.submit(proj.local_group, "sleep 1", "--begin=now+1hour")
     await rest.remove_project(proj)  # cancels, keeps the association
-    state = slurm_rest.run("sacct", "-P", "-n", "-X", "-j", job, "--format=State").stdout
-    assert state.startswith("CANCELLED")
+
+    async def cancelled() -> bool:
+        # slurmctld tells slurmdbd a moment later: sacct may still say PENDING.
+        state = slurm_rest.run("sacct", "-P", "-n", "-X", "-j", job, "--format=State").stdout
+        return state.startswith("CANCELLED")
+
+    await eventually(cancelled, "sacct never showed the job cancelled")
     assoc = slurm_rest.run(
         "sacctmgr", "-P", "-n", "list", "assoc", "where", f"account={proj.local_group}",
         "format=User",
@@ -191,6 +203,46 @@ async def test_the_cluster_is_found_and_a_wrong_token_command_is_named(
     with pytest.raises(SchedulerError, match="cannot run token-command `/nonexistent/scontrol"):
         await broken.add_project(mapping("x"))
     await broken.close()
+
+
+async def test_users_added_to_one_account_together_share_requests(
+    slurm_rest: SlurmStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    posts: list[tuple[str, list[str]]] = []
+    real_request = SlurmRestClient.request
+
+    async def request(self: SlurmRestClient, method: str, path: str, *args: Any, **kw: Any) -> Any:
+        if method == "POST":
+            body = kw["body"]
+            items = body.get("users") or body.get("associations") or []
+            posts.append((path.rsplit("/", 1)[-1], [i.get("name") or i.get("user") for i in items]))
+        return await real_request(self, method, path, *args, **kw)
+
+    monkeypatch.setattr(SlurmRestClient, "request", request)
+    audit: list[str] = []
+    rest = rest_scheduler(slurm_rest, audit=audit.append)
+    proj = mapping(f"s{uuid.uuid4().hex[:8]}")
+    await rest.add_project(proj)
+    users = [member(proj, f"u{i}") for i in range(8)]
+    await asyncio.gather(*(rest.add_user(user) for user in users))
+    await rest.close()
+
+    associations = slurm_rest.run(
+        "sacctmgr", "-P", "-n", "list", "user", "withassoc", "where",
+        f"name={','.join(user.local_user for user in users)}", "format=User,DefaultAccount,Account",
+    ).stdout.split()  # fmt: skip
+    assert sorted(associations) == sorted(
+        f"{user.local_user}|{proj.local_group}|{proj.local_group}" for user in users
+    )
+    user_posts = [names for what, names in posts if what == "associations" and names != [None]]
+    assert sorted(name for names in user_posts for name in names) == sorted(
+        user.local_user for user in users
+    )  # each user named once
+    assert len(user_posts) < len(users)
+    assert sorted(line for line in audit if "added user" in line) == sorted(
+        f"slurm {slurm_rest.cluster}: added user {user.local_user} to account {proj.local_group}"
+        for user in users
+    )
 
 
 # ---- bad answers (a mock slurmrestd) ----------------------------------------------------
@@ -464,3 +516,40 @@ def test_missing_or_bad_keys_are_refused_naming_the_key(
     extras = {k: v for k, v in {**REFERENCE, **change}.items() if k != drop}
     with pytest.raises(ConfigError, match=message):
         assemble(scheduler_agent(extras), tmp_path)
+
+
+async def test_a_request_for_several_users_that_fails_is_made_again_for_each(
+    tmp_path: Path,
+) -> None:
+    """slurmdbd refuses a request naming one bad user whole: the others are still added,
+    and only the bad one gets the error."""
+    posted: list[list[str]] = []
+    gate = asyncio.Event()
+
+    async def serve(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/openapi.json":
+            return httpx.Response(200, json=SPEC)
+        body = json.loads(request.content)
+        if "associations" in body:
+            names = [item["user"] for item in body["associations"]]
+            posted.append(names)
+            if names == ["first"]:
+                await gate.wait()  # the others queue behind this change meanwhile
+            if "bad" in names:
+                return httpx.Response(400, json={"errors": [{"error": "Unspecified error"}]})
+        return httpx.Response(200, json={"errors": []})
+
+    client = mock_client(tmp_path, serve)
+    adds = UserAdds(RestAdder(client))
+    first = asyncio.create_task(adds.add("first", "proj", "c"))
+    while not posted:
+        await asyncio.sleep(0.01)
+    rest = [asyncio.create_task(adds.add(name, "proj", "c")) for name in ("a", "bad", "b")]
+    await asyncio.sleep(0.05)
+    gate.set()
+    outcomes = await asyncio.gather(first, *rest, return_exceptions=True)
+    await client.close()
+
+    assert posted == [["first"], ["a", "bad", "b"], ["a"], ["bad"], ["b"]]
+    assert outcomes[:2] == [True, True] and outcomes[3] is True
+    assert isinstance(outcomes[2], SchedulerError) and "HTTP 400" in str(outcomes[2])

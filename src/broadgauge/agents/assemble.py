@@ -184,8 +184,8 @@ def assemble(
     elif kind is AgentType.SCHEDULER:
         role.scheduler = _scheduler_backend(agent, data)
         role.closers.append(role.scheduler)
-        if isinstance(role.scheduler, SlurmScheduler):
-            # A batched sacctmgr call still running is recorded before the audit log closes.
+        if isinstance(role.scheduler, SlurmScheduler | SlurmRestScheduler):
+            # A batched change still running is recorded before the audit log closes.
             agent.before_close(role.scheduler.settle)
         serve_scheduler(agent, role.scheduler)
     elif kind is AgentType.BRIDGE:

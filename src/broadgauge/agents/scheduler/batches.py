@@ -1,12 +1,14 @@
-"""Adding many users to one Slurm account in one ``sacctmgr`` call.
+"""Adding many users to one Slurm account in one change.
 
-``sacctmgr`` changes run one at a time (see :mod:`.commands`), and each takes a few tenths of
-a second, so a term's intake of users queues up behind the change lock.  :class:`UserAdds`
-lets the adds of users to the same account that wait meanwhile go as one change:
-``sacctmgr add user name=a,b,c account=X defaultaccount=X cluster=C``.  A lone add waits for
-nothing more than before: a batch closes the moment its change's turn comes.
+Changes to slurmdbd run one at a time, through either engine (see :mod:`.commands` and
+:mod:`.rest`), and each takes a few tenths of a second, so a term's intake of users queues
+up behind the change lock.  :class:`UserAdds` lets the adds of users to the same account
+that wait meanwhile go as one change: ``sacctmgr add user name=a,b,c account=X
+defaultaccount=X cluster=C`` (:class:`SacctmgrAdder`), or one ``POST .../users`` and one
+``POST .../associations`` naming them all (the slurmrestd engine's adder).  A lone add waits
+for nothing more than before: a batch closes the moment its change's turn comes.
 
-Nothing is batched away: if the call for several users fails, each user is added again on
+Nothing is batched away: if the change for several users fails, each user is added again on
 its own, so each gets its own outcome (and its own error).  The caller still checks its own
 association afterwards and records its own change, in its own job's context.
 
@@ -27,9 +29,9 @@ from broadgauge.agents._settling import SETTLE_WAIT, settle
 
 from .backend import SchedulerError
 
-__all__ = ["MOST_USERS_PER_CALL", "UserAdds"]
+__all__ = ["MOST_USERS_PER_CALL", "SacctmgrAdder", "UserAdder", "UserAdds"]
 
-#: The most users one ``sacctmgr add user`` names (its command line stays short).
+#: The most users one change names (a ``sacctmgr`` command line stays short).
 MOST_USERS_PER_CALL: Final = 50
 
 log = logging.getLogger(__name__)
@@ -41,11 +43,43 @@ class _Changes(Protocol):
     async def change_when_due(self, arguments: Callable[[], Sequence[str]]) -> bool: ...
 
 
-class UserAdds:
-    """Associations of users with accounts, made in as few ``sacctmgr`` calls as possible."""
+class UserAdder(Protocol):
+    """How an engine associates users with one account, as their default, in one change."""
 
-    def __init__(self, changes: _Changes, most: int = MOST_USERS_PER_CALL) -> None:
+    async def add_when_due(
+        self, names: Callable[[], Sequence[str]], account: str, cluster: str
+    ) -> bool:
+        """Add the users ``names()`` gives, asked only once this change's turn comes (who
+        asks meanwhile joins); True if anything changed.  :class:`SchedulerError` if not."""
+        ...
+
+    async def add_one(self, name: str, account: str, cluster: str) -> bool:
+        """Add one user, as :meth:`add_when_due` does (after a change for several failed)."""
+        ...
+
+
+class SacctmgrAdder:
+    """:class:`UserAdder` with ``sacctmgr add user name=a,b,c``."""
+
+    def __init__(self, changes: _Changes) -> None:
         self._changes = changes
+
+    async def add_when_due(
+        self, names: Callable[[], Sequence[str]], account: str, cluster: str
+    ) -> bool:
+        """See :meth:`UserAdder.add_when_due`."""
+        return await self._changes.change_when_due(lambda: _add_users(names(), account, cluster))
+
+    async def add_one(self, name: str, account: str, cluster: str) -> bool:
+        """See :meth:`UserAdder.add_one`."""
+        return await self._changes.change(*_add_users([name], account, cluster))
+
+
+class UserAdds:
+    """Associations of users with accounts, made in as few changes as possible."""
+
+    def __init__(self, adder: UserAdder, most: int = MOST_USERS_PER_CALL) -> None:
+        self._adder = adder
         self._most = most
         #: The batch still open for each (account, cluster): user name -> its outcome.
         self._open: dict[tuple[str, str], dict[str, asyncio.Future[bool]]] = {}
@@ -58,7 +92,7 @@ class UserAdds:
     ) -> bool:
         """Associate ``name`` with ``account`` (its default) on ``cluster``.
 
-        True if ``sacctmgr`` changed something, False if it was already so;
+        True if the change changed something, False if it was already so;
         :class:`SchedulerError` if this user could not be added.  ``on_added`` is called,
         in the caller's context, once the change is made, even if the caller was
         cancelled meanwhile: the call runs on for the others in its batch, so its change
@@ -90,7 +124,7 @@ class UserAdds:
         running = await settle(self._tasks, timeout)
         if running:
             log.error(
-                "slurm: %d sacctmgr add user call(s) still running after %.0f s; "
+                "slurm: %d change(s) adding users still running after %.0f s; "
                 "stopping without their audit lines",
                 running,
                 timeout,
@@ -105,10 +139,10 @@ class UserAdds:
             if self._open.get(key) is batch:
                 del self._open[key]
             names.extend(batch)
-            return _add_users(names, account, cluster)
+            return names
 
         try:
-            changed = await self._changes.change_when_due(close)
+            changed = await self._adder.add_when_due(close, account, cluster)
             _settle(batch, changed)
         except SchedulerError as exc:
             if len(names) <= 1:
@@ -135,7 +169,7 @@ class UserAdds:
     ) -> None:
         for name in names:
             try:
-                changed = await self._changes.change(*_add_users([name], account, cluster))
+                changed = await self._adder.add_one(name, account, cluster)
             except Exception as exc:
                 _settle({name: batch[name]}, exc)
             else:

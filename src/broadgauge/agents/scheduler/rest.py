@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import getpass
 import json
 import logging
@@ -55,6 +56,9 @@ REFRESH_MARGIN = 10.0
 SPEC_PATH = "/openapi.json"
 #: slurmrestd's error number for a lookup that found nothing.
 NOTHING_FOUND = 9003
+#: The client whose change this task is making (:meth:`SlurmRestClient.post_all_when_due`):
+#: its requests already hold the change lock.
+_HOLDING: contextvars.ContextVar[object] = contextvars.ContextVar("slurmrestd_change", default=None)
 
 
 class _Secret:
@@ -145,6 +149,20 @@ class SlurmRestClient:
         """POST a JSON body to ``path``; see :meth:`request`."""
         return await self.request("POST", path, body=body)
 
+    async def post_all_when_due(
+        self, requests: Callable[[], Sequence[tuple[str, Mapping[str, Any]]]]
+    ) -> None:
+        """POST each ``(path, body)`` that ``requests()`` gives, in order, as one change: no
+        other change runs between them, and ``requests`` is asked only once it is this
+        change's turn (so that whoever asks meanwhile can still join it)."""
+        async with self._changing:
+            token = _HOLDING.set(self)
+            try:
+                for path, body in requests():
+                    await self.request("POST", path, body=body)
+            finally:
+                _HOLDING.reset(token)
+
     async def request(
         self,
         method: str,
@@ -188,7 +206,9 @@ class SlurmRestClient:
             "X-SLURM-USER-TOKEN": token.value,
         }
         one_at_a_time: contextlib.AbstractAsyncContextManager[object] = (
-            contextlib.nullcontext() if method == "GET" else self._changing
+            contextlib.nullcontext()
+            if method == "GET" or _HOLDING.get() is self
+            else self._changing
         )
         async with one_at_a_time, self._requests:
             try:

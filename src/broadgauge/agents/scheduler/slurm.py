@@ -63,7 +63,7 @@ from .backend import (
     owned,
     user_name,
 )
-from .batches import UserAdds
+from .batches import SacctmgrAdder, UserAdds
 from .commands import SlurmCommands
 
 __all__ = [
@@ -111,7 +111,7 @@ class SlurmScheduler:
             commands=commands,
             max_runners=max_runners,
         )
-        self._adds = UserAdds(self._tools)
+        self._adds = UserAdds(SacctmgrAdder(self._tools))
 
     # ---- names -------------------------------------------------------------------------
 

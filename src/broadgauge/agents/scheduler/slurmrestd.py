@@ -12,9 +12,11 @@ It speaks ``openapi/v0.0.38`` and ``openapi/dbv0.0.38`` (:mod:`.rest`):
 
 * account: ``GET /slurmdb/v0.0.38/account/{name}``; made with ``POST .../accounts`` and its
   association on the cluster with ``POST .../associations`` (``user: null``, ``parent_account``);
-* user: ``GET .../user/{name}``; a new one with ``POST .../users``; its association (and default)
-  with ``POST .../associations`` (``is_default: 1``); removed with ``DELETE .../association``,
-  and the user itself once its last association is gone (``sacctmgr`` does the same);
+* user: ``GET .../user/{name}``; made with ``POST .../users`` and its association (and
+  default) with ``POST .../associations`` (``is_default: 1``), both naming every user added to
+  the same account meanwhile (:mod:`.batches`; each user is still checked on its own after);
+  removed with ``DELETE .../association``, and the user itself once its last association is
+  gone (``sacctmgr`` does the same);
 * limit: read from ``GET .../associations?account=&cluster=`` (``max.tres.group.minutes``) and
   written with ``POST .../associations``;
 * usage: ``GET .../jobs?account=&cluster=&start_time=&end_time=``;
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -40,10 +42,11 @@ from broadgauge.grammar import DateRange, ProjectMapping, ProjectUsageReport, Us
 
 from . import backend
 from .accounting import DAY, NodeFactors, SlurmJob, daily_reports
+from .batches import UserAdds
 from .commands import SlurmCommands
 from .rest import API_VERSION, SlurmRestClient
 
-__all__ = ["SlurmRestScheduler", "tres_from_rest", "tres_to_rest"]
+__all__ = ["RestAdder", "SlurmRestScheduler", "tres_from_rest", "tres_to_rest"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +102,7 @@ class SlurmRestScheduler:
         self._organisation = organisation.lower()
         self._audit = audit
         self._sacctmgr = sacctmgr
+        self._adds = UserAdds(RestAdder(client))
 
     # ---- SchedulerBackend --------------------------------------------------------------
 
@@ -117,19 +121,16 @@ class SlurmRestScheduler:
         name = backend.user_name(user)  # before the account is made: a bad name changes nothing
         account = await self._ensure_account(user.project_mapping)
         cluster = await self.cluster()
-        found = await self._user(name)
-        if found is None:
-            await self._rest.post(f"{DB}/users", {"users": [{"name": name}]})
-        default, accounts = _associations(found, cluster)
+        default, accounts = _associations(await self._user(name), cluster)
         if account not in accounts or default != account:
-            await self._rest.post(
-                f"{DB}/associations",
-                {"associations": [
-                    {"account": account, "cluster": cluster, "user": name, "is_default": 1}
-                ]},
+            # Batched with other users' adds to this account that wait meanwhile; recorded
+            # in this job's context, also if this job is cancelled while the change runs.
+            new = account not in accounts
+            await self._adds.add(
+                name, account, cluster,
+                on_added=(lambda: self._record(f"added user {name} to account {account}"))
+                if new else None,
             )  # fmt: skip
-            if account not in accounts:
-                self._record(f"added user {name} to account {account}")
             default, accounts = _associations(await self._user(name), cluster)
             if account not in accounts or default != account:
                 raise backend.SchedulerError(
@@ -224,6 +225,11 @@ class SlurmRestScheduler:
         )  # fmt: skip
         jobs = [job for job in map(_job, _list(answer, "jobs")) if job is not None]
         return ProjectUsageReport(project.project, daily_reports(jobs, days, self._node, now))
+
+    async def settle(self) -> None:
+        """Wait for the changes adding users that are still running, so that they are
+        recorded before the agent closes its audit log (see :class:`.batches.UserAdds`)."""
+        await self._adds.settle()
 
     async def close(self) -> None:
         """Close the HTTP connections."""
@@ -354,6 +360,43 @@ class SlurmRestScheduler:
         log.info("slurmrestd: %s", description)
         if self._audit is not None:
             self._audit(f"slurm {self._cluster or ''}: {description}")
+
+
+class RestAdder:
+    """:class:`~.batches.UserAdder` with one ``POST .../users`` and one
+    ``POST .../associations`` for all the users of a change.
+
+    The users are posted first, whether they exist or not (slurmdbd takes an existing one
+    as nothing new): slurmrestd answers success to an association of a user it does not
+    know, and makes none.  A request naming one user slurmdbd refuses fails whole, and
+    changes nothing.
+    """
+
+    def __init__(self, rest: SlurmRestClient) -> None:
+        self._rest = rest
+
+    async def add_when_due(
+        self, names: Callable[[], Sequence[str]], account: str, cluster: str
+    ) -> bool:
+        """See :meth:`.batches.UserAdder.add_when_due` (always True: slurmrestd does not
+        say whether anything changed; callers look before they add)."""
+
+        def requests() -> list[tuple[str, Mapping[str, Any]]]:
+            users = names()
+            return [
+                (f"{DB}/users", {"users": [{"name": name} for name in users]}),
+                (f"{DB}/associations", {"associations": [
+                    {"account": account, "cluster": cluster, "user": name, "is_default": 1}
+                    for name in users
+                ]}),
+            ]  # fmt: skip
+
+        await self._rest.post_all_when_due(requests)
+        return True
+
+    async def add_one(self, name: str, account: str, cluster: str) -> bool:
+        """See :meth:`.batches.UserAdder.add_one`."""
+        return await self.add_when_due(lambda: [name], account, cluster)
 
 
 def _dig(data: Mapping[str, Any], *keys: str) -> Any:

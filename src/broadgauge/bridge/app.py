@@ -11,6 +11,7 @@ The query string is ignored (the official client always adds ``?openportal-versi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -31,7 +32,7 @@ from broadgauge.bridge.auth import AuthError, MalformedRequest, SignedRequest, V
 from broadgauge.bridge.limits import RateLimiter, TrustedProxies
 from broadgauge.bridge.openapi import DOCS_HTML, openapi_document
 from broadgauge.bridge.runtime import BadRequest, BridgeRuntime, NotFound, TooMany
-from broadgauge.jobs.errors import ProtocolError
+from broadgauge.jobs.errors import ProtocolError, StoreError
 from broadgauge.jobs.job import Job, parse_uuid
 from broadgauge.runtime.agent import JobRefused
 from broadgauge.runtime.metrics import BridgeMetrics
@@ -366,7 +367,12 @@ class BridgeApi:
         value = _json_body(body)
         if not isinstance(value, dict):
             raise BadRequest('the body must be {"job": "<uuid>"}')
-        return self._job_json(self.runtime.status(_uuid(value.get("job"))))
+        job_id = _uuid(value.get("job"))
+        # Answer only what is committed: a version recorded in this turn of the loop waits
+        # for its batch (if that is lost, the boards are reloaded as the store holds them).
+        with contextlib.suppress(StoreError):
+            await self.runtime.agent.durable()
+        return self._job_json(self.runtime.status(job_id))
 
     async def notify(self, body: bytes) -> str:
         await self.runtime.notify(_field(body, "command"))

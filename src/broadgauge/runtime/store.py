@@ -264,25 +264,10 @@ class BoardStore:
                     self._end_change(exc)
                     return
                 db = store._conn()
-                if exc_type is not None:
-                    # SQLite may have rolled back already (a full disk, say).
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
-                    if isinstance(exc, sqlite3.Error):
-                        store._raise_if_full(exc)
+                if exc is not None:
+                    store._roll_back(db, exc)
                     return
-                try:
-                    db.execute("COMMIT")
-                except BaseException as failed:
-                    # A failed COMMIT (disk full, I/O error) can leave the
-                    # transaction open; end it so the next BEGIN works.
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
-                    if isinstance(failed, sqlite3.Error):
-                        store._raise_if_full(failed)
-                    raise
-                if store.on_commit is not None:
-                    store.on_commit(time.perf_counter() - self._started)
+                store._commit(db, self._started)
             finally:
                 store._lock.release()
 
@@ -346,21 +331,29 @@ class BoardStore:
             lost, self._lost = self._lost, None
             db = self._conn()
             if lost is not None:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                if isinstance(lost, sqlite3.Error):
-                    self._raise_if_full(lost)
+                self._roll_back(db, lost)
                 raise lost
-            try:
-                db.execute("COMMIT")
-            except BaseException as failed:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                if isinstance(failed, sqlite3.Error):
-                    self._raise_if_full(failed)
-                raise
-            if self.on_commit is not None:
-                self.on_commit(time.perf_counter() - self._batch_started)
+            self._commit(db, self._batch_started)
+
+    def _roll_back(self, db: sqlite3.Connection, exc: BaseException) -> None:
+        """End the transaction that ``exc`` interrupted (SQLite may have rolled it back
+        already: a full disk, say); a full disk is raised as ``ENOSPC``."""
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            self._raise_if_full(exc)
+
+    def _commit(self, db: sqlite3.Connection, started: float) -> None:
+        """COMMIT the open transaction, begun at ``started`` (the lock held)."""
+        try:
+            db.execute("COMMIT")
+        except BaseException as failed:
+            # A failed COMMIT (disk full, I/O error) can leave the transaction open; end
+            # it so the next BEGIN works.
+            self._roll_back(db, failed)
+            raise
+        if self.on_commit is not None:
+            self.on_commit(time.perf_counter() - started)
 
     def _raise_if_full(self, exc: sqlite3.Error) -> None:
         """Raise ``exc`` as ``ENOSPC`` naming this store's file, if the disk is full."""

@@ -444,11 +444,10 @@ class Agent:
         if self.metrics is not None:
             self.metrics.recorded(result)
         if result.finished:
-            finished = result.finished
             if self.commits is not None:
-                self.commits.then(lambda: self.wake(finished))
+                self.commits.then(lambda: self.wake(result.finished))
             else:
-                self.wake(finished)
+                self.wake(result.finished)
         for duplicate in result.finished:
             if duplicate.id != result.stored.id:
                 self.spawn(self._answer_duplicate(peer, duplicate))

@@ -27,7 +27,7 @@ log = logging.getLogger("broadgauge.runtime.commits")
 
 #: How many failed batches are remembered for the work that started before they were flushed
 #: (a handler task not yet run): far more than can be flushed while such a task waits.
-LOST_KEPT = 64
+FAILED_KEPT = 64
 
 
 class GroupCommit:
@@ -47,7 +47,7 @@ class GroupCommit:
         #: The number of the batch that changes join now (the next flush commits it).
         self._number = 0
         #: Why each of the last few batches that could not be committed failed, by number.
-        self._lost: dict[int, StoreError] = {}
+        self._failed: dict[int, StoreError] = {}
 
     def start(self) -> None:
         """Turn group commit on (from the agent's running loop)."""
@@ -74,9 +74,9 @@ class GroupCommit:
         the store holds them.  Returns at once if nothing waits to be committed.
         """
         if ticket is not None and ticket < self._number:
-            lost = self._lost.get(ticket)
-            if lost is not None:
-                raise lost
+            failed = self._failed.get(ticket)
+            if failed is not None:
+                raise failed
             return
         if self._loop is None or not self.store.in_batch:
             return
@@ -111,9 +111,9 @@ class GroupCommit:
                 f"{self.name} could not commit its changes: {type(exc).__name__}: {exc}"
             )
             error.__cause__ = exc
-            self._lost[number] = error
-            if len(self._lost) > LOST_KEPT:
-                del self._lost[min(self._lost)]
+            self._failed[number] = error
+            if len(self._failed) > FAILED_KEPT:
+                del self._failed[min(self._failed)]
             log.error("%s; its boards are reloaded as the store holds them", error)
             try:
                 self._restore()

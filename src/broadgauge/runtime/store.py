@@ -285,8 +285,7 @@ class BoardStore:
             elif self._savepoint:
                 db.execute("ROLLBACK TO change")
                 db.execute("RELEASE change")
-            if isinstance(exc, sqlite3.Error):
-                store._raise_if_full(exc)
+            store._raise_if_full(exc)
 
     def _transaction(self, *, several: bool = False) -> BoardStore._Tx:
         """One change (``several``: of more than one statement)."""
@@ -340,8 +339,7 @@ class BoardStore:
         already: a full disk, say); a full disk is raised as ``ENOSPC``."""
         if db.in_transaction:
             db.execute("ROLLBACK")
-        if isinstance(exc, sqlite3.Error):
-            self._raise_if_full(exc)
+        self._raise_if_full(exc)
 
     def _commit(self, db: sqlite3.Connection, started: float) -> None:
         """COMMIT the open transaction, begun at ``started`` (the lock held)."""
@@ -355,9 +353,9 @@ class BoardStore:
         if self.on_commit is not None:
             self.on_commit(time.perf_counter() - started)
 
-    def _raise_if_full(self, exc: sqlite3.Error) -> None:
-        """Raise ``exc`` as ``ENOSPC`` naming this store's file, if the disk is full."""
-        full = no_space(exc, self.path)
+    def _raise_if_full(self, exc: BaseException) -> None:
+        """Raise ``exc`` as ``ENOSPC`` naming this store's file, if it is SQLite's full disk."""
+        full = no_space(exc, self.path) if isinstance(exc, sqlite3.Error) else None
         if full is not None:
             raise full from exc
 

@@ -7,8 +7,10 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from broadgauge.wire.envelope import LayerKey, dump_json, seal, unseal
+from broadgauge.wire.handshake import Channel
 from broadgauge.wire.keys import Key
 
 
@@ -42,3 +44,21 @@ def crypto_floor(size: int, repeat: int = 20000) -> float:
             unseal(outer.message_key(info), outer_blob)
             unseal(inner.message_key(info), inner_blob)
     return (time.perf_counter() - started) / repeat
+
+
+def write_link(path: Path) -> None:
+    """Fresh keys and salts for one link (what a handshake settles), for both ends to read."""
+    parts = [Key.generate().secret_bytes.hex(), Key.generate().secret_bytes.hex()]
+    parts += [os.urandom(32).hex(), os.urandom(32).hex()]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(" ".join(parts), encoding="ascii")
+    os.replace(tmp, path)
+
+
+def read_channel(path: Path) -> Channel:
+    """One end's channel of the link whose keys :func:`write_link` left in ``path``."""
+    inner, outer, inner_salt, outer_salt = path.read_text(encoding="ascii").split()
+    return Channel(
+        LayerKey(Key.from_hex(inner), bytes.fromhex(inner_salt)),
+        LayerKey(Key.from_hex(outer), bytes.fromhex(outer_salt)),
+    )

@@ -8,8 +8,16 @@ p50/p99 latency with one message in flight and with 64 in flight:
 
 * through our encrypted layer (``broadgauge.wire.Service`` on both ends);
 * through bare ``websockets`` with no encryption;
+* through the protocol's frame alone on bare ``websockets`` (each message sealed and each
+  reply opened by a ``Channel`` of both layers, no ``Service``): what is left of the encrypted
+  layer once its own bookkeeping is gone;
+* through bare ``websockets`` carrying as many characters as the encrypted frame of the
+  message (the protocol's frame is the hex of both sealed layers: about twice the message);
 * the protocol's crypto floor: the HKDF derivations and AEAD operations one round trip needs
   (two seals and two opens of both layers), in a tight loop with no I/O.
+
+The ratios put the encrypted layer against bare + crypto floor, and against frame-sized
+bare + crypto floor: the least any implementation of this wire format pays.
 
 Then the memory of ``--peers`` idle connected peers, on the server and on the client side.
 """
@@ -34,9 +42,10 @@ from pathlib import Path
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from benchlib import crypto_floor, main_parser
+from benchlib import crypto_floor, main_parser, read_channel, write_link
 from broadgauge.wire import Invite, Message, Service, ServiceConfig
 from broadgauge.wire.envelope import LayerKey, dump_json, encode_frame
+from broadgauge.wire.handshake import Channel
 from broadgauge.wire.keys import Key
 
 WINDOW = 64
@@ -96,6 +105,22 @@ async def serve_encrypted(ready: Path, peers: int) -> None:
     await service.stop()
 
 
+async def serve_channel(ready: Path, link: Path) -> None:
+    """Echo through the protocol's frame alone: each frame opened and its payload sealed again
+    (both layers, the replay check), on bare websockets: no Service, no link bookkeeping."""
+    channel = read_channel(link)
+
+    async def echo(ws: ServerConnection) -> None:
+        async for frame in ws:
+            payload = channel.open(str(frame))
+            await ws.send(channel.seal(payload or ""))
+
+    async with serve(echo, "127.0.0.1", 0, compression=None, max_size=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        ready.write_text(f"ws://127.0.0.1:{port}/")
+        await asyncio.Event().wait()
+
+
 def start_child(*args: str) -> tuple[subprocess.Popen[str], Path]:
     ready = Path(tempfile.mkdtemp(prefix="bg-bench-")) / "ready"
     child = subprocess.Popen(
@@ -149,17 +174,25 @@ async def drive(
     return clock() - started, latencies
 
 
-async def bench_bare(url: str, count: int, window: int, payload: str) -> tuple[float, list[float]]:
+async def bench_bare(
+    url: str, count: int, window: int, payload: str, channel: Channel | None = None
+) -> tuple[float, list[float]]:
+    """Round trips through bare websockets; with ``channel``, each message sealed and each
+    reply opened by it."""
     async with connect(url, compression=None, max_size=None) as ws:
         replies: asyncio.Queue[str] = asyncio.Queue()
 
         async def pump() -> None:
             async for message in ws:
-                replies.put_nowait(str(message))
+                reply = str(message) if channel is None else channel.open(str(message))
+                replies.put_nowait(reply or "")
+
+        async def send(text: str) -> None:
+            await ws.send(text if channel is None else channel.seal(text))
 
         reader = asyncio.create_task(pump())
-        await drive(ws.send, replies, min(count, 500), window, payload)  # warm up
-        result = await drive(ws.send, replies, count, window, payload)
+        await drive(send, replies, min(count, 500), window, payload)  # warm up
+        result = await drive(send, replies, count, window, payload)
         reader.cancel()
         return result
 
@@ -273,9 +306,16 @@ async def main(args: argparse.Namespace) -> None:
         f"  crypto floor per round trip:  {floor * 1e6:8.1f} µs  (8 HKDF expands, 4 seals, 4 opens)"
     )
     print(f"  encode_frame (one message):   {overhead_of_framing(args.size) * 1e6:8.1f} µs")
+    # The frame the protocol sends for the message: both layers' hex, infos, nonces, tags.
+    keys = [LayerKey(Key.generate(), os.urandom(32)) for _ in range(2)]
+    frame_size = len(encode_frame(dump_json(payload), *keys))
+    print(f"  frame on the wire:            {frame_size:8d} characters")
 
     bare_child, bare_ready = start_child("bare")
     enc_child, enc_ready = start_child("encrypted", "1")
+    link = Path(tempfile.mkdtemp(prefix="bg-bench-link-")) / "link"
+    write_link(link)
+    channel_child, channel_ready = start_child("channel", str(link))
     try:
         invite = Invite.loads(json.loads(enc_ready.read_text())["invites"][0])
         results: dict[str, dict[str, float]] = {}
@@ -284,6 +324,19 @@ async def main(args: argparse.Namespace) -> None:
             bare = summarise(
                 "bare websockets",
                 *await bench_bare(bare_ready.read_text(), args.count, window, payload),
+            )
+            # Bare websockets carrying as many characters as the encrypted frame: what the
+            # protocol's frame costs the socket and websockets, before any cryptography.
+            sized = summarise(
+                "bare, frame-sized",
+                *await bench_bare(bare_ready.read_text(), args.count, window, "x" * frame_size),
+            )
+            # The protocol's frame alone: sealed and opened on bare websockets, no Service.
+            framed = summarise(
+                "frames only, no Service",
+                *await bench_bare(
+                    channel_ready.read_text(), args.count, window, payload, read_channel(link)
+                ),
             )
             enc = summarise(
                 "broadgauge encrypted", *await bench_encrypted(invite, args.count, window, payload)
@@ -299,8 +352,29 @@ async def main(args: argparse.Namespace) -> None:
                 "  ratio encrypted / (bare + floor), time per rt:  "
                 f"{enc_rt / (bare_rt + floor):5.2f}"
             )
+            # The floor with the frame's size counted: the least any implementation of this
+            # wire format pays, whatever it is written in.
+            sized_rt = 1 / sized["rt_per_s"]
+            if window == 1:
+                p50_ratio = enc["p50_us"] / (sized["p50_us"] + floor * 1e6)
+                print(
+                    f"  ratio encrypted / (frame-sized bare + floor), p50 latency: {p50_ratio:5.2f}"
+                )
+            print(
+                "  ratio encrypted / (frame-sized bare + floor), time per rt: "
+                f"{enc_rt / (sized_rt + floor):5.2f}"
+            )
+            framed_rt = 1 / framed["rt_per_s"]
+            if window == 1:
+                p50_ratio = framed["p50_us"] / (bare["p50_us"] + floor * 1e6)
+                print(f"  ratio frames only / (bare + floor), p50 latency:  {p50_ratio:5.2f}")
+            print(
+                "  ratio frames only / (bare + floor), time per rt:  "
+                f"{framed_rt / (bare_rt + floor):5.2f}"
+            )
+            print(f"  ratio encrypted / frames only, time per rt:       {enc_rt / framed_rt:5.2f}")
     finally:
-        for child in (bare_child, enc_child):
+        for child in (bare_child, enc_child, channel_child):
             if child.stdin:
                 child.stdin.close()
             child.terminate()
@@ -314,6 +388,8 @@ def child_main(argv: list[str]) -> None:
     role = argv[0]
     if role == "bare":
         asyncio.run(serve_bare(Path(argv[1])))
+    elif role == "channel":
+        asyncio.run(serve_channel(Path(argv[2]), Path(argv[1])))
     elif role == "encrypted":
         asyncio.run(serve_encrypted(Path(argv[2]), int(argv[1])))
     elif role == "idle":

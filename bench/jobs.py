@@ -80,8 +80,11 @@ FOUR_HOPS = ".".join(CHAIN)
 ONE_HOP = "portal.instance"
 JOB_TIMEOUT = 60.0
 ROW_TIMEOUT = 600.0
-GOAL_RATIO = 2.0
-GOAL_ONE_HOP = 5000.0
+#: The goals of the hot-path issue: 4-hop time per job over the bare relay's, and jobs/s
+#: through one hop with 64 in flight, by board store.  ``bench/floor.py`` shows how far the
+#: protocol's own work already is from them.
+GOAL_RATIO = {"memory": 2.5, "sqlite": 3.0}
+GOAL_ONE_HOP = {"memory": 8000.0, "sqlite": 5000.0}
 
 
 # --- shared helpers -----------------------------------------------------------------------
@@ -524,14 +527,15 @@ async def main(args: argparse.Namespace) -> None:
         f" {len(CHAIN) - 1} links, Put + Update each sealed and opened, both layers)"
     )
 
-    print(f"\nratio 4-hop broadgauge / bare relay (goal: ≤ {GOAL_RATIO:.1f}x)")
+    goals = ", ".join(f"{store} ≤ {ratio:.1f}x" for store, ratio in GOAL_RATIO.items())
+    print(f"\nratio 4-hop broadgauge / bare relay (goals: {goals})")
     for window in windows:
         bare = four["bare", window]
         for store in ("memory", "sqlite"):
             row = four[store, window]
             per_job = bare.rate / row.rate
             p50 = row.p50 / bare.p50
-            verdict = "met" if max(per_job, p50) <= GOAL_RATIO else "NOT met"
+            verdict = "met" if max(per_job, p50) <= GOAL_RATIO[store] else "NOT met"
             print(
                 f"  {window:>3} in flight, {store:<6}:  time per job {per_job:6.2f}x"
                 f"   p50 {p50:6.2f}x   p99 {row.p99 / bare.p99:6.2f}x   goal {verdict}"
@@ -547,12 +551,13 @@ async def main(args: argparse.Namespace) -> None:
             for _ in range(args.repeat)
         ]
         row = median_row(runs)
-        verdict = "met" if row.rate >= GOAL_ONE_HOP else "NOT met"
+        goal = GOAL_ONE_HOP["sqlite" if durable else "memory"]
+        verdict = "met" if row.rate >= goal else "NOT met"
         print_row(row, single)
         cores = os.cpu_count() or 1
         ceiling = cores / sum(row.cpu.values())
         print(
-            f"    goal ≥ {GOAL_ONE_HOP:.0f} jobs/s on 2 cores: {verdict}"
+            f"    goal ≥ {goal:.0f} jobs/s on 2 cores: {verdict}"
             f"  (CPU bound on {cores} cores: ≤ {ceiling:.0f} jobs/s)"
         )
     print(f"\ntotal benchmark time {time.perf_counter() - started:.0f} s; {load_average()}")

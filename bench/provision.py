@@ -17,7 +17,7 @@ add_local_project, add_local_user) and the result comes back the same way.
    local SQLite directory (synchronous=FULL), the filesystem on a sandbox (ids from that
    directory), the scheduler on its SQLite ledger.
 
-   * latency: ``--samples`` users added one at a time: p50 / p99 (goal: p50 ≤ 20 ms);
+   * latency: ``--samples`` users added one at a time: p50 / p99 (goal: p50 ≤ 10 ms);
    * a breakdown of one ``add_user`` from the agents' trace events (medians);
    * bulk: ``--users`` users with ``--concurrency`` in flight: users/s, and p50 / p99 under
      that load.
@@ -69,7 +69,10 @@ from broadgauge.runtime.trace import Action, TraceEvent
 from broadgauge.wire import SimpleEncryption
 
 ROOT = Path(__file__).resolve().parents[1]
-GOAL_P50_MS = 20.0
+#: The hot-path issue's goals for embedded back ends (see docs/operators/performance.md for
+#: how far the protocol's own work already is from them).
+GOAL_P50_MS = 10.0
+GOAL_BULK_USERS_PER_S = 200.0
 JOB_TIMEOUT = 120.0
 LEAVES = ("account", "filesystem", "scheduler")
 
@@ -243,9 +246,14 @@ async def measure(
             for i in range(users)
         ]
         loaded, elapsed = await add_users(network, bulk, concurrency)
+        rate = users / elapsed
+        target = ""
+        if goal:
+            verdict = "met" if rate >= GOAL_BULK_USERS_PER_S else "NOT met"
+            target = f"   goal: ≥ {GOAL_BULK_USERS_PER_S:g} users/s ({verdict})"
         print(
             f"{name}, bulk {users} users, {concurrency} in flight: "
-            f"{users / elapsed:7.1f} users/s ({elapsed:.2f} s)"
+            f"{rate:7.1f} users/s ({elapsed:.2f} s){target}"
         )
         print(latency_line(f"{name}, under that load", loaded, goal=False))
 
@@ -403,7 +411,10 @@ def main(argv: list[str] | None = None) -> None:
         f"broadgauge {broadgauge.__version__}, Python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs, {platform.platform()}"
     )
-    print(f"goal: p50 ≤ {GOAL_P50_MS:g} ms end to end with embedded backends")
+    print(
+        f"goals with embedded back ends: p50 ≤ {GOAL_P50_MS:g} ms end to end,"
+        f" ≥ {GOAL_BULK_USERS_PER_S:g} users/s in bulk"
+    )
     print()
     asyncio.run(embedded(args))
     print()

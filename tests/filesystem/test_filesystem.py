@@ -327,5 +327,30 @@ async def test_unknown_names_are_a_clear_error(sandbox: Sandbox) -> None:
     )
 
 
+async def test_an_unknown_user_is_refused_before_anything_is_made(sandbox: Sandbox) -> None:
+    # Its ids are looked up with the project's, in the same trip to the worker thread as
+    # the project's directories: still first.
+    await sandbox.assert_refused("add_local_user carol.proj.portal:carol.proj:portal.proj", "carol")
+
+    assert not (sandbox.root / "projects" / "proj").exists()
+    assert sandbox.audit == []
+
+
+async def test_what_was_made_before_a_failure_is_audited(sandbox: Sandbox, tmp_path: Path) -> None:
+    # The user's directories are made in one call on the worker thread; the last one fails.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    await sandbox.run(f"add_local_project {PROJECT}")
+    (sandbox.root / "scratch2" / "proj" / "alice.proj").symlink_to(outside)
+    sandbox.audit.clear()
+
+    await sandbox.assert_refused(ADD_USER, "symlink or not a directory")
+
+    assert sandbox.home().is_dir()
+    made = [line for line in sandbox.audit if line.startswith("created")]
+    assert any(str(sandbox.home()) in line for line in made)
+    assert any(str(sandbox.root / "scratch1" / "proj" / "alice.proj") in line for line in made)
+
+
 async def test_other_instructions_are_refused(sandbox: Sandbox) -> None:
     await sandbox.assert_refused("get_local_limit p.portal:g", "Invalid instruction")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 import sqlite3
 from pathlib import Path
 
@@ -72,6 +74,45 @@ def test_directory_is_read_only(tmp_path: Path) -> None:
     assert resolver.uid("u") == 7
     with pytest.raises(UnknownName, match="group called g"):
         resolver.gid("g")
+
+
+def _directory_file(path: Path, users: dict[str, int]) -> None:
+    with sqlite3.connect(path) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("CREATE TABLE users (name TEXT PRIMARY KEY, uid INTEGER)")
+        connection.execute("CREATE TABLE groups (name TEXT PRIMARY KEY, gid INTEGER)")
+        connection.executemany("INSERT INTO users VALUES (?, ?)", users.items())
+    connection.close()
+
+
+def test_directory_sees_later_commits_and_a_replaced_file(tmp_path: Path) -> None:
+    # A look-up sees what the account agent committed after the one before, and the file a
+    # restore put in its place (with its -wal and -shm removed, as docs/operators/storage.md
+    # says).
+    db = tmp_path / "accounts.sqlite"
+    _directory_file(db, {"u": 7})
+    resolver = DirectoryResolver(db)
+    assert resolver.uid("u") == 7
+    with sqlite3.connect(db) as writer:
+        writer.execute("INSERT INTO users VALUES ('v', 8)")
+    writer.close()
+    assert resolver.uid("v") == 8
+
+    restored = tmp_path / "restored.sqlite"
+    _directory_file(restored, {"u": 70})
+    os.replace(restored, db)
+    assert resolver.uid("u") == 70
+    with pytest.raises(UnknownName, match="user called v"):
+        resolver.uid("v")
+
+
+def test_directory_resolves_from_several_threads(tmp_path: Path) -> None:
+    db = tmp_path / "accounts.sqlite"
+    _directory_file(db, {f"u{i}": 1000 + i for i in range(50)})
+    resolver = DirectoryResolver(db)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        found = list(pool.map(lambda i: resolver.uid(f"u{i % 50}"), range(400)))
+    assert found == [1000 + i % 50 for i in range(400)]
 
 
 def test_directory_missing_or_broken(tmp_path: Path) -> None:

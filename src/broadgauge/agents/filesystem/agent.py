@@ -29,7 +29,7 @@ import datetime as _dt
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from broadgauge.agents._envelope import instruction_of
 from broadgauge.agents.filesystem import tree
@@ -72,6 +72,8 @@ AuditHook = Callable[[str], None]
 UsersLookup = Callable[[Envelope, ProjectIdentifier], Awaitable[list[UserMapping]]]
 
 ROOT_UID = 0
+
+_T = TypeVar("_T")
 
 
 class FilesystemRole:
@@ -155,14 +157,18 @@ class FilesystemRole:
     async def add_local_user(self, envelope: Envelope) -> object:
         """Ensure the project, then the user's directories; default user quotas."""
         mapping = instruction_of(envelope, ins.AddLocalUser).mapping
-        # Every path and id first, so a bad name is refused before anything is made.
+        # Every path and id first, so a bad name is refused before anything is made: the
+        # user's ids are looked up with the project's, before its directories are made.
         places = [
             p for v in self.layout.user_volumes.values() for p in self._user_places(v, mapping)
         ]
-        uid, gid = self._ids(mapping.local_user, mapping.local_group)
-        await self.ensure_project(mapping.project_mapping)
-        for place in places:
-            await self._fs(tree.ensure_dir, place, uid, gid, place.mode)
+        uid, gid = await self.ensure_project(mapping.project_mapping, user=mapping)
+
+        def make(made: list[str]) -> None:
+            for place in places:
+                made.extend(tree.ensure_dir(place, uid, gid, place.mode))
+
+        await self._in_worker(make)
         for volume in self.layout.user_volumes.values():
             await self._default_quota(volume, mapping)
         return None
@@ -199,18 +205,37 @@ class FilesystemRole:
             raise JobRefused("No project volumes are configured")
         return dirs
 
-    async def ensure_project(self, mapping: ProjectMapping) -> None:
-        """Project directories, then links, then default project quotas."""
+    async def ensure_project(
+        self, mapping: ProjectMapping, *, user: UserMapping | None = None
+    ) -> tuple[int | None, int | None]:
+        """Project directories, then links, then default project quotas.
+
+        With ``user``, that user's uid and gid are looked up first and returned, so a name
+        that does not resolve stops everything before anything is made.  The look-ups and
+        the directory work share one trip to the worker thread: a resolver may read a
+        database (never on the event loop), and each trip waits for the loop to come back.
+        """
         places = self._project_places(mapping)
-        gid = self._ids(None, mapping.local_group)[1]
-        uid = ROOT_UID if self.chown else None
-        for place in places:
-            await self._fs(tree.ensure_dir, place, uid, gid, place.mode)
-        for volume in self.layout.project_volumes.values():
-            for place, link in volume.link_paths(mapping):
-                await self._fs(tree.ensure_link, place.path, link)
+        links = [
+            (place.path, link)
+            for volume in self.layout.project_volumes.values()
+            for place, link in volume.link_paths(mapping)
+        ]
+        owner = ROOT_UID if self.chown else None
+
+        def make(made: list[str]) -> tuple[int | None, int | None]:
+            ids = (None, None) if user is None else self._ids(user.local_user, user.local_group)
+            group = self._ids(None, mapping.local_group)[1]
+            for place in places:
+                made.extend(tree.ensure_dir(place, owner, group, place.mode))
+            for target, link in links:
+                made.extend(tree.ensure_link(target, link))
+            return ids
+
+        user_ids = await self._in_worker(make)
         for volume in self.layout.project_volumes.values():
             await self._default_quota(volume, mapping)
+        return user_ids
 
     # --- storage report --------------------------------------------------------------------
 
@@ -379,10 +404,18 @@ class FilesystemRole:
         await self._fs(operation, place)
 
     async def _fs(self, operation: Callable[..., list[str]], *args: Any) -> None:
+        await self._in_worker(lambda made: made.extend(operation(*args)))
+
+    async def _in_worker(self, work: Callable[[list[str]], _T]) -> _T:
+        """``work(made)`` on a worker thread, one at a time; it adds each change it makes to
+        ``made`` as it goes, and every change is recorded, also when it fails part-way."""
+        made: list[str] = []
         async with self._lock:
-            changes = await asyncio.to_thread(operation, *args)
-        for change in changes:
-            self._record(change)
+            try:
+                return await asyncio.to_thread(work, made)
+            finally:
+                for change in made:
+                    self._record(change)
 
     def _record(self, change: str) -> None:
         log.info("%s: %s", self.agent.name, change)

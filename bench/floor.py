@@ -36,7 +36,6 @@ import json
 import os
 import pstats
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,7 +53,6 @@ from broadgauge.grammar.destination import Position
 from broadgauge.jobs import Board, Job, Put, Update, encode_command
 from broadgauge.jobs.commands import decode_command
 from broadgauge.jobs.job import PEER_COMMANDS_KEPT
-from broadgauge.runtime.loop import run as run_on_loop
 from broadgauge.wire.handshake import Channel
 
 WS_OPTIONS: dict[str, object] = {"compression": None, "max_size": None, "ping_interval": None}
@@ -63,12 +61,17 @@ WS_OPTIONS: dict[str, object] = {"compression": None, "max_size": None, "ping_in
 # --- the work of one frame ----------------------------------------------------------------
 
 
-def opened_job(channel: Channel, frame: str | bytes, kind: type[Put] | type[Update]) -> Job:
-    """Open a frame and decode the command it carries; its Job."""
+def opened(channel: Channel, frame: str | bytes) -> str:
+    """The payload of a frame (never a standby poll, which no chain here sends)."""
     payload = channel.open(str(frame))
     if payload is None:
-        raise ValueError("a standby poll where a job was expected")
-    command = decode_command(payload)
+        raise ValueError("a standby poll where a command was expected")
+    return payload
+
+
+def opened_job(channel: Channel, frame: str | bytes, kind: type[Put] | type[Update]) -> Job:
+    """Open a frame and decode the command it carries; its Job."""
+    command = decode_command(opened(channel, frame))
     if not isinstance(command, kind):
         raise ValueError(f"{type(command).__name__} where {kind.__name__} was expected")
     return command.job
@@ -102,26 +105,19 @@ class WireHop:
         self.name, self.upper, self.lower = name, upper, lower
         self.up, self.down = up, down
 
-    @staticmethod
-    def _open(channel: Channel, frame: str | bytes) -> str:
-        payload = channel.open(str(frame))
-        if payload is None:
-            raise ValueError("a standby poll where a command was expected")
-        return payload
-
     def downward(self, frame: str | bytes) -> str:
         """A Put from above, passed on below."""
         assert self.down is not None
-        return self.down.seal(self._open(self.up, frame))
+        return self.down.seal(opened(self.up, frame))
 
     def upward(self, frame: str | bytes) -> str:
         """An Update from below, passed on above."""
         assert self.down is not None
-        return self.up.seal(self._open(self.down, frame))
+        return self.up.seal(opened(self.down, frame))
 
     def leaf(self, frame: str | bytes) -> str:
         """A Put answered by its destination."""
-        return self.up.seal(chain.bare_reply(self._open(self.up, frame)))
+        return self.up.seal(chain.bare_reply(opened(self.up, frame)))
 
 
 class FloorHop(WireHop):
@@ -208,29 +204,9 @@ async def hop_child(role: str, name: str, upper: str, lower: str, workdir: Path)
     await up.close()
 
 
-class Children(chain.Children):
-    """``bench/jobs.py``'s children, started from this script."""
-
-    def spawn(self, role: str, name: str, lower: str, *extra: str) -> None:
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, __file__, "--child", role, name, lower, str(self.workdir), *extra],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-
-
 def child_main(argv: list[str]) -> None:
     role, name, lower, workdir, upper = argv[0], argv[1], argv[2], Path(argv[3]), argv[4]
-    profiler = cProfile.Profile(time.process_time) if os.environ.get(chain.PROFILE_DIR) else None
-    if profiler is not None:
-        profiler.enable()
-    run_on_loop(
-        hop_child(role, name, upper, lower, workdir), os.environ.get(chain.EVENT_LOOP, "asyncio")
-    )
-    if profiler is not None:
-        profiler.disable()
-        profiler.dump_stats(Path(os.environ[chain.PROFILE_DIR]) / f"{name}.pstats")
+    chain.run_child(name, hop_child(role, name, upper, lower, workdir))
 
 
 # --- the driver ---------------------------------------------------------------------------
@@ -241,7 +217,7 @@ async def bench_chain(
 ) -> list[chain.Row]:
     """One chain of ``role`` hops along ``path`` (the portal here), measured at every window."""
     workdir = Path(tempfile.mkdtemp(prefix=f"bg-bench-{role}-"))
-    children = Children(workdir)
+    children = chain.Children(workdir, script=__file__)
     first = path[1]
     board = Board(first)
     waiting: dict[str, asyncio.Future[None]] = {}
@@ -256,7 +232,7 @@ async def bench_chain(
     def answered(frame: str | bytes) -> str:
         """The id of the job a reply answers, as each role's portal learns it."""
         if role == "wire":
-            return str(json.loads(WireHop._open(channel, frame))["Update"]["job"]["id"])
+            return str(json.loads(opened(channel, frame))["Update"]["job"]["id"])
         now = time.time()
         job = checked(opened_job(channel, frame, Update), "portal", first, Position.UPSTREAM, now)
         board.add(job, now)

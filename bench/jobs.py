@@ -52,9 +52,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
@@ -219,10 +220,12 @@ class Children:
 
     workdir: Path
     procs: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
+    #: The script the children run (its ``--child`` mode): this one unless another bench's.
+    script: str = __file__
 
     def spawn(self, role: str, name: str, lower: str, *extra: str) -> None:
         self.procs[name] = subprocess.Popen(
-            [sys.executable, __file__, "--child", role, name, lower, str(self.workdir), *extra],
+            [sys.executable, self.script, "--child", role, name, lower, str(self.workdir), *extra],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -659,20 +662,26 @@ PROFILE_DIR = "BG_BENCH_PROFILE_DIR"
 EVENT_LOOP = "BG_BENCH_EVENT_LOOP"
 
 
-def child_main(argv: list[str]) -> None:
-    role, name, lower, workdir = argv[0], argv[1], argv[2], Path(argv[3])
+def run_child(name: str, main: Coroutine[Any, Any, None]) -> None:
+    """Run a child's ``main`` on the run's event loop, under cProfile when
+    ``bench/profile_hops.py`` (or ``bench/floor.py --profile``) asks, leaving
+    ``<name>.pstats`` in its directory."""
     # CPU time, not wall time: a relay waiting in epoll is idle, not busy.
     profiler = cProfile.Profile(time.process_time) if os.environ.get(PROFILE_DIR) else None
     if profiler is not None:
         profiler.enable()
-    event_loop = os.environ.get(EVENT_LOOP, "asyncio")
-    if role == "agent":
-        run_on_loop(agent_child(name, lower, workdir, argv[4] == "durable"), event_loop)
-    elif role == "relay":
-        run_on_loop(relay_child(name, lower, workdir), event_loop)
+    run_on_loop(main, os.environ.get(EVENT_LOOP, "asyncio"))
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(Path(os.environ[PROFILE_DIR]) / f"{name}.pstats")
+
+
+def child_main(argv: list[str]) -> None:
+    role, name, lower, workdir = argv[0], argv[1], argv[2], Path(argv[3])
+    if role == "agent":
+        run_child(name, agent_child(name, lower, workdir, argv[4] == "durable"))
+    elif role == "relay":
+        run_child(name, relay_child(name, lower, workdir))
 
 
 if __name__ == "__main__":

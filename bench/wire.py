@@ -31,6 +31,7 @@ import gc
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -71,12 +72,22 @@ def raise_fd_limit() -> None:
 # --- servers (run in a child process) ----------------------------------------------------
 
 
-async def serve_bare(ready: Path) -> None:
+async def serve_bare(ready: Path, link: Path | None = None) -> None:
+    """Echo on bare websockets; with ``link``, through the protocol's frame alone: each frame
+    opened and its payload sealed again (both layers, the replay check), no Service."""
+    channel = None if link is None else read_channel(link)
+
     async def echo(ws: ServerConnection) -> None:
         async for message in ws:
             await ws.send(message)
 
-    async with serve(echo, "127.0.0.1", 0, compression=None, max_size=None) as server:
+    async def echo_frames(ws: ServerConnection) -> None:
+        assert channel is not None
+        async for frame in ws:
+            await ws.send(channel.seal(channel.open(str(frame)) or ""))
+
+    handler = echo if channel is None else echo_frames
+    async with serve(handler, "127.0.0.1", 0, compression=None, max_size=None) as server:
         port = server.sockets[0].getsockname()[1]
         ready.write_text(f"ws://127.0.0.1:{port}/")
         await asyncio.Event().wait()
@@ -103,22 +114,6 @@ async def serve_encrypted(ready: Path, peers: int) -> None:
         report = {"connected": len(service.connected_peers()), "rss": rss_bytes()}
         print(json.dumps(report), flush=True)
     await service.stop()
-
-
-async def serve_channel(ready: Path, link: Path) -> None:
-    """Echo through the protocol's frame alone: each frame opened and its payload sealed again
-    (both layers, the replay check), on bare websockets: no Service, no link bookkeeping."""
-    channel = read_channel(link)
-
-    async def echo(ws: ServerConnection) -> None:
-        async for frame in ws:
-            payload = channel.open(str(frame))
-            await ws.send(channel.seal(payload or ""))
-
-    async with serve(echo, "127.0.0.1", 0, compression=None, max_size=None) as server:
-        port = server.sockets[0].getsockname()[1]
-        ready.write_text(f"ws://127.0.0.1:{port}/")
-        await asyncio.Event().wait()
 
 
 def start_child(*args: str) -> tuple[subprocess.Popen[str], Path]:
@@ -318,15 +313,14 @@ async def main(args: argparse.Namespace) -> None:
         f"  crypto floor per round trip:  {floor * 1e6:8.1f} µs  (8 HKDF expands, 4 seals, 4 opens)"
     )
     print(f"  encode_frame (one message):   {overhead_of_framing(args.size) * 1e6:8.1f} µs")
+    link = Path(tempfile.mkdtemp(prefix="bg-bench-link-")) / "link"
+    write_link(link)
     # The frame the protocol sends for the message: both layers' hex, infos, nonces, tags.
-    keys = [LayerKey(Key.generate(), os.urandom(32)) for _ in range(2)]
-    frame_size = len(encode_frame(dump_json(payload), *keys))
+    frame_size = len(read_channel(link).seal(payload))
     print(f"  frame on the wire:            {frame_size:8d} characters")
 
     bare_child, bare_ready = start_child("bare")
     enc_child, enc_ready = start_child("encrypted", "1")
-    link = Path(tempfile.mkdtemp(prefix="bg-bench-link-")) / "link"
-    write_link(link)
     channel_child, channel_ready = start_child("channel", str(link))
     try:
         invite = Invite.loads(json.loads(enc_ready.read_text())["invites"][0])
@@ -372,6 +366,7 @@ async def main(args: argparse.Namespace) -> None:
                 child.stdin.close()
             child.terminate()
             child.wait(timeout=10)
+        shutil.rmtree(link.parent, ignore_errors=True)
     if args.peers:
         print(f"{args.peers} idle connected peers:")
         await idle_memory(args.peers)
@@ -382,7 +377,7 @@ def child_main(argv: list[str]) -> None:
     if role == "bare":
         asyncio.run(serve_bare(Path(argv[1])))
     elif role == "channel":
-        asyncio.run(serve_channel(Path(argv[2]), Path(argv[1])))
+        asyncio.run(serve_bare(Path(argv[2]), Path(argv[1])))
     elif role == "encrypted":
         asyncio.run(serve_encrypted(Path(argv[2]), int(argv[1])))
     elif role == "idle":

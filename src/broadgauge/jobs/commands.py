@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Final
 from broadgauge import OPENPORTAL_VERSION
 
 from . import _json
+from ._canonical import read_job_command
 from .agent_type import AgentType
 from .errors import JobsError, ProtocolError
 from .health import ENGINE, DiagnosticsReport, HealthInfo
@@ -426,7 +427,27 @@ def decode_command(text: str | bytes) -> WireCommand:
         raise ProtocolError(f"invalid command: {exc}") from None
 
 
+#: The classes of the commands :func:`read_job_command` reads, by tag.
+_JOB_COMMANDS: Final[dict[str, type[Put] | type[Update] | type[Delete]]] = {
+    "Put": Put,
+    "Update": Update,
+    "Delete": Delete,
+}
+
+
 def _decode(text: str | bytes) -> WireCommand:
+    canonical = read_job_command(text)
+    if canonical is not None:
+        tag, job = canonical
+        return _JOB_COMMANDS[tag](job)
+    return decode_strictly(text)
+
+
+def decode_strictly(text: str | bytes) -> WireCommand:
+    """Decode with the strict reader alone, which judges every text the quick one declines.
+
+    Raises :class:`ProtocolError` and the errors :func:`decode_command` turns into one.
+    """
     value = _json.loads(text, "command")
     if not isinstance(value, dict):
         raise ProtocolError(

@@ -119,12 +119,12 @@ def _bump(version: int, by: int) -> int:
     return min(version + by, VERSION_MAX)
 
 
-#: How many parsed commands each agent keeps (see :func:`_peer_command`): enough for the
+#: How many parsed commands each agent keeps (see :func:`peer_command`): enough for the
 #: jobs in flight through a busy agent; a parsed command weighs about 1 KiB.
 PEER_COMMANDS_KEPT: Final = 1024
 
 
-def _peer_command(text: str) -> Command:
+def peer_command(text: str) -> Command:
     """``Command.parse(text)`` without the portal check (notes §4.4), parsed once per text.
 
     The same job reaches an agent many times (Put, Update, Sync, duplicates) and a Command
@@ -134,9 +134,24 @@ def _peer_command(text: str) -> Command:
     return _parse_on(text, datetime.date.today().toordinal())
 
 
+def canonical_peer_command(text: str) -> Command | None:
+    """:func:`peer_command`, or ``None`` if ``text`` does not parse or is not spelt as the
+    command writes itself back."""
+    return _canonical_on(text, datetime.date.today().toordinal())
+
+
 @functools.lru_cache(maxsize=PEER_COMMANDS_KEPT)
 def _parse_on(text: str, day: int) -> Command:
     return Command.parse(text, portal_check=False)
+
+
+@functools.lru_cache(maxsize=PEER_COMMANDS_KEPT)
+def _canonical_on(text: str, day: int) -> Command | None:
+    try:
+        command = _parse_on(text, day)
+    except GrammarError:
+        return None
+    return command if str(command) == text else None
 
 
 #: How many of the latest jobs encoded keep their JSON (see :data:`_ENCODED`).
@@ -147,11 +162,11 @@ ENCODED_KEPT: Final = 256
 #: an id is never reused while it is here; a job leaves after 256 newer ones were encoded.
 _ENCODED: dict[int, tuple[Job, str]] = {}
 
-#: Results and result types at most this long are interned (see :func:`_shared_text`).
+#: Results and result types at most this long are interned (see :func:`shared_text`).
 SHARED_TEXT_LENGTH: Final = 64
 
 
-def _shared_text(text: str | None) -> str | None:
+def shared_text(text: str | None) -> str | None:
     """``text``, interned if short: one object for every job with that result or type.
 
     Most results are a few words (``true``, a mapping) and result types a handful of names;
@@ -161,6 +176,15 @@ def _shared_text(text: str | None) -> str | None:
     if text is None or len(text) > SHARED_TEXT_LENGTH:
         return text
     return sys.intern(text)
+
+
+def remember_json(job: Job, text: str) -> None:
+    """Keep ``text`` as ``job``'s JSON; it must be exactly what :meth:`Job.to_json` writes."""
+    _ENCODED[id(job)] = (job, text)
+    if len(_ENCODED) > ENCODED_KEPT:
+        # A store shared with a worker thread may race us here; losing an entry is fine.
+        with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+            del _ENCODED[next(iter(_ENCODED))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +209,28 @@ class Job:
     forwarded_for: Destination | None = None
 
     def __post_init__(self) -> None:
+        # Every Job is checked, and a job changes state (a new Job) several times on each
+        # agent it crosses: one test for the usual case, the detailed ones to name a fault.
+        result, result_type = self.result, self.result_type
+        if (
+            type(self.id) is uuid.UUID
+            and type(self.created) is int
+            and type(self.changed) is int
+            and type(self.expires) is int
+            and type(self.version) is int
+            and TIMESTAMP_MIN <= self.created <= TIMESTAMP_MAX
+            and TIMESTAMP_MIN <= self.changed <= TIMESTAMP_MAX
+            and TIMESTAMP_MIN <= self.expires <= TIMESTAMP_MAX
+            and 0 <= self.version <= VERSION_MAX
+            and type(self.state) is Status
+            and isinstance(self.command, Command)
+            and (result is None or (type(result) is str and result.isascii()))
+            and (result_type is None or (type(result_type) is str and result_type.isascii()))
+        ):
+            return
+        self._check_fields()
+
+    def _check_fields(self) -> None:
         if not isinstance(self.id, uuid.UUID):
             raise TypeError(f"Job.id must be a uuid.UUID, got {type(self.id).__name__}")
         for name in ("created", "changed", "expires"):
@@ -490,11 +536,7 @@ class Job:
         if recent is not None and recent[0] is self:
             return recent[1]
         text = _json.dumps(self.to_json_value())
-        _ENCODED[id(self)] = (self, text)
-        if len(_ENCODED) > ENCODED_KEPT:
-            # A store shared with a worker thread may race us here; losing an entry is fine.
-            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
-                del _ENCODED[next(iter(_ENCODED))]
+        remember_json(self, text)
         return text
 
     @classmethod
@@ -519,7 +561,7 @@ class Job:
         version = r.u64("version")
         command_text = r.text("command")
         try:
-            command = _peer_command(command_text)
+            command = peer_command(command_text)
         except GrammarError as exc:
             r.fail(f"could not parse command {command_text!r}: {exc}", "command")
         try:
@@ -541,8 +583,8 @@ class Job:
             version=version,
             command=command,
             state=state,
-            result=_shared_text(r.opt_text("result")),
-            result_type=_shared_text(r.opt_text("result_type")),
+            result=shared_text(r.opt_text("result")),
+            result_type=shared_text(r.opt_text("result_type")),
             forwarded_for=forwarded,
         )
 

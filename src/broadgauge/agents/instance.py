@@ -158,7 +158,7 @@ class Instance:
             peer = await self.leaf(role)
             return await self.agent.run(
                 f"{self.agent.name}.{peer.name}",
-                str(envelope.job.instruction),
+                envelope.job.command.instruction_text,
                 timeout=SUBJOB_TIMEOUT,
             )
 

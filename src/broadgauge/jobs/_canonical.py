@@ -33,6 +33,7 @@ import msgspec
 
 from broadgauge.grammar import Destination, GrammarError
 
+from ._job_json import ENCODER, WireJob
 from ._json import same_int
 from .job import Job, canonical_peer_command, remember_json, shared_text
 from .status import Status
@@ -40,23 +41,8 @@ from .status import Status
 __all__ = ["read_job_command"]
 
 
-class _WireJob(msgspec.Struct):
-    """A Job's JSON object, fields in the order Rust writes them."""
-
-    id: str
-    created: int
-    changed: int
-    expires: int
-    version: int
-    command: str
-    state: str
-    result: str | None
-    result_type: str | None
-    forwarded_for: str | None
-
-
 class _Body(msgspec.Struct, forbid_unknown_fields=True):
-    job: _WireJob
+    job: WireJob
 
 
 class _JobCommand(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -68,7 +54,6 @@ class _JobCommand(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
 
 
 _DECODER: Final = msgspec.json.Decoder(_JobCommand)
-_ENCODER: Final = msgspec.json.Encoder()
 
 _STATES: Final[dict[str, Status]] = {status.value: status for status in Status}
 
@@ -123,7 +108,7 @@ def read_job_command(text: str | bytes) -> tuple[str, Job] | None:
     if len(bodies) != 1:
         return None
     ((tag, body),) = bodies
-    raw = _ENCODER.encode(decoded)
+    raw = ENCODER.encode(decoded)
     if isinstance(text, str):
         # A str that decoded holds no lone surrogate (msgspec refuses one), so it encodes.
         if raw != text.encode("utf-8"):

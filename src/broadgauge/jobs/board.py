@@ -365,7 +365,8 @@ class Board:
 
     @staticmethod
     def _pending_key(job: Job) -> tuple[str, str]:
-        return (job.destination.last, str(job.instruction))
+        # The command renders its instruction once; str() would render it on every call.
+        return (job.destination.last, job.command.instruction_text)
 
     def _put_job(self, job: Job) -> None:
         self._generation += 1

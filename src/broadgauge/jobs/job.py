@@ -20,7 +20,6 @@ in canonical form from its parsed value.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import functools
@@ -43,6 +42,7 @@ from broadgauge.grammar import (
 from broadgauge.text import has_lone_surrogate
 
 from . import _json
+from ._job_json import ENCODER, WireJob
 from .errors import InvalidStateError, JobDecodeError, ProtocolError
 from .status import Status
 
@@ -183,8 +183,11 @@ def remember_json(job: Job, text: str) -> None:
     _ENCODED[id(job)] = (job, text)
     if len(_ENCODED) > ENCODED_KEPT:
         # A store shared with a worker thread may race us here; losing an entry is fine.
-        with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+        # (contextlib.suppress would cost a context manager for every job encoded.)
+        try:  # noqa: SIM105
             del _ENCODED[next(iter(_ENCODED))]
+        except (KeyError, RuntimeError, StopIteration):
+            pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -535,7 +538,20 @@ class Job:
         recent = _ENCODED.get(id(self))
         if recent is not None and recent[0] is self:
             return recent[1]
-        text = _json.dumps(self.to_json_value())
+        forwarded = self.forwarded_for
+        fields = WireJob(
+            str(self.id),
+            self.created,
+            self.changed,
+            self.expires,
+            self.version,
+            str(self.command),
+            self.state.value,
+            self.result,
+            self.result_type,
+            None if forwarded is None else str(forwarded),
+        )
+        text = ENCODER.encode(fields).decode("utf-8")
         remember_json(self, text)
         return text
 

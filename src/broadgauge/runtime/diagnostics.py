@@ -40,7 +40,7 @@ def build_report(
     running: dict[tuple[str, str], RunningJobEntry] = {}
     finished: list[Job] = []
     for job in jobs:
-        key = (str(job.destination), str(job.instruction))
+        key = (job.command.destination_text, job.command.instruction_text)
         if job.is_error:
             seen = failed.get(key)
             failed[key] = FailedJobEntry(
@@ -83,7 +83,7 @@ def build_report(
         slowest_jobs=tuple(
             SlowJobEntry(
                 destination=str(j.destination),
-                instruction=str(j.instruction),
+                instruction=j.command.instruction_text,
                 duration_ms=float((j.changed - j.created) * 1000),
                 completed_at=_at(j.changed),
             )

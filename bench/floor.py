@@ -12,7 +12,8 @@ one run, side by side:
   implementation of the protocol pays this, whatever it is written in;
 * **protocol floor**: the wire, plus what the protocol demands of a hop, done with Broadgauge's
   own pure cores and no runtime around them: decode and check the command and its Job (the
-  strict JSON reader, the instruction parsed by the grammar), check that the job has not
+  quick reader, which hands any text not in canonical form to the strict one, and the
+  instruction parsed by the grammar), check that the job has not
   expired and where it is on its path, record it on the boards of both links it passes,
   encode it.  The leaf answers ``add_user`` with a ``UserMapping``.  No trace or audit line,
   no metrics, no logging, no error handling, no durability, no tasks;
@@ -329,7 +330,7 @@ def step_costs() -> list[tuple[str, float, int]]:
             1,
         ),
         (
-            "decode a Put: strict JSON, Job checks, instruction parsed",
+            "decode a Put: JSON read, Job checks, instruction parsed",
             best_of(each(decode_command), puts),
             1,
         ),

@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from broadgauge.runtime import audit
 from broadgauge.runtime.audit import GENESIS, AuditLog, verify
 
 
@@ -86,3 +89,34 @@ def test_recomputing_one_hash_does_not_hide_an_edit(tmp_path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
     result = verify(path)
     assert (result.ok, result.first_bad_line) == (False, 3)
+
+
+_FIELD_VALUES = (
+    st.none()
+    | st.booleans()
+    | st.text()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.lists(st.text(), max_size=4)
+    | st.lists(st.integers(), max_size=2)
+    | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)
+)
+
+
+@settings(max_examples=500)
+@given(st.dictionaries(st.text(max_size=12), _FIELD_VALUES, max_size=12))
+def test_an_entry_is_hashed_over_the_same_bytes_whichever_encoder_writes_it(
+    entry: dict[str, object],
+) -> None:
+    # The quick encoder takes the usual values and the json one the rest; a log written with
+    # either must verify with either, so both must write the same bytes for every entry.
+    assert audit._canonical(entry) == audit._CANONICAL.encode(entry).encode()
+
+
+def test_the_usual_entry_goes_through_the_quick_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(_: object) -> str:
+        raise AssertionError("the usual entry should not need the json encoder")
+
+    monkeypatch.setattr(audit._CANONICAL, "encode", refuse)
+    entry = {"seq": 3, "time": 1_796_680_234.5, "job": "x", "path": ["a", "b"], "prev": GENESIS}
+    assert json.loads(audit._canonical(entry)) == entry

@@ -171,3 +171,9 @@ def test_a_job_written_by_msgspec_is_what_json_dumps_writes(job: jobs.Job) -> No
     # reference, and the oracle tests check that against the Rust client.
     fresh = jobs.Job(**{field: getattr(job, field) for field in job.__dataclass_fields__})
     assert fresh.to_json() == _json.dumps(job.to_json_value())
+
+
+def test_a_jobs_id_text_is_its_own_id_among_many() -> None:
+    many = [h.job() for _ in range(5000)]
+    assert all(job.id_text == str(job.id) for job in many)
+    assert all(job.id_text == str(job.id) for job in reversed(many))  # some no longer kept

@@ -154,6 +154,9 @@ def _canonical_on(text: str, day: int) -> Command | None:
     return command if str(command) == text else None
 
 
+#: The text of the latest job ids (see :attr:`Job.id_text`): ``str`` of a UUID is Python code.
+_id_text: Final = functools.lru_cache(maxsize=4096)(uuid.UUID.__str__)
+
 #: How many of the latest jobs encoded keep their JSON (see :data:`_ENCODED`).
 ENCODED_KEPT: Final = 256
 
@@ -309,6 +312,11 @@ class Job:
         return cls.create(command, now=now, lifetime=lifetime, job_id=job_id)
 
     # ---------------------------------------------------------------- accessors
+
+    @property
+    def id_text(self) -> str:
+        """The id as the wire spells it; each agent writes it in several places per job."""
+        return _id_text(self.id)
 
     @property
     def destination(self) -> Destination:
@@ -540,7 +548,7 @@ class Job:
             return recent[1]
         forwarded = self.forwarded_for
         fields = WireJob(
-            str(self.id),
+            _id_text(self.id),
             self.created,
             self.changed,
             self.expires,

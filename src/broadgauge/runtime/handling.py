@@ -390,7 +390,7 @@ class Inbound:
             self.running += 1
             started = time.perf_counter()
             CURRENT_JOB.set(self.agent.job_context(job, peer))
-            PARENT_JOB.set(str(job.id))
+            PARENT_JOB.set(job.id_text)
             try:
                 self.agent.trace(Action.STARTED, job, peer, kept=True)
             except Exception as exc:

@@ -376,7 +376,7 @@ class BoardStore:
             """,
             (
                 peer,
-                str(job.id),
+                job.id_text,
                 _version_key(job.version),
                 job.state.value,
                 job.expires,

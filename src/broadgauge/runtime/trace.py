@@ -132,7 +132,7 @@ class Tracer:
             time=time,
             agent=self.agent,
             action=action,
-            job_id=str(job.id),
+            job_id=job.id_text,
             instruction=job.command.instruction_text,
             path=job.command.destination_text,
             peer=str(peer),

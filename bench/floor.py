@@ -17,7 +17,14 @@ one run, side by side:
   expired and where it is on its path, record it on the boards of both links it passes,
   encode it.  The leaf answers ``add_user`` with a ``UserMapping``.  No trace or audit line,
   no metrics, no logging, no error handling, no durability, no tasks;
-* **broadgauge**: the real agents with in-memory boards (``bench/jobs.py``'s row).
+* **durable floor**: the protocol floor, and each board change durable before the frame
+  that carries it leaves: one upsert of the job's row per change, with the columns and the
+  statement of the agents' board store, and one commit for all the changes made in a turn
+  of the event loop (SQLite in WAL mode, ``synchronous=NORMAL``, as the agents' stores).
+  The least a peer can do that keeps the agents' promise: nothing leaves an agent that a
+  crash could take back.  No audit line, no execution marker;
+* **broadgauge**: the real agents with in-memory boards (``bench/jobs.py``'s row), and, next
+  to the durable floor, with SQLite boards.
 
 Rows: the 4-hop chain (portal → provider → platform → instance) at each window, and the
 1-hop chain (portal → instance) at the largest window.  Then each 4-hop row against the bare
@@ -37,6 +44,7 @@ import json
 import os
 import pstats
 import shutil
+import sqlite3
 import sys
 import tempfile
 import time
@@ -102,7 +110,9 @@ class WireHop:
     (the leaf answers as the bare relay's does).  What no implementation of the protocol can
     leave out, whatever its language: the cryptography is libsodium's and OpenSSL's."""
 
-    def __init__(self, name: str, upper: str, lower: str, up: Channel, down: Channel | None):
+    def __init__(
+        self, name: str, upper: str, lower: str, up: Channel, down: Channel | None, *, workdir: Path
+    ):
         self.name, self.upper, self.lower = name, upper, lower
         self.up, self.down = up, down
 
@@ -125,18 +135,24 @@ class FloorHop(WireHop):
     """Everything the protocol demands of a hop, with Broadgauge's pure cores: the wire, and
     the command decoded and checked, the job recorded on both links' boards, and encoded."""
 
-    def __init__(self, name: str, upper: str, lower: str, up: Channel, down: Channel | None):
-        super().__init__(name, upper, lower, up, down)
+    def __init__(
+        self, name: str, upper: str, lower: str, up: Channel, down: Channel | None, *, workdir: Path
+    ):
+        super().__init__(name, upper, lower, up, down, workdir=workdir)
         self.up_board = Board(upper)
         self.down_board = Board(lower)
+
+    def keep(self, board: Board, job: Job, now: float) -> None:
+        """Record ``job`` on ``board``."""
+        board.add(job, now)
 
     def downward(self, frame: str | bytes) -> str:
         assert self.down is not None
         now = time.time()
         job = opened_job(self.up, frame, Put)
         checked(job, self.name, self.upper, Position.DOWNSTREAM, now)
-        self.up_board.add(job, now)
-        self.down_board.add(job, now)
+        self.keep(self.up_board, job, now)
+        self.keep(self.down_board, job, now)
         return self.down.seal(encode_command(Put(job)))
 
     def upward(self, frame: str | bytes) -> str:
@@ -144,21 +160,104 @@ class FloorHop(WireHop):
         now = time.time()
         job = opened_job(self.down, frame, Update)
         checked(job, self.name, self.lower, Position.UPSTREAM, now)
-        self.down_board.add(job, now)
-        self.up_board.add(job, now)
+        self.keep(self.down_board, job, now)
+        self.keep(self.up_board, job, now)
         return self.up.seal(encode_command(Update(job)))
 
     def leaf(self, frame: str | bytes) -> str:
         now = time.time()
         job = opened_job(self.up, frame, Put)
         checked(job, self.name, self.upper, Position.DESTINATION, now)
-        self.up_board.add(job, now)
+        self.keep(self.up_board, job, now)
         done = answer(job, now)
-        self.up_board.add(done, now)
+        self.keep(self.up_board, done, now)
         return self.up.seal(encode_command(Update(done)))
 
 
-HOPS: dict[str, type[WireHop]] = {"wire": WireHop, "floor": FloorHop}
+#: The agents' board table, and the statement that stores one board change in it
+#: (``broadgauge/runtime/store.py``).
+BOARD_TABLE = """CREATE TABLE jobs (
+    peer TEXT NOT NULL, job_id TEXT NOT NULL, version TEXT NOT NULL, state TEXT NOT NULL,
+    expires INTEGER NOT NULL, job_json TEXT NOT NULL, UNIQUE (peer, job_id))"""
+UPSERT = """INSERT INTO jobs (peer, job_id, version, state, expires, job_json)
+    VALUES (?, ?, ?, ?, ?, ?)
+    ON CONFLICT (peer, job_id) DO UPDATE SET version = excluded.version,
+        state = excluded.state, expires = excluded.expires, job_json = excluded.job_json
+    WHERE excluded.version >= jobs.version"""
+
+
+class DurableBoards:
+    """Boards whose changes are stored as they are made, and committed together once per turn
+    of the event loop (group commit)."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute(BOARD_TABLE)
+        self._open = False
+        self._batch: asyncio.Future[None] | None = None
+
+    def keep(self, board: Board, job: Job, now: float) -> None:
+        """Record ``job`` on ``board`` and store the change (see :meth:`committed`)."""
+        board.add(job, now)
+        if not self._open:
+            self.db.execute("BEGIN IMMEDIATE")
+            self._open = True
+        row = (board.peer, job.id_text, f"{job.version:020d}", job.state.value, job.expires)
+        self.db.execute(UPSERT, (*row, job.to_json()))
+
+    def committed(self) -> asyncio.Future[None]:
+        """Done once every change stored so far is committed."""
+        if self._batch is None:
+            loop = asyncio.get_running_loop()
+            self._batch = loop.create_future()
+            loop.call_soon(self._commit)
+        return self._batch
+
+    def _commit(self) -> None:
+        batch, self._batch = self._batch, None
+        if self._open:
+            self.db.execute("COMMIT")
+            self._open = False
+        assert batch is not None
+        batch.set_result(None)
+
+
+class DurableHop(FloorHop):
+    """The protocol floor, with each board change committed before its frame leaves."""
+
+    def __init__(
+        self, name: str, upper: str, lower: str, up: Channel, down: Channel | None, *, workdir: Path
+    ):
+        super().__init__(name, upper, lower, up, down, workdir=workdir)
+        self.boards = DurableBoards(workdir / f"{name}.db")
+        self._sending: asyncio.Task[None] | None = None
+
+    def keep(self, board: Board, job: Job, now: float) -> None:
+        self.boards.keep(board, job, now)
+
+    def send_when_committed(self, ws: ClientConnection | ServerConnection, frame: str) -> None:
+        """Send ``frame`` once the changes it carries are committed, after every frame before
+        it; the hop reads the next frame meanwhile, so the changes of one turn commit together."""
+        self._sending = asyncio.ensure_future(
+            _send_after(ws, frame, self.boards.committed(), self._sending)
+        )
+
+
+async def _send_after(
+    ws: ClientConnection | ServerConnection,
+    frame: str,
+    committed: asyncio.Future[None],
+    before: asyncio.Task[None] | None,
+) -> None:
+    await committed
+    if before is not None:
+        await before
+    await ws.send(frame)
+
+
+HOPS: dict[str, type[WireHop]] = {"wire": WireHop, "floor": FloorHop, "durable": DurableHop}
 
 
 # --- children -----------------------------------------------------------------------------
@@ -171,22 +270,23 @@ async def hop_child(role: str, name: str, upper: str, lower: str, workdir: Path)
     up: ClientConnection = await connect(url, **WS_OPTIONS)  # type: ignore[arg-type]
     tasks: list[asyncio.Task[None]] = []
     if lower == "-":
-        hop = HOPS[role](name, upper, lower, up_channel, None)
+        hop = HOPS[role](name, upper, lower, up_channel, None, workdir=workdir)
 
         async def serve_leaf() -> None:
             async for frame in up:
-                await up.send(hop.leaf(frame))
+                await passed_on(hop, up, hop.leaf(frame))
 
         tasks.append(asyncio.create_task(serve_leaf()))
     else:
         write_link(workdir / f"{lower}.link")
-        hop = HOPS[role](name, upper, lower, up_channel, read_channel(workdir / f"{lower}.link"))
+        down_channel = read_channel(workdir / f"{lower}.link")
+        hop = HOPS[role](name, upper, lower, up_channel, down_channel, workdir=workdir)
         below: asyncio.Future[ServerConnection] = asyncio.get_running_loop().create_future()
 
         async def from_below(ws: ServerConnection) -> None:
             below.set_result(ws)
             async for frame in ws:
-                await up.send(hop.upward(frame))
+                await passed_on(hop, up, hop.upward(frame))
 
         server = await serve(from_below, "127.0.0.1", 0, **WS_OPTIONS)  # type: ignore[arg-type]
         port = server.sockets[0].getsockname()[1]
@@ -195,7 +295,7 @@ async def hop_child(role: str, name: str, upper: str, lower: str, workdir: Path)
 
         async def from_above() -> None:
             async for frame in up:
-                await down.send(hop.downward(frame))
+                await passed_on(hop, down, hop.downward(frame))
 
         tasks.append(asyncio.create_task(from_above()))
     chain.write_atomic(workdir / f"{name}.ready", "ok")
@@ -203,6 +303,14 @@ async def hop_child(role: str, name: str, upper: str, lower: str, workdir: Path)
     for task in tasks:
         task.cancel()
     await up.close()
+
+
+async def passed_on(hop: WireHop, ws: ClientConnection | ServerConnection, frame: str) -> None:
+    """Send ``frame`` on: at once, or from a durable hop once what it carries is committed."""
+    if isinstance(hop, DurableHop):
+        hop.send_when_committed(ws, frame)
+    else:
+        await ws.send(frame)
 
 
 def child_main(argv: list[str]) -> None:
@@ -226,6 +334,7 @@ async def bench_chain(
     destination = ".".join(path)
     write_link(workdir / f"{first}.link")
     channel = read_channel(workdir / f"{first}.link")
+    keeper = DurableBoards(workdir / "portal.db") if role == "durable" else None
     texts: list[str] = []
     if role == "wire":  # the Puts as our portal encodes them, built untimed as the bare relay's
         texts = chain.bare_texts(len(windows) * (warmup + jobs))[0]
@@ -236,7 +345,10 @@ async def bench_chain(
             return str(json.loads(opened(channel, frame))["Update"]["job"]["id"])
         now = time.time()
         job = checked(opened_job(channel, frame, Update), "portal", first, Position.UPSTREAM, now)
-        board.add(job, now)
+        if keeper is None:
+            board.add(job, now)
+        else:
+            keeper.keep(board, job, now)
         return str(job.id)
 
     def sent(i: int) -> tuple[str, str]:
@@ -245,13 +357,20 @@ async def bench_chain(
             return channel.seal(texts[i]), str(json.loads(texts[i])["Put"]["job"]["id"])
         now = time.time()
         job = Job.parse(f"{destination} {chain.instruction(i)}", now=now).pending(now=now)
-        board.add(job, now)
+        if keeper is None:
+            board.add(job, now)
+        else:
+            keeper.keep(board, job, now)
         return channel.seal(encode_command(Put(job))), str(job.id)
 
     async def from_below(ws: ServerConnection) -> None:
         below.set_result(ws)
         async for frame in ws:
-            waiting.pop(answered(frame)).set_result(None)
+            waiter = waiting.pop(answered(frame))
+            if keeper is None:
+                waiter.set_result(None)
+            else:  # the job is done once the portal's record of its result is committed
+                keeper.committed().add_done_callback(lambda _, w=waiter: w.set_result(None))
 
     server = await serve(from_below, "127.0.0.1", 0, **WS_OPTIONS)  # type: ignore[arg-type]
     rows = []
@@ -271,6 +390,8 @@ async def bench_chain(
                 frame, job_id = sent(offset + i)
                 future = loop.create_future()
                 waiting[job_id] = future
+                if keeper is not None:
+                    await keeper.committed()
                 await ws.send(frame)
                 await future
 
@@ -285,7 +406,7 @@ async def bench_chain(
     return rows
 
 
-ROW_NAMES = {"wire": "encrypted wire only", "floor": "protocol floor"}
+ROW_NAMES = {"wire": "encrypted wire only", "floor": "protocol floor", "durable": "durable floor"}
 
 
 def step_costs() -> list[tuple[str, float, int]]:
@@ -383,6 +504,10 @@ def _fill_board(jobs: list[Job]) -> None:
 # --- reporting ----------------------------------------------------------------------------
 
 
+#: The chains measured beside the bare relay, in the order printed.
+STACKS = ("wire", "floor", "ours", "durable", "ours durable")
+
+
 async def main(args: argparse.Namespace) -> None:
     cores = os.cpu_count() or 1
     print(f"host: {cores} CPUs, Python {sys.version.split()[0]}; broadgauge git {chain.revision()}")
@@ -399,40 +524,40 @@ async def main(args: argparse.Namespace) -> None:
 
     for _ in range(args.repeat):
         keep("bare", 4, await chain.bench_bare(windows, args.jobs, args.warmup))
-        for role in ("wire", "floor"):
+        for role in ("wire", "floor", "durable"):
             keep(role, 4, await bench_chain(role, chain.CHAIN, windows, args.jobs, args.warmup))
             keep(role, 1, await bench_chain(role, one_hop, [widest], args.jobs, args.warmup))
-        for window in windows:
-            row = await chain.bench_agents(chain.CHAIN, window, args.jobs, args.warmup, False)
-            keep("ours", 4, [row])
-        row = await chain.bench_agents(one_hop, widest, args.jobs, args.warmup, False)
-        keep("ours", 1, [row])
+        for durable, stack in ((False, "ours"), (True, "ours durable")):
+            for window in windows:
+                row = await chain.bench_agents(chain.CHAIN, window, args.jobs, args.warmup, durable)
+                keep(stack, 4, [row])
+            row = await chain.bench_agents(one_hop, widest, args.jobs, args.warmup, durable)
+            keep(stack, 1, [row])
     median = {key: chain.median_row(rows) for key, rows in runs.items()}
 
     print("\n4 hops: portal → provider → platform → instance and back")
     chain.header(chain.CHAIN)
     for window in windows:
-        for stack in ("bare", "wire", "floor", "ours"):
+        for stack in ("bare", *STACKS):
             chain.print_row(median[(stack, 4, window)], chain.CHAIN)
     print("\n1 hop: portal → instance and back")
     chain.header(one_hop)
-    for stack in ("wire", "floor", "ours"):
+    for stack in STACKS:
         chain.print_row(median[(stack, 1, widest)], one_hop)
 
     print("\n4 hops against the bare relay (time per job = 1 / jobs/s; CPU summed over processes):")
     for window in windows:
         bare = median[("bare", 4, window)]
-        cells = []
-        for stack in ("wire", "floor", "ours"):
+        print(f"  {window} in flight:")
+        for stack in STACKS:
             row = median[(stack, 4, window)]
             time_ratio = bare.rate / row.rate
             cpu_ratio = sum(row.cpu.values()) / sum(bare.cpu.values())
-            cells.append(f"{stack} {time_ratio:5.2f}x time {cpu_ratio:5.2f}x CPU")
-        print(f"  {window:>3} in flight: " + ";  ".join(cells))
+            print(f"    {row.name:<26} {time_ratio:5.2f}x time {cpu_ratio:5.2f}x CPU")
     print(
         f"1 hop, {widest} in flight: jobs/s, and the most {cores} cores allow at that CPU per job:"
     )
-    for stack in ("wire", "floor", "ours"):
+    for stack in STACKS:
         row = median[(stack, 1, widest)]
         cpu = sum(row.cpu.values())
         print(

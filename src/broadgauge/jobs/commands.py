@@ -427,19 +427,12 @@ def decode_command(text: str | bytes) -> WireCommand:
         raise ProtocolError(f"invalid command: {exc}") from None
 
 
-#: The classes of the commands :func:`read_job_command` reads, by tag.
-_JOB_COMMANDS: Final[dict[str, type[Put] | type[Update] | type[Delete]]] = {
-    "Put": Put,
-    "Update": Update,
-    "Delete": Delete,
-}
-
-
 def _decode(text: str | bytes) -> WireCommand:
     canonical = read_job_command(text)
     if canonical is not None:
         tag, job = canonical
-        return _JOB_COMMANDS[tag](job)
+        command: WireCommand = _VARIANTS[tag](job)
+        return command
     return decode_strictly(text)
 
 

@@ -36,16 +36,13 @@ from typing import Any, Final, cast
 
 import msgspec
 
+from broadgauge.jobs._json import I64_MIN, U64_MAX
 from broadgauge.runtime.durable import DamagedFileError
 from broadgauge.runtime.trace import TraceEvent
 
 GENESIS = "0" * 64
 
 log = logging.getLogger("broadgauge.storage")
-
-#: The integers msgspec writes (those of Rust's i64 and u64).
-I64_MIN: Final = -(2**63)
-U64_MAX: Final = 2**64 - 1
 
 #: What an operator does about an audit log whose chain is broken.
 RECOVERY: Final = (
@@ -84,7 +81,7 @@ def _quick_encodes(value: object) -> bool:
     kind = type(value)
     if kind is str or value is None or kind is bool:
         return True
-    if kind is int:
+    if kind is int:  # msgspec writes the integers of Rust's i64 and u64
         return I64_MIN <= cast(int, value) <= U64_MAX
     if kind is float:
         number = cast(float, value)

@@ -62,6 +62,7 @@ from broadgauge.grammar.destination import Position
 from broadgauge.jobs import Board, Job, Put, Update, encode_command
 from broadgauge.jobs.commands import decode_command
 from broadgauge.jobs.job import PEER_COMMANDS_KEPT
+from broadgauge.runtime.store import DB_FILENAME, UPSERT_JOB, BoardStore, job_row
 from broadgauge.wire.handshake import Channel
 
 WS_OPTIONS: dict[str, object] = {"compression": None, "max_size": None, "ping_interval": None}
@@ -174,27 +175,15 @@ class FloorHop(WireHop):
         return self.up.seal(encode_command(Update(done)))
 
 
-#: The agents' board table, and the statement that stores one board change in it
-#: (``broadgauge/runtime/store.py``).
-BOARD_TABLE = """CREATE TABLE jobs (
-    peer TEXT NOT NULL, job_id TEXT NOT NULL, version TEXT NOT NULL, state TEXT NOT NULL,
-    expires INTEGER NOT NULL, job_json TEXT NOT NULL, UNIQUE (peer, job_id))"""
-UPSERT = """INSERT INTO jobs (peer, job_id, version, state, expires, job_json)
-    VALUES (?, ?, ?, ?, ?, ?)
-    ON CONFLICT (peer, job_id) DO UPDATE SET version = excluded.version,
-        state = excluded.state, expires = excluded.expires, job_json = excluded.job_json
-    WHERE excluded.version >= jobs.version"""
-
-
 class DurableBoards:
     """Boards whose changes are stored as they are made, and committed together once per turn
-    of the event loop (group commit)."""
+    of the event loop (group commit).  The file, its table and the statement are the agents'
+    board store's; only its transactions, error handling and bookkeeping are left out."""
 
-    def __init__(self, path: Path) -> None:
-        self.db = sqlite3.connect(path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
+    def __init__(self, data_dir: Path) -> None:
+        BoardStore(data_dir).close()  # makes the file and its tables, in WAL mode
+        self.db = sqlite3.connect(data_dir / DB_FILENAME, isolation_level=None)
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute(BOARD_TABLE)
         self._open = False
         self._batch: asyncio.Future[None] | None = None
 
@@ -204,8 +193,7 @@ class DurableBoards:
         if not self._open:
             self.db.execute("BEGIN IMMEDIATE")
             self._open = True
-        row = (board.peer, job.id_text, f"{job.version:020d}", job.state.value, job.expires)
-        self.db.execute(UPSERT, (*row, job.to_json()))
+        self.db.execute(UPSERT_JOB, job_row(board.peer, job))
 
     def committed(self) -> asyncio.Future[None]:
         """Done once every change stored so far is committed."""
@@ -231,7 +219,7 @@ class DurableHop(FloorHop):
         self, name: str, upper: str, lower: str, up: Channel, down: Channel | None, *, workdir: Path
     ):
         super().__init__(name, upper, lower, up, down, workdir=workdir)
-        self.boards = DurableBoards(workdir / f"{name}.db")
+        self.boards = DurableBoards(workdir / f"{name}.data")
         self._sending: asyncio.Task[None] | None = None
 
     def keep(self, board: Board, job: Job, now: float) -> None:
@@ -334,7 +322,15 @@ async def bench_chain(
     destination = ".".join(path)
     write_link(workdir / f"{first}.link")
     channel = read_channel(workdir / f"{first}.link")
-    keeper = DurableBoards(workdir / "portal.db") if role == "durable" else None
+    keeper = DurableBoards(workdir / "portal.data") if role == "durable" else None
+
+    def record(job: Job, now: float) -> None:
+        """Record ``job`` on the portal's board (and store it, in the durable chain)."""
+        if keeper is None:
+            board.add(job, now)
+        else:
+            keeper.keep(board, job, now)
+
     texts: list[str] = []
     if role == "wire":  # the Puts as our portal encodes them, built untimed as the bare relay's
         texts = chain.bare_texts(len(windows) * (warmup + jobs))[0]
@@ -345,10 +341,7 @@ async def bench_chain(
             return str(json.loads(opened(channel, frame))["Update"]["job"]["id"])
         now = time.time()
         job = checked(opened_job(channel, frame, Update), "portal", first, Position.UPSTREAM, now)
-        if keeper is None:
-            board.add(job, now)
-        else:
-            keeper.keep(board, job, now)
+        record(job, now)
         return str(job.id)
 
     def sent(i: int) -> tuple[str, str]:
@@ -357,10 +350,7 @@ async def bench_chain(
             return channel.seal(texts[i]), str(json.loads(texts[i])["Put"]["job"]["id"])
         now = time.time()
         job = Job.parse(f"{destination} {chain.instruction(i)}", now=now).pending(now=now)
-        if keeper is None:
-            board.add(job, now)
-        else:
-            keeper.keep(board, job, now)
+        record(job, now)
         return channel.seal(encode_command(Put(job))), str(job.id)
 
     async def from_below(ws: ServerConnection) -> None:

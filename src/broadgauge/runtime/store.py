@@ -56,6 +56,7 @@ __all__ = [
     "DB_FILENAME",
     "EXECUTION_GRACE_SECONDS",
     "STALE_START_SECONDS",
+    "UPSERT_JOB",
     "BoardStore",
     "Execution",
     "QueuedPayload",
@@ -116,6 +117,32 @@ CREATE TABLE IF NOT EXISTS executions (
 
 def _version_key(version: int) -> str:
     return f"{version:020d}"
+
+
+#: The statement that stores one board change: an older version never overwrites a newer
+#: one.  Its parameters are :func:`job_row`.
+UPSERT_JOB: Final = """
+    INSERT INTO jobs (peer, job_id, version, state, expires, job_json)
+    VALUES (?, ?, ?, ?, ?, ?)
+    ON CONFLICT (peer, job_id) DO UPDATE SET
+        version = excluded.version,
+        state = excluded.state,
+        expires = excluded.expires,
+        job_json = excluded.job_json
+    WHERE excluded.version >= jobs.version
+"""
+
+
+def job_row(peer: str, job: Job) -> tuple[str, str, str, str, int, str]:
+    """The parameters of :data:`UPSERT_JOB` for ``job`` on ``peer``'s board."""
+    return (
+        peer,
+        job.id_text,
+        _version_key(job.version),
+        job.state.value,
+        job.expires,
+        job.to_json(),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,26 +390,7 @@ class BoardStore:
 
     @staticmethod
     def _upsert(cur: sqlite3.Cursor, peer: str, job: Job) -> bool:
-        cur.execute(
-            """
-            INSERT INTO jobs (peer, job_id, version, state, expires, job_json)
-            VALUES (?, ?, ?, ?, ?, ?)
-            ON CONFLICT (peer, job_id) DO UPDATE SET
-                version = excluded.version,
-                state = excluded.state,
-                expires = excluded.expires,
-                job_json = excluded.job_json
-            WHERE excluded.version >= jobs.version
-            """,
-            (
-                peer,
-                job.id_text,
-                _version_key(job.version),
-                job.state.value,
-                job.expires,
-                job.to_json(),
-            ),
-        )
+        cur.execute(UPSERT_JOB, job_row(peer, job))
         return cur.rowcount > 0
 
     def save(self, peer: str, job: Job) -> bool:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
 
 import msgspec
+import openportal as op  # the official wheel: a test dependency, never skipped
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,8 +22,6 @@ from broadgauge.jobs import job as job_module
 from broadgauge.jobs.commands import decode_strictly
 
 from . import helpers as h
-
-op: Any = pytest.importorskip("openportal")
 
 JOB = h.job()
 PUT = jobs.encode_command(jobs.Put(JOB))

@@ -11,6 +11,7 @@ import json
 import uuid
 from typing import Any
 
+import openportal as op  # the official wheel: a test dependency, never skipped
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,8 +20,6 @@ from broadgauge.jobs import EventKind, Job, JobDecodeError, Notification, Status
 
 from . import helpers as h
 from .helpers import T0
-
-op: Any = pytest.importorskip("openportal")
 
 PENDING = (
     '{"id":"7c9e6679-7425-40de-944b-e07fc1f90ae7","created":1717400000,"changed":1717400003,'

@@ -44,7 +44,10 @@ from tests.backends.slurm import SlurmStack
 from tests.scheduler.rest_support import rest_scheduler
 from tests.scheduler.test_batches import named
 
-TODAY = Date.from_python(dt.datetime.now(dt.UTC).date())
+
+def utc_today() -> Date:
+    """Today's UTC date, read when asked: a run of the suite may cross midnight."""
+    return Date.from_python(dt.datetime.now(dt.UTC).date())
 
 
 def project(tag: str = "p") -> ProjectMapping:
@@ -88,8 +91,8 @@ class Harness:
         """What :meth:`stored_limit` shows after ``set_limit(seconds)``."""
         raise NotImplementedError
 
-    async def produce_usage(self, user: UserMapping) -> tuple[int, int]:
-        """Make ``user`` consume compute today; return (node-seconds, jobs)."""
+    async def produce_usage(self, user: UserMapping, day: Date) -> tuple[int, int]:
+        """Make ``user`` consume compute on ``day`` (today); return (node-seconds, jobs)."""
         raise NotImplementedError
 
 
@@ -117,9 +120,9 @@ class LedgerHarness(Harness):
     def expected_limit(self, seconds: int) -> str:
         return str(seconds)
 
-    async def produce_usage(self, user: UserMapping) -> tuple[int, int]:
-        await self.ledger.record_usage(user, TODAY, 2, wait_seconds=3)
-        await self.ledger.record_usage(user, TODAY, Usage(1))
+    async def produce_usage(self, user: UserMapping, day: Date) -> tuple[int, int]:
+        await self.ledger.record_usage(user, day, 2, wait_seconds=3)
+        await self.ledger.record_usage(user, day, Usage(1))
         return 3, 2
 
 
@@ -183,7 +186,7 @@ class SlurmHarness(Harness):
             f"gres/gpu={n.gpus * minutes},mem={n.mem * minutes}M"
         )
 
-    async def produce_usage(self, user: UserMapping) -> tuple[int, int]:
+    async def produce_usage(self, user: UserMapping, day: Date) -> tuple[int, int]:
         account = user.local_group
         ids = [
             self.stack.submit(account, f"sleep {seconds}", "-t", "1")
@@ -303,7 +306,7 @@ async def test_an_account_of_another_organisation_is_refused(harness: Harness) -
         lambda: backend.remove_project(proj),
         lambda: backend.get_limit(proj),
         lambda: backend.set_limit(proj, Usage(3600)),
-        lambda: backend.get_usage_report(proj, DateRange(TODAY, TODAY)),
+        lambda: backend.get_usage_report(proj, DateRange(utc_today(), utc_today())),
     ]
     for call in calls:
         with pytest.raises(SchedulerError, match=r"someoneelse.*refusing"):
@@ -329,16 +332,20 @@ async def test_limit_round_trip(harness: Harness) -> None:
 
 
 async def test_usage_report_from_real_usage(harness: Harness) -> None:
-    proj = project("u")
-    root = member(proj, "root", "root")  # Slurm jobs here run as root
-    await harness.scheduler.add_user(root)
-    seconds, jobs = await harness.produce_usage(root)
-    dates = DateRange(TODAY.add_days(-1), TODAY.add_days(1))
+    while True:  # usage of one UTC day: a fresh project again if midnight passed meanwhile
+        day = utc_today()
+        proj = project("u")
+        root = member(proj, "root", "root")  # Slurm jobs here run as root
+        await harness.scheduler.add_user(root)
+        seconds, jobs = await harness.produce_usage(root, day)
+        if utc_today() == day:
+            break
+    dates = DateRange(day.add_days(-1), day.add_days(1))
     report = await harness.scheduler.get_usage_report(proj, dates)
 
     assert report.project == proj.project
-    assert set(report.reports) == {TODAY.add_days(-1), TODAY}  # tomorrow has not begun
-    yesterday, today = report.reports[TODAY.add_days(-1)], report.reports[TODAY]
+    assert set(report.reports) == {day.add_days(-1), day}  # tomorrow has not begun
+    yesterday, today = report.reports[day.add_days(-1)], report.reports[day]
     assert (yesterday.reports, yesterday.num_jobs, yesterday.is_complete) == ({}, 0, True)
     assert today.reports == {"root": Usage(seconds)}
     assert today.user_job_counts == {"root": jobs}
@@ -350,12 +357,13 @@ async def test_usage_report_from_real_usage(harness: Harness) -> None:
     # Removing the user (or the project) keeps the history.
     await harness.scheduler.remove_user(root)
     await harness.scheduler.remove_project(proj)
-    after = await harness.scheduler.get_usage_report(proj, DateRange(TODAY, TODAY))
-    assert after.reports[TODAY].reports == {"root": Usage(seconds)}
+    after = await harness.scheduler.get_usage_report(proj, DateRange(day, day))
+    assert after.reports[day].reports == {"root": Usage(seconds)}
 
 
 async def test_usage_report_of_an_unknown_account_is_empty(harness: Harness) -> None:
-    report = await harness.scheduler.get_usage_report(project(), DateRange(TODAY, TODAY))
+    today = utc_today()
+    report = await harness.scheduler.get_usage_report(project(), DateRange(today, today))
     assert report.reports == {}
 
 

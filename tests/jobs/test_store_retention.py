@@ -96,5 +96,10 @@ def test_an_agent_finishing_jobs_for_hours_keeps_a_bounded_number_of_markers(
         held = markers(tmp_path)
     assert held <= bound
     assert largest <= bound
-    # Pages freed by pruning are reused: after the first hour the file no longer grows.
-    assert sizes[2:] == [sizes[2]] * len(sizes[2:]), sizes
+    # Pages freed by pruning are reused: after the first hour the file stops growing.  Job
+    # ids are random, so the B-tree may split a page more or less from run to run; a few
+    # pages of slack allow that, while keeping every marker would add about a first hour's
+    # growth (~45 pages) each hour.
+    page = 4096
+    assert max(sizes[2:]) - sizes[2] <= 4 * page, sizes
+    assert sizes[2] - sizes[0] > 20 * page, sizes  # the first hour did grow: the check can fail

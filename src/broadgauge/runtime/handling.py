@@ -32,6 +32,7 @@ from broadgauge.runtime.context import JobsContext
 from broadgauge.runtime.control import RESTARTING_MESSAGE
 from broadgauge.runtime.envelope import Envelope, JobFailed, JobRefused, PeerInfo, Typed
 from broadgauge.runtime.logs import PARENT_JOB
+from broadgauge.runtime.store import Execution
 from broadgauge.runtime.trace import Action
 from broadgauge.wire import Message, PeerId
 
@@ -215,7 +216,7 @@ class Inbound:
             elif result.should_send and not (
                 result.stored.is_finished or result.stored.is_duplicate
             ):
-                self.start_execution(sender, result.stored, self.agent.commit_ticket())
+                self.start_execution(sender, result.stored)
         else:
             reason = (
                 "Job has got into an unknown position"
@@ -350,39 +351,64 @@ class Inbound:
 
     # --- execution ---------------------------------------------------------------------
 
-    def start_execution(self, sender: PeerInfo, job: Job, recorded: int | None = None) -> None:
-        """Run ``job`` in a task of its own (``recorded``: the commit ticket of the change
-        that put it on the board, which must be stored before it runs)."""
-        task: asyncio.Task[None] = asyncio.ensure_future(self.execute(sender, job, recorded))
+    def start_execution(self, sender: PeerInfo, job: Job) -> None:
+        """Run ``job`` in a task of its own.
+
+        The start of its run is marked in the store at once, so that the mark joins the
+        batch of the change that has just put the job on the board: one commit makes both
+        durable before the handler runs.
+        """
+        start = self._mark_start(job)
+        task: asyncio.Task[None] = asyncio.ensure_future(
+            self.execute(sender, job, start, self.agent.commit_ticket())
+        )
         self.executions[job.id] = task
         self.agent.track(task)
         task.add_done_callback(lambda _: self.executions.pop(job.id, None))
 
-    async def execute(self, sender: PeerInfo, job: Job, recorded: int | None = None) -> None:
+    def _mark_start(self, job: Job) -> Execution | Exception | None:
+        """Mark in the store that ``job`` is about to run: ``None`` if it is its first start
+        (or there is no store), the marker of an earlier start, or why it could not be
+        marked."""
+        store = self.agent.store
+        if store is None:
+            return None
+        try:
+            first = store.mark_started(job.id, self.agent.clock())
+            return None if first else store.execution(job.id)
+        except Exception as exc:
+            return exc
+
+    async def execute(
+        self,
+        sender: PeerInfo,
+        job: Job,
+        start: Execution | Exception | None = None,
+        ticket: int | None = None,
+    ) -> None:
         """Run ``job``, addressed to us, and send the finished job back to ``sender``.
 
-        Its start is recorded in the store and in the audit log before its handler runs,
-        and its end in the audit log before the result goes back: a job whose start cannot
-        be recorded (a full disk, say) is not run, and one whose end cannot be is reported
-        as an error that says so, never as done.
+        ``start`` is what :meth:`_mark_start` made of marking its start, and ``ticket`` the
+        commit batch holding that mark.  The job and the start of its run are committed to
+        the store, and the start is in the audit log, before its handler runs; its end is
+        in the audit log before the result goes back.  A job whose start cannot be recorded
+        (a full disk, say) is not run, and one whose end cannot be is reported as an error
+        that says so, never as done.
         """
         peer = sender.peer
         name = self.agent.name
-        store = self.agent.store
-        if store is not None:
+        if self.agent.store is not None:
             try:
-                await self.agent.durable(recorded)
-                execution = store.execution(job.id)
-                if execution is None or execution.result is None:
-                    store.mark_started(job.id, self.agent.clock())
-                    await self.agent.durable()  # the start is on disk before the run
+                if isinstance(start, Exception):
+                    raise start
+                await self.agent.durable(ticket)  # the job and its start are on disk
             except Exception as exc:
                 log.error("%s: did not run %s: could not record its start: %s", name, job, exc)
                 await self._refuse_unrecorded(peer, job)
                 return
-            if execution is not None and execution.result is not None:
+            if start is not None and start.result is not None:
                 # Finished before a crash: answer from the record, never run it twice.
-                await self.agent.update(peer, execution.result)
+                await self.agent.update(peer, start.result)
                 return
         keyword = job.instruction.keyword
         ran = False
@@ -427,7 +453,11 @@ class Inbound:
 
     async def _mark_finished(self, job: Job, finished: Job) -> None:
         """Store the end of ``job``'s run, committed before it is audited or sent back (a
-        failure is logged: the result still goes back)."""
+        failure is logged: the result still goes back).
+
+        So an audit line saying a job finished means its result is stored: after a crash
+        the job is answered from the record, never run again.
+        """
         if self.agent.store is None:
             return
         try:

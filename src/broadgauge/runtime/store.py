@@ -55,6 +55,8 @@ from broadgauge.runtime.durable import no_space, open_sqlite
 __all__ = [
     "DB_FILENAME",
     "EXECUTION_GRACE_SECONDS",
+    "MARK_FINISHED",
+    "MARK_STARTED",
     "STALE_START_SECONDS",
     "UPSERT_JOB",
     "BoardStore",
@@ -130,6 +132,22 @@ UPSERT_JOB: Final = """
         expires = excluded.expires,
         job_json = excluded.job_json
     WHERE excluded.version >= jobs.version
+"""
+
+
+#: The statement that marks the start of a job's run (none if the job has a marker already).
+#: Its parameters: the job's id and the start, in whole seconds.
+MARK_STARTED: Final = "INSERT OR IGNORE INTO executions (job_id, started_at) VALUES (?, ?)"
+
+#: The statement that marks the end of a job's run.  Its parameters: the job's id, the end
+#: in whole seconds (twice: the start, if the start was never marked) and the finished job's
+#: JSON, if any.
+MARK_FINISHED: Final = """
+    INSERT INTO executions (job_id, started_at, finished_at, result_json)
+    VALUES (?, ?, ?, ?)
+    ON CONFLICT (job_id) DO UPDATE SET
+        finished_at = excluded.finished_at,
+        result_json = excluded.result_json
 """
 
 
@@ -498,10 +516,7 @@ class BoardStore:
         already exists (the job was started before - check :meth:`execution`).
         """
         with self._transaction() as cur:
-            cur.execute(
-                "INSERT OR IGNORE INTO executions (job_id, started_at) VALUES (?, ?)",
-                (str(job_id), whole_seconds(now)),
-            )
+            cur.execute(MARK_STARTED, (str(job_id), whole_seconds(now)))
             return cur.rowcount > 0
 
     def mark_finished(self, job_id: uuid.UUID | str, now: float, result: Job | None = None) -> None:
@@ -514,16 +529,7 @@ class BoardStore:
         text = result.to_json() if result is not None else None
         prune = now >= self._next_prune
         with self._transaction(several=prune) as cur:
-            cur.execute(
-                """
-                INSERT INTO executions (job_id, started_at, finished_at, result_json)
-                VALUES (?, ?, ?, ?)
-                ON CONFLICT (job_id) DO UPDATE SET
-                    finished_at = excluded.finished_at,
-                    result_json = excluded.result_json
-                """,
-                (str(job_id), stamp, stamp, text),
-            )
+            cur.execute(MARK_FINISHED, (str(job_id), stamp, stamp, text))
             if prune:
                 self._next_prune = now + _PRUNE_EVERY
                 self._prune_expired(cur, now)

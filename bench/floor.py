@@ -2,7 +2,7 @@
 
     python bench/floor.py [--jobs 2000] [--warmup 200] [--windows 1 64] [--repeat 3]
 
-Prints numbers, asserts nothing.  Four chains of the same processes and loopback websockets
+Prints numbers, asserts nothing.  Chains of the same processes and loopback websockets
 (portal here, every other hop in a child process, as ``bench/jobs.py`` runs them), measured in
 one run, side by side:
 
@@ -23,6 +23,12 @@ one run, side by side:
   of the event loop (SQLite in WAL mode, ``synchronous=NORMAL``, as the agents' stores).
   The least a peer can do that keeps the agents' promise: nothing leaves an agent that a
   crash could take back.  No audit line, no execution marker;
+* **durable traced floor**: the durable floor, and what else the agents must keep of each
+  job: one hash-chained audit line for each action (the agents' own audit log, with their
+  fields: 2 at the portal, 3 at each other hop), and, where the job runs, the markers of its
+  run with the store's own statements, committed as the agents' promises need: the start
+  with the job before the handler runs, the end before its audit line, the finished job
+  before the result leaves (``floor_hops.TracedHop`` says why);
 * **broadgauge**: the real agents with in-memory boards (``bench/jobs.py``'s row), and, next
   to the durable floor, with SQLite boards.
 
@@ -44,7 +50,6 @@ import json
 import os
 import pstats
 import shutil
-import sqlite3
 import sys
 import tempfile
 import time
@@ -57,195 +62,14 @@ from websockets.asyncio.server import ServerConnection, serve
 
 import jobs as chain
 from benchlib import main_parser, read_channel, write_link
-from broadgauge.grammar import UserMapping, encode_result
 from broadgauge.grammar.destination import Position
 from broadgauge.jobs import Board, Job, Put, Update, encode_command
 from broadgauge.jobs.commands import decode_command
 from broadgauge.jobs.job import PEER_COMMANDS_KEPT
-from broadgauge.runtime.store import DB_FILENAME, UPSERT_JOB, BoardStore, job_row
-from broadgauge.wire.handshake import Channel
+from broadgauge.runtime.audit import AuditLog
+from floor_hops import HOPS, DurableBoards, answer, audit_action, checked, opened, opened_job
 
 WS_OPTIONS: dict[str, object] = {"compression": None, "max_size": None, "ping_interval": None}
-
-
-# --- the work of one frame ----------------------------------------------------------------
-
-
-def opened(channel: Channel, frame: str | bytes) -> str:
-    """The payload of a frame (never a standby poll, which no chain here sends)."""
-    payload = channel.open(str(frame))
-    if payload is None:
-        raise ValueError("a standby poll where a command was expected")
-    return payload
-
-
-def opened_job(channel: Channel, frame: str | bytes, kind: type[Put] | type[Update]) -> Job:
-    """Open a frame and decode the command it carries; its Job."""
-    command = decode_command(opened(channel, frame))
-    if not isinstance(command, kind):
-        raise ValueError(f"{type(command).__name__} where {kind.__name__} was expected")
-    return command.job
-
-
-def checked(job: Job, me: str, sender: str, where: Position, now: float) -> Job:
-    """The checks a hop makes before it takes a job on: not expired, and where it should be."""
-    if job.is_expired(now):
-        raise ValueError(f"{job.id} has expired")
-    if job.destination.position(me, sender) is not where:
-        raise ValueError(f"{job.id} is not {where.name} of {me}")
-    return job
-
-
-def answer(job: Job, now: float) -> Job:
-    """The leaf's handler: ``add_user`` answered with the user's mapping."""
-    user = job.instruction.user  # type: ignore[attr-defined]
-    text, result_type = encode_result(UserMapping(user, user.username, user.project))
-    return job.completed(text, result_type, now=now)
-
-
-# --- what each process does to a frame -----------------------------------------------------
-
-
-class WireHop:
-    """The encrypted wire alone: each frame is opened and its payload sealed for the next link
-    (the leaf answers as the bare relay's does).  What no implementation of the protocol can
-    leave out, whatever its language: the cryptography is libsodium's and OpenSSL's."""
-
-    def __init__(
-        self, name: str, upper: str, lower: str, up: Channel, down: Channel | None, *, workdir: Path
-    ):
-        self.name, self.upper, self.lower = name, upper, lower
-        self.up, self.down = up, down
-
-    def downward(self, frame: str | bytes) -> str:
-        """A Put from above, passed on below."""
-        assert self.down is not None
-        return self.down.seal(opened(self.up, frame))
-
-    def upward(self, frame: str | bytes) -> str:
-        """An Update from below, passed on above."""
-        assert self.down is not None
-        return self.up.seal(opened(self.down, frame))
-
-    def leaf(self, frame: str | bytes) -> str:
-        """A Put answered by its destination."""
-        return self.up.seal(chain.bare_reply(opened(self.up, frame)))
-
-
-class FloorHop(WireHop):
-    """Everything the protocol demands of a hop, with Broadgauge's pure cores: the wire, and
-    the command decoded and checked, the job recorded on both links' boards, and encoded."""
-
-    def __init__(
-        self, name: str, upper: str, lower: str, up: Channel, down: Channel | None, *, workdir: Path
-    ):
-        super().__init__(name, upper, lower, up, down, workdir=workdir)
-        self.up_board = Board(upper)
-        self.down_board = Board(lower)
-
-    def keep(self, board: Board, job: Job, now: float) -> None:
-        """Record ``job`` on ``board``."""
-        board.add(job, now)
-
-    def downward(self, frame: str | bytes) -> str:
-        assert self.down is not None
-        now = time.time()
-        job = opened_job(self.up, frame, Put)
-        checked(job, self.name, self.upper, Position.DOWNSTREAM, now)
-        self.keep(self.up_board, job, now)
-        self.keep(self.down_board, job, now)
-        return self.down.seal(encode_command(Put(job)))
-
-    def upward(self, frame: str | bytes) -> str:
-        assert self.down is not None
-        now = time.time()
-        job = opened_job(self.down, frame, Update)
-        checked(job, self.name, self.lower, Position.UPSTREAM, now)
-        self.keep(self.down_board, job, now)
-        self.keep(self.up_board, job, now)
-        return self.up.seal(encode_command(Update(job)))
-
-    def leaf(self, frame: str | bytes) -> str:
-        now = time.time()
-        job = opened_job(self.up, frame, Put)
-        checked(job, self.name, self.upper, Position.DESTINATION, now)
-        self.keep(self.up_board, job, now)
-        done = answer(job, now)
-        self.keep(self.up_board, done, now)
-        return self.up.seal(encode_command(Update(done)))
-
-
-class DurableBoards:
-    """Boards whose changes are stored as they are made, and committed together once per turn
-    of the event loop (group commit).  The file, its table and the statement are the agents'
-    board store's; only its transactions, error handling and bookkeeping are left out."""
-
-    def __init__(self, data_dir: Path) -> None:
-        BoardStore(data_dir).close()  # makes the file and its tables, in WAL mode
-        self.db = sqlite3.connect(data_dir / DB_FILENAME, isolation_level=None)
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self._open = False
-        self._batch: asyncio.Future[None] | None = None
-
-    def keep(self, board: Board, job: Job, now: float) -> None:
-        """Record ``job`` on ``board`` and store the change (see :meth:`committed`)."""
-        board.add(job, now)
-        if not self._open:
-            self.db.execute("BEGIN IMMEDIATE")
-            self._open = True
-        self.db.execute(UPSERT_JOB, job_row(board.peer, job))
-
-    def committed(self) -> asyncio.Future[None]:
-        """Done once every change stored so far is committed."""
-        if self._batch is None:
-            loop = asyncio.get_running_loop()
-            self._batch = loop.create_future()
-            loop.call_soon(self._commit)
-        return self._batch
-
-    def _commit(self) -> None:
-        batch, self._batch = self._batch, None
-        if self._open:
-            self.db.execute("COMMIT")
-            self._open = False
-        assert batch is not None
-        batch.set_result(None)
-
-
-class DurableHop(FloorHop):
-    """The protocol floor, with each board change committed before its frame leaves."""
-
-    def __init__(
-        self, name: str, upper: str, lower: str, up: Channel, down: Channel | None, *, workdir: Path
-    ):
-        super().__init__(name, upper, lower, up, down, workdir=workdir)
-        self.boards = DurableBoards(workdir / f"{name}.data")
-        self._sending: asyncio.Task[None] | None = None
-
-    def keep(self, board: Board, job: Job, now: float) -> None:
-        self.boards.keep(board, job, now)
-
-    def send_when_committed(self, ws: ClientConnection | ServerConnection, frame: str) -> None:
-        """Send ``frame`` once the changes it carries are committed, after every frame before
-        it; the hop reads the next frame meanwhile, so the changes of one turn commit together."""
-        self._sending = asyncio.ensure_future(
-            _send_after(ws, frame, self.boards.committed(), self._sending)
-        )
-
-
-async def _send_after(
-    ws: ClientConnection | ServerConnection,
-    frame: str,
-    committed: asyncio.Future[None],
-    before: asyncio.Task[None] | None,
-) -> None:
-    await committed
-    if before is not None:
-        await before
-    await ws.send(frame)
-
-
-HOPS: dict[str, type[WireHop]] = {"wire": WireHop, "floor": FloorHop, "durable": DurableHop}
 
 
 # --- children -----------------------------------------------------------------------------
@@ -262,7 +86,7 @@ async def hop_child(role: str, name: str, upper: str, lower: str, workdir: Path)
 
         async def serve_leaf() -> None:
             async for frame in up:
-                await passed_on(hop, up, hop.leaf(frame))
+                await hop.serve_leaf(up, frame)
 
         tasks.append(asyncio.create_task(serve_leaf()))
     else:
@@ -274,7 +98,7 @@ async def hop_child(role: str, name: str, upper: str, lower: str, workdir: Path)
         async def from_below(ws: ServerConnection) -> None:
             below.set_result(ws)
             async for frame in ws:
-                await passed_on(hop, up, hop.upward(frame))
+                await hop.pass_on(up, hop.upward(frame))
 
         server = await serve(from_below, "127.0.0.1", 0, **WS_OPTIONS)  # type: ignore[arg-type]
         port = server.sockets[0].getsockname()[1]
@@ -283,7 +107,7 @@ async def hop_child(role: str, name: str, upper: str, lower: str, workdir: Path)
 
         async def from_above() -> None:
             async for frame in up:
-                await passed_on(hop, down, hop.downward(frame))
+                await hop.pass_on(down, hop.downward(frame))
 
         tasks.append(asyncio.create_task(from_above()))
     chain.write_atomic(workdir / f"{name}.ready", "ok")
@@ -291,14 +115,6 @@ async def hop_child(role: str, name: str, upper: str, lower: str, workdir: Path)
     for task in tasks:
         task.cancel()
     await up.close()
-
-
-async def passed_on(hop: WireHop, ws: ClientConnection | ServerConnection, frame: str) -> None:
-    """Send ``frame`` on: at once, or from a durable hop once what it carries is committed."""
-    if isinstance(hop, DurableHop):
-        hop.send_when_committed(ws, frame)
-    else:
-        await ws.send(frame)
 
 
 def child_main(argv: list[str]) -> None:
@@ -322,7 +138,8 @@ async def bench_chain(
     destination = ".".join(path)
     write_link(workdir / f"{first}.link")
     channel = read_channel(workdir / f"{first}.link")
-    keeper = DurableBoards(workdir / "portal.data") if role == "durable" else None
+    keeper = DurableBoards(workdir / "portal.data") if role in ("durable", "traced") else None
+    audit = AuditLog(workdir / "portal.audit.jsonl", "portal") if role == "traced" else None
 
     def record(job: Job, now: float) -> None:
         """Record ``job`` on the portal's board (and store it, in the durable chain)."""
@@ -342,6 +159,8 @@ async def bench_chain(
         now = time.time()
         job = checked(opened_job(channel, frame, Update), "portal", first, Position.UPSTREAM, now)
         record(job, now)
+        if audit is not None:
+            audit_action(audit, "finished", job, first, now)
         return str(job.id)
 
     def sent(i: int) -> tuple[str, str]:
@@ -351,6 +170,8 @@ async def bench_chain(
         now = time.time()
         job = Job.parse(f"{destination} {chain.instruction(i)}", now=now).pending(now=now)
         record(job, now)
+        if audit is not None:
+            audit_action(audit, "forwarded", job, first, now)
         return channel.seal(encode_command(Put(job))), str(job.id)
 
     async def from_below(ws: ServerConnection) -> None:
@@ -396,7 +217,12 @@ async def bench_chain(
     return rows
 
 
-ROW_NAMES = {"wire": "encrypted wire only", "floor": "protocol floor", "durable": "durable floor"}
+ROW_NAMES = {
+    "wire": "encrypted wire only",
+    "floor": "protocol floor",
+    "durable": "durable floor",
+    "traced": "durable traced floor",
+}
 
 
 def step_costs() -> list[tuple[str, float, int]]:
@@ -495,7 +321,7 @@ def _fill_board(jobs: list[Job]) -> None:
 
 
 #: The chains measured beside the bare relay, in the order printed.
-STACKS = ("wire", "floor", "ours", "durable", "ours durable")
+STACKS = ("wire", "floor", "ours", "durable", "traced", "ours durable")
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -514,7 +340,7 @@ async def main(args: argparse.Namespace) -> None:
 
     for _ in range(args.repeat):
         keep("bare", 4, await chain.bench_bare(windows, args.jobs, args.warmup))
-        for role in ("wire", "floor", "durable"):
+        for role in ("wire", "floor", "durable", "traced"):
             keep(role, 4, await bench_chain(role, chain.CHAIN, windows, args.jobs, args.warmup))
             keep(role, 1, await bench_chain(role, one_hop, [widest], args.jobs, args.warmup))
         for durable, stack in ((False, "ours"), (True, "ours durable")):

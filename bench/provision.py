@@ -19,6 +19,13 @@ add_local_project, add_local_user) and the result comes back the same way.
 
    * latency: ``--samples`` users added one at a time: p50 / p99 (goal: p50 ≤ 10 ms);
    * a breakdown of one ``add_user`` from the agents' trace events (medians);
+   * its floor, measured in the same run: one 4-hop job and one job of one hop for each
+     sub-job at ``bench/floor.py``'s durable traced floor (one at a time; the least work that
+     keeps the agents' promises of durability and audit), with back ends that take no time.
+     On one core (as here) the floor is the CPU of all those jobs; with each agent on a core
+     of its own, the 4-hop round trip and the five 1-hop round trips that come one after
+     another.  In bulk, the most users/s those jobs' CPU allows at ``--concurrency`` in
+     flight.  ``--floor-jobs 0`` leaves it out;
    * bulk: ``--users`` users with ``--concurrency`` in flight: users/s, and p50 / p99 under
      that load.
 
@@ -62,6 +69,8 @@ from types import ModuleType
 from typing import Any
 
 import broadgauge
+import floor
+import jobs as chain
 from broadgauge.demo import Network, start_network
 from broadgauge.jobs.agent_type import AgentType
 from broadgauge.runtime.config import AgentConfig
@@ -75,6 +84,12 @@ GOAL_P50_MS = 10.0
 GOAL_BULK_USERS_PER_S = 200.0
 JOB_TIMEOUT = 120.0
 LEAVES = ("account", "filesystem", "scheduler")
+#: The breakdown's count of the sub-jobs of one ``add_user``.
+SUB_JOBS = "sub-jobs sent by the instance (count)"
+#: The sub-jobs of one ``add_user`` that wait for each other, at the least: the account
+#: checks (at once), the project, the user, then the longer of two branches of two (see
+#: docs/operators/performance.md, "Provisioning").
+SEQUENTIAL_SUB_JOBS = 5
 
 
 # --- measuring ---------------------------------------------------------------------------
@@ -152,6 +167,7 @@ def breakdown(samples: list[Sample], events: list[TraceEvent]) -> list[tuple[str
         starts: dict[tuple[str, str], float] = {}
         spans: dict[tuple[str, str], float] = {}
         round_trips: dict[str, float] = defaultdict(float)
+        in_flight: list[tuple[float, float]] = []  # each sub-job's round trip
         handlers: dict[str, float] = defaultdict(float)
         counts: dict[str, int] = defaultdict(int)
         instance = 0.0
@@ -168,6 +184,7 @@ def breakdown(samples: list[Sample], events: list[TraceEvent]) -> list[tuple[str
                     starts[key] = event.time
                 elif event.action is Action.FINISHED and key in starts:
                     round_trips[peer] += event.time - starts[key]
+                    in_flight.append((starts[key], event.time))
                     counts[peer] += 1
             elif event.agent in LEAVES:
                 if event.action is Action.STARTED:
@@ -190,10 +207,21 @@ def breakdown(samples: list[Sample], events: list[TraceEvent]) -> list[tuple[str
             parts[f"    {leaf} wire + runtime (round trips - handlers)"].append(
                 (round_trips[leaf] - handlers[leaf]) * 1000
             )
-        parts["  instance's own work between sub-jobs"].append(
-            (instance - sum(round_trips.values())) * 1000
+        parts["  instance's own work, no sub-job in flight"].append(
+            (instance - covered(in_flight)) * 1000
         )
+        parts[SUB_JOBS].append(sum(counts.values()))
     return [(label, statistics.median(values)) for label, values in parts.items()]
+
+
+def covered(spans: list[tuple[float, float]]) -> float:
+    """The time during which at least one of ``spans`` runs (sub-jobs run at once)."""
+    total, reached = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reached:
+            total += end - max(start, reached)
+            reached = end
+    return total
 
 
 # --- reporting ---------------------------------------------------------------------------
@@ -215,6 +243,51 @@ def print_breakdown(parts: list[tuple[str, float]]) -> None:
         print(f"    {label:<58} {millis:8.1f}")
 
 
+async def print_floor(
+    parts: list[tuple[str, float]], jobs: int, warmup: int, concurrency: int
+) -> None:
+    """The least one ``add_user`` can take, measured now: its jobs at the durable traced floor
+    (``bench/floor.py``), with back ends that take no time; one at a time, and in bulk with
+    ``concurrency`` in flight."""
+    sub_jobs = round(dict(parts)[SUB_JOBS])
+    os.environ.setdefault(chain.EVENT_LOOP, "asyncio")
+    windows = [1, concurrency]
+    four = await floor.bench_chain("traced", chain.CHAIN, windows, jobs, warmup)
+    one = await floor.bench_chain("traced", ("portal", "instance"), windows, jobs, warmup)
+    print(
+        f"  its floor: its jobs at the durable traced floor (bench/floor.py, {jobs} jobs of each"
+        " chain), back ends taking no time:"
+    )
+    lines = (
+        ("one core: CPU of 1 + all sub-jobs", cpu_ms(four[0]), cpu_ms(one[0]), sub_jobs),
+        (
+            "a core each: p50 of 1 + sub-jobs in turn",
+            four[0].p50 * 1000,
+            one[0].p50 * 1000,
+            SEQUENTIAL_SUB_JOBS,
+        ),
+    )
+    for label, four_ms, one_ms, count in lines:
+        least = four_ms + count * one_ms
+        print(
+            f"    one at a time, {label:<42} {four_ms:5.2f} + {count:2d} x {one_ms:4.2f}"
+            f" = {least:5.1f} ms (goal {GOAL_P50_MS:g} ms)"
+        )
+    per_user = cpu_ms(four[1]) + sub_jobs * cpu_ms(one[1])
+    cores = os.cpu_count() or 1
+    print(
+        f"    in bulk, {concurrency} in flight: CPU per user {cpu_ms(four[1]):.2f} + {sub_jobs} x"
+        f" {cpu_ms(one[1]):.2f} = {per_user:.1f} ms: at most {1000 / per_user:.0f} users/s on"
+        f" one core, {cores * 1000 / per_user:.0f} on {cores}"
+        f" (goal {GOAL_BULK_USERS_PER_S:g} users/s)"
+    )
+
+
+def cpu_ms(row: chain.Row) -> float:
+    """CPU ms per job of ``row``, summed over its processes."""
+    return sum(row.cpu.values()) * 1000
+
+
 async def measure(
     network: Network,
     name: str,
@@ -226,11 +299,13 @@ async def measure(
     goal: bool,
     prefix: str = "",
     projects: int = 1,
+    floor_jobs: int = 0,
 ) -> None:
     """Latency one at a time (with breakdown), then a bulk run if ``users``.
 
     ``prefix`` keeps the user names of two runs on one back end apart; the bulk users share
-    ``projects`` projects (0: each has a project of its own)."""
+    ``projects`` projects (0: each has a project of its own).  ``floor_jobs``: jobs timed for
+    each chain of the floor (0: no floor)."""
     trace = Trace()
     trace.attach(network)
     await add_users(network, [f"w{prefix}{i:03d}.warm.portal" for i in range(warmup)], 1)
@@ -239,7 +314,10 @@ async def measure(
     timed, _ = await add_users(network, lat, 1)
     trace.on = False
     print(latency_line(f"{name}, one at a time", timed, goal=goal))
-    print_breakdown(breakdown(timed, trace.events))
+    parts = breakdown(timed, trace.events)
+    print_breakdown(parts)
+    if floor_jobs:
+        await print_floor(parts, floor_jobs, warmup, concurrency)
     if users:
         bulk = [
             f"b{prefix}{i:03d}.bulk{prefix}{i % projects if projects else i:03d}.portal"
@@ -270,6 +348,7 @@ async def embedded(args: argparse.Namespace) -> None:
                 users=args.users,
                 concurrency=args.concurrency,
                 goal=True,
+                floor_jobs=args.floor_jobs,
             )
         finally:
             await network.stop()
@@ -404,6 +483,12 @@ def main(argv: list[str] | None = None) -> None:
         help="projects the real bulk users share (0: one each)",
     )
     parser.add_argument("--no-real", action="store_true", help="skip slapd + slurmdbd")
+    parser.add_argument(
+        "--floor-jobs",
+        type=int,
+        default=500,
+        help="jobs timed for each chain of the add_user floor (0: no floor)",
+    )
     args = parser.parse_args(argv)
 
     print(f"command: {shlex.join([Path(sys.executable).name, *sys.argv])}")

@@ -433,6 +433,12 @@ def test_channel_replay_window() -> None:
         receiver.open(frames[2])
 
 
+@pytest.mark.parametrize("window", [-1, -4096])
+def test_a_replay_window_cannot_be_negative(window: int) -> None:
+    with pytest.raises(ValueError, match="cannot be negative"):
+        ReplayGuard(window)
+
+
 def test_channel_standby_poll_and_bad_payloads() -> None:
     inner, outer = _layers()
     sender, receiver = Channel(inner, outer), Channel(inner, outer)

@@ -210,6 +210,27 @@ async def test_malformed_frames_are_skipped_counted_and_the_link_survives(
         }
 
 
+@pytest.mark.parametrize(("window", "refused"), [(2, 1), (3, 2)])
+async def test_the_replay_window_of_the_limits_is_the_links(window: int, refused: int) -> None:
+    """A frame sent again within the last ``replay_window`` frames is refused; one sent
+    again after that many others is not remembered (the memory bound the operator chose)."""
+    server = make_server(limits=Limits(replay_window=window))
+    async with running(server):
+        inbox = Inbox(server)
+        invite = server.add_client("client", "127.0.0.1")
+        async with raw_link(invite) as (ws, channel):
+            frames = [channel.seal(f"job {i}") for i in range(3)]
+            for frame in frames:
+                await ws.send(frame)
+            for frame in (frames[0], frames[2]):  # 3 frames and 1 frame back
+                await ws.send(frame)
+            await ws.send(channel.seal("last"))
+            payloads = [(await inbox.next()).payload for _ in range(6 - refused)]
+        assert payloads[:3] == ["job 0", "job 1", "job 2"]
+        assert payloads[-1] == "last"
+        assert server.stats.frames_rejected["replayed"] == refused
+
+
 async def test_a_standby_poll_gets_a_standby_status(server: Service) -> None:
     async with inviting(server) as invite, raw_link(invite) as (ws, channel):
         await ws.send(channel.seal_value({}))

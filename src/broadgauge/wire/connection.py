@@ -247,6 +247,7 @@ class Connections:
                 self._peers.candidates(address),
                 _salt_headers(headers),
                 claim=lambda name, zone: self._standby.claim(PeerId(name, zone), connection),
+                replay_window=self._limits.replay_window,
             )
             async with asyncio.timeout(self._timers.handshake):
                 await connection.send(handshake.receive(await recv_text(connection)))
@@ -352,7 +353,9 @@ class Connections:
 
         Raises :class:`KeysRefused` if the server hangs up on our first handshake frame.
         """
-        handshake = ClientHandshake(self._peers.config.name, entry)
+        handshake = ClientHandshake(
+            self._peers.config.name, entry, replay_window=self._limits.replay_window
+        )
         # Awaited, then entered: ``async with connect(...)`` would keep the connect object
         # (its options, headers and factory) alive as long as the link; the connection
         # closes itself on the way out the same way.

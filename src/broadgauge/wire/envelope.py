@@ -260,6 +260,10 @@ def dump_json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+#: How many of a connection's last frames :class:`ReplayGuard` remembers, unless told.
+REPLAY_WINDOW = 4096
+
+
 class ReplayGuard:
     """Remembers the outer nonces of the last ``window`` frames accepted on one connection.
 
@@ -276,7 +280,9 @@ class ReplayGuard:
 
     __slots__ = ("_next", "_order", "_seen", "_window")
 
-    def __init__(self, window: int = 4096) -> None:
+    def __init__(self, window: int = REPLAY_WINDOW) -> None:
+        if window < 0:
+            raise ValueError(f"the replay window cannot be negative ({window}); 0 remembers none")
         self._window = window
         self._seen: set[int] = set()
         self._order: list[int] = []

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from broadgauge import OPENPORTAL_VERSION
 from broadgauge.wire.config import ClientEntry, ServerEntry
 from broadgauge.wire.envelope import (
+    REPLAY_WINDOW,
     LayerKey,
     ReplayGuard,
     decode_frame,
@@ -134,7 +135,9 @@ class Channel:
 
     __slots__ = ("_inner", "_outer", "_replay")
 
-    def __init__(self, inner: LayerKey, outer: LayerKey, replay_window: int = 4096) -> None:
+    def __init__(
+        self, inner: LayerKey, outer: LayerKey, replay_window: int = REPLAY_WINDOW
+    ) -> None:
         self._inner = inner
         self._outer = outer
         self._replay = ReplayGuard(replay_window)
@@ -239,9 +242,11 @@ class ClientHandshake(_Machine):
         server: ServerEntry,
         *,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        replay_window: int = REPLAY_WINDOW,
     ) -> None:
         self.name = name
         self.server = server
+        self._replay_window = replay_window
         self._inner_salt = random_bytes(KEY_SIZE)
         self._outer_salt = random_bytes(KEY_SIZE)
         self._outer_session = Key(random_bytes(KEY_SIZE))
@@ -290,7 +295,7 @@ class ClientHandshake(_Machine):
             )
             _check_details(details, self.server.name, self.server.zone, "server")
             self.peer = details
-            self.channel = Channel(*self._session_layers())
+            self.channel = Channel(*self._session_layers(), self._replay_window)
             self._state = _State.DONE
             return None
         raise HandshakeError("out-of-order", f"unexpected frame in state {self._state.value}")
@@ -343,8 +348,10 @@ class ServerHandshake(_Machine):
         *,
         random_bytes: Callable[[int], bytes] = os.urandom,
         claim: Callable[[str, str], bool] | None = None,
+        replay_window: int = REPLAY_WINDOW,
     ) -> None:
         self.name = name
+        self._replay_window = replay_window
         #: ``claim(name, zone)`` is asked once the client is known: True makes this the
         #: primary connection for it, False holds it as a standby (without it: primary).
         self._claim = claim
@@ -375,7 +382,7 @@ class ServerHandshake(_Machine):
             details = PeerDetails.from_json(parse_json(decode_frame(frame, *self._layers)))
             _check_details(details, self.client.name, self.client.zone, "client")
             self.peer = details
-            self.channel = Channel(*self._layers)
+            self.channel = Channel(*self._layers, self._replay_window)
             self._state = _State.DONE
             if self._claim is not None:
                 self.client_is_secondary = not self._claim(self.client.name, self.client.zone)

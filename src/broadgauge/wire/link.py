@@ -31,6 +31,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
+from broadgauge.wire.envelope import REPLAY_WINDOW
 from broadgauge.wire.errors import FrameError, MessageTooLarge, PeerNotConnected
 from broadgauge.wire.handshake import KEEPALIVE, Channel
 from broadgauge.wire.peers import PeerId, PeerRegistry
@@ -80,11 +81,13 @@ class Limits:
     4N + 300 characters.  A larger incoming frame closes the link with code 1009 (the
     transport cannot skip it without reading it).  ``max_queue`` bounds the frames buffered
     per connection while the handler is busy; beyond it the reader stops and TCP pushes back.
+    ``replay_window`` is how many of a connection's last frames are remembered to refuse one
+    sent again (:class:`~broadgauge.wire.envelope.ReplayGuard`).
     """
 
     max_frame: int = 16 * 1024 * 1024
     max_queue: int = 64
-    replay_window: int = 4096
+    replay_window: int = REPLAY_WINDOW
 
 
 MessageHandler = Callable[[Message], Awaitable[None]]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,22 @@ from typing import Any
 import pytest
 
 from broadgauge.grammar import Command
-from broadgauge.jobs import AgentType, Job, Put, Status, StoreError, Update, decode_command
+from broadgauge.jobs import (
+    AgentType,
+    Job,
+    Put,
+    Status,
+    StoreError,
+    Update,
+    decode_command,
+    encode_command,
+)
 from broadgauge.runtime.agent import Agent, JobFailed
 from broadgauge.runtime.store import DB_FILENAME, BoardStore
+from broadgauge.wire import Message
 
 from . import helpers as h
-from .agent_helpers import USER, Network, Recorder, finished
+from .agent_helpers import USER, Network, Recorder, eventually, finished
 
 PEER = "instance@default"
 
@@ -285,3 +296,86 @@ async def test_a_lost_batch_fails_the_send_that_waited_for_it(tmp_path: Path) ->
         assert all(not board.jobs() for board in portal.boards())
         job = await finished(portal.run("portal.instance", f"add_user {USER}", timeout=5))
         assert job.state is Status.COMPLETE
+
+
+async def test_a_relay_reads_on_while_a_job_it_passes_on_waits_for_its_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A durable relay handles a Put on its link's reader and returns to the reader before
+    the change is committed; the Put goes on only after the commit.  So the Puts that arrive
+    together share one commit, instead of the reader waiting for a commit per frame."""
+    async with Network() as net:
+        await net.start("portal", AgentType.PORTAL)
+        provider = await net.start(
+            "provider", AgentType.PROVIDER, dials=["portal"], data_dir=tmp_path / "provider"
+        )
+        recorder = Recorder()
+        await net.start(
+            "instance",
+            AgentType.INSTANCE,
+            dials=["provider"],
+            listen=False,
+            before_start=lambda agent: agent.add_handler("add_user", recorder),
+        )
+        store = provider.store
+        assert store is not None
+        uncommitted: list[str] = []
+        watch_job_frames(monkeypatch, provider, uncommitted)
+        sent: list[str] = []
+        counted_send = provider.service.send
+
+        async def send(peer: str, payload: str, zone: str | None = None) -> None:
+            sent.append(f"{type(decode_command(payload)).__name__} to {peer}")
+            await counted_send(peer, payload, zone)
+
+        monkeypatch.setattr(provider.service, "send", send)
+        now = time.time()
+        puts = [
+            Job.parse(f"portal.provider.instance add_user u{i}.p.portal", now=now).pending(now=now)
+            for i in range(3)
+        ]
+        portal = provider.peer_named("portal", None)
+        for job in puts:
+            await provider.inbound.on_message(Message(portal, encode_command(Put(job))))
+            # Back to the reader at once: the change waits in the open batch, unsent.
+            assert store.in_batch
+            assert sent == []
+
+        await eventually(lambda: len(recorder.calls) == len(puts))
+        assert sent[: len(puts)] == ["Put to instance"] * len(puts)
+        assert uncommitted == []
+        assert [call.job.id for call in recorder.calls] == [job.id for job in puts]
+
+
+async def test_a_relay_never_passes_on_a_job_whose_batch_is_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with Network() as net:
+        await net.start("portal", AgentType.PORTAL)
+        provider = await net.start(
+            "provider", AgentType.PROVIDER, dials=["portal"], data_dir=tmp_path / "provider"
+        )
+        recorder = Recorder()
+        await net.start(
+            "instance",
+            AgentType.INSTANCE,
+            dials=["provider"],
+            listen=False,
+            before_start=lambda agent: agent.add_handler("add_user", recorder),
+        )
+        store = provider.store
+        assert store is not None
+        monkeypatch.setattr(store, "_db", _FailingCommit(store._conn(), times=1))
+        now = time.time()
+        lost = Job.parse("portal.provider.instance add_user u1.p.portal", now=now).pending(now=now)
+        portal = provider.peer_named("portal", None)
+        await provider.inbound.on_message(Message(portal, encode_command(Put(lost))))
+        await eventually(lambda: not store.in_batch)
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+        assert recorder.calls == []  # never sent on: a crash could have taken it back
+        assert provider.board(portal).get(lost.id) is None  # the boards are as stored
+
+        kept = Job.parse("portal.provider.instance add_user u2.p.portal", now=now).pending(now=now)
+        await provider.inbound.on_message(Message(portal, encode_command(Put(kept))))
+        await eventually(lambda: [call.job.id for call in recorder.calls] == [kept.id])

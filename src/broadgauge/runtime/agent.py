@@ -51,7 +51,7 @@ from broadgauge.jobs.health import DiagnosticsReport, HealthInfo
 from broadgauge.jobs.job import Job
 from broadgauge.jobs.notification import Notification
 from broadgauge.runtime.audit import CURRENT_JOB, AuditLog
-from broadgauge.runtime.commits import GroupCommit
+from broadgauge.runtime.commits import GroupCommit, sends_after_commit
 from broadgauge.runtime.config import AgentConfig
 from broadgauge.runtime.context import JobMetrics
 from broadgauge.runtime.control import ControlPlane
@@ -505,8 +505,10 @@ class Agent:
             job = job.pending(now=self.clock())
         result = self.record(peer, job)
         if result.should_send:
-            await self.send_job(peer, Put(result.stored))
-            self.trace(Action.FORWARDED, result.stored, peer)
+            stored = result.stored
+            await self.send_job(
+                peer, Put(stored), then=lambda: self.trace(Action.FORWARDED, stored, peer)
+            )
 
     async def update(self, peer: PeerId, job: Job) -> None:
         result = self.record(peer, job)
@@ -528,9 +530,29 @@ class Agent:
         if self.commits is not None:
             await self.commits.durable(ticket)
 
-    async def send_job(self, peer: PeerId, command: JobCommand) -> None:
+    async def send_job(
+        self, peer: PeerId, command: JobCommand, then: Callable[[], None] | None = None
+    ) -> None:
+        """Send ``command`` to ``peer`` once the changes made so far are committed, or queue
+        it for the peer's next connection; then call ``then``.
+
+        From a link's reader (:func:`~.commits.sends_after_commit`) this returns at once and
+        the send follows the commit in a task of its own, in the order of the calls; it is
+        never made if the batch is lost (the boards are then reloaded, and the reader's
+        frame is dropped, as a :class:`StoreError` here would have it).
+        """
         payload = encode_command(command)
+        if self.commits is not None and sends_after_commit():
+            self.commits.then(
+                lambda: self.spawn(self._send_committed(peer, command, payload, then))
+            )
+            return
         await self.durable()
+        await self._send_or_queue(peer, command, payload, then)
+
+    async def _send_or_queue(
+        self, peer: PeerId, command: JobCommand, payload: str, then: Callable[[], None] | None
+    ) -> None:
         try:
             await self.service.send(peer.name, payload, peer.zone)
         except PeerNotConnected:
@@ -541,6 +563,21 @@ class Agent:
                 self._stored(what, self.store.enqueue, str(peer), payload)
             self.board(peer).queue(command)
             self.trace(Action.QUEUED, command.job, peer, f"{peer} is not connected")
+        if then is not None:
+            then()
+
+    async def _send_committed(
+        self, peer: PeerId, command: JobCommand, payload: str, then: Callable[[], None] | None
+    ) -> None:
+        """:meth:`_send_or_queue` after a commit, off the reader: what fails is logged here, as
+        the reader's handler would have logged it."""
+        try:
+            await self._send_or_queue(peer, command, payload, then)
+        except Exception as exc:
+            log.warning(
+                "%s: could not send %s of %s to %s: %s",
+                self.name, type(command).__name__, command.job.id, peer, exc,
+            )  # fmt: skip
 
     async def send_control(self, peer: PeerId, command: WireCommand) -> None:
         """Send a command that never goes on a board; a missing link just drops it.

@@ -15,19 +15,51 @@ would have without group commit.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from broadgauge.jobs.errors import StoreError
 from broadgauge.runtime.store import BoardStore
 
-__all__ = ["GroupCommit"]
+__all__ = ["GroupCommit", "reading_a_link", "sends_after_commit"]
 
 log = logging.getLogger("broadgauge.runtime.commits")
 
 #: How many failed batches are remembered for the work that started before they were flushed
 #: (a handler task not yet run): far more than can be flushed while such a task waits.
 FAILED_KEPT = 64
+
+
+#: The task reading a link while it handles a job command (see :func:`reading_a_link`).
+_READER: contextvars.ContextVar[asyncio.Task[Any] | None] = contextvars.ContextVar(
+    "broadgauge_link_reader", default=None
+)
+
+
+@contextmanager
+def reading_a_link() -> Iterator[None]:
+    """Mark the running task as a link's reader, handling a job command, for the block.
+
+    Its sends then wait for the commit of its changes off the reader
+    (:func:`sends_after_commit`): the reader goes on to the next frame at once, so the
+    changes of the frames that arrive together are committed together, instead of one
+    commit for each frame.
+    """
+    token = _READER.set(asyncio.current_task())
+    try:
+        yield
+    finally:
+        _READER.reset(token)
+
+
+def sends_after_commit() -> bool:
+    """Whether the running task is a link's reader (:func:`reading_a_link`): a send must not
+    hold it up until the commit; the tasks it starts are not readers."""
+    reader = _READER.get()
+    return reader is not None and reader is asyncio.current_task()
 
 
 class GroupCommit:

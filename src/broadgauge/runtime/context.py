@@ -16,7 +16,7 @@ with a small fake instead of a running agent.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -226,7 +226,9 @@ class JobsContext(AgentContext, Protocol):
     async def update(self, peer: PeerId, job: Job) -> None:
         """Record ``job``'s new version and send it back to ``peer``."""
 
-    async def send_job(self, peer: PeerId, command: JobCommand) -> None:
+    async def send_job(
+        self, peer: PeerId, command: JobCommand, then: Callable[[], None] | None = None
+    ) -> None:
         """Send a job command (queued for the next connection if the link is down)."""
 
     def trace(

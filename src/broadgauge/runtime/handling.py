@@ -28,6 +28,7 @@ from broadgauge.jobs.errors import ExpiredError, InvalidStateError, ProtocolErro
 from broadgauge.jobs.job import Job
 from broadgauge.jobs.notification import Notification
 from broadgauge.runtime.audit import CURRENT_JOB
+from broadgauge.runtime.commits import reading_a_link
 from broadgauge.runtime.context import JobsContext
 from broadgauge.runtime.control import RESTARTING_MESSAGE
 from broadgauge.runtime.envelope import Envelope, JobFailed, JobRefused, PeerInfo, Typed
@@ -57,6 +58,10 @@ UNRECORDED_END = (
 )
 
 
+#: The commands whose sends wait for their commit off the link's reader.
+JOB_COMMANDS = (commands.Put, commands.Update, commands.Delete)
+
+
 class Inbound:
     """The receiving half of an :class:`~broadgauge.runtime.agent.Agent`."""
 
@@ -72,12 +77,25 @@ class Inbound:
     # --- incoming traffic --------------------------------------------------------------
 
     async def on_message(self, message: Message) -> None:
+        """Handle one message, on its link's reader, which reads the next frame after this.
+
+        A ``Put``, ``Update`` or ``Delete`` is handled with the reader marked as such
+        (:func:`~.commits.reading_a_link`): what it sends on waits for the commit of its
+        changes off the reader, so the reader goes on to the next frame at once.
+        """
         peer = message.peer
         try:
             command = commands.decode_command(message.payload)
         except ProtocolError as exc:
             log.warning("%s: unreadable command from %s: %s", self.agent.name, peer, exc)
             return
+        if isinstance(command, JOB_COMMANDS):
+            with reading_a_link():
+                await self._handle(peer, command)
+        else:
+            await self._handle(peer, command)
+
+    async def _handle(self, peer: PeerId, command: commands.WireCommand) -> None:
         try:
             await self._dispatch(peer, command)
         except ExpiredError:

@@ -298,6 +298,24 @@ async def test_a_lost_batch_fails_the_send_that_waited_for_it(tmp_path: Path) ->
         assert job.state is Status.COMPLETE
 
 
+async def durable_relay(net: Network, tmp_path: Path) -> tuple[Agent, Recorder]:
+    """portal → provider (SQLite boards) → instance: the provider, and the instance's
+    ``add_user`` handler."""
+    await net.start("portal", AgentType.PORTAL)
+    provider = await net.start(
+        "provider", AgentType.PROVIDER, dials=["portal"], data_dir=tmp_path / "provider"
+    )
+    recorder = Recorder()
+    await net.start(
+        "instance",
+        AgentType.INSTANCE,
+        dials=["provider"],
+        listen=False,
+        before_start=lambda agent: agent.add_handler("add_user", recorder),
+    )
+    return provider, recorder
+
+
 async def test_a_relay_reads_on_while_a_job_it_passes_on_waits_for_its_commit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -305,18 +323,7 @@ async def test_a_relay_reads_on_while_a_job_it_passes_on_waits_for_its_commit(
     the change is committed; the Put goes on only after the commit.  So the Puts that arrive
     together share one commit, instead of the reader waiting for a commit per frame."""
     async with Network() as net:
-        await net.start("portal", AgentType.PORTAL)
-        provider = await net.start(
-            "provider", AgentType.PROVIDER, dials=["portal"], data_dir=tmp_path / "provider"
-        )
-        recorder = Recorder()
-        await net.start(
-            "instance",
-            AgentType.INSTANCE,
-            dials=["provider"],
-            listen=False,
-            before_start=lambda agent: agent.add_handler("add_user", recorder),
-        )
+        provider, recorder = await durable_relay(net, tmp_path)
         store = provider.store
         assert store is not None
         uncommitted: list[str] = []
@@ -351,18 +358,7 @@ async def test_a_relay_never_passes_on_a_job_whose_batch_is_lost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with Network() as net:
-        await net.start("portal", AgentType.PORTAL)
-        provider = await net.start(
-            "provider", AgentType.PROVIDER, dials=["portal"], data_dir=tmp_path / "provider"
-        )
-        recorder = Recorder()
-        await net.start(
-            "instance",
-            AgentType.INSTANCE,
-            dials=["provider"],
-            listen=False,
-            before_start=lambda agent: agent.add_handler("add_user", recorder),
-        )
+        provider, recorder = await durable_relay(net, tmp_path)
         store = provider.store
         assert store is not None
         monkeypatch.setattr(store, "_db", _FailingCommit(store._conn(), times=1))

@@ -44,7 +44,7 @@ from broadgauge.bridge.app import BridgeApi, _json_body, _uuid
 from broadgauge.bridge.auth import SignedRequest, Verifier
 from broadgauge.bridge.limits import RateLimiter
 from broadgauge.client._protocol import Request as Call
-from broadgauge.demo import start_network
+from broadgauge.demo import Network, start_network
 
 CANNED = json.dumps(
     {
@@ -326,6 +326,7 @@ async def main(args: argparse.Namespace) -> None:
                 bridge_rate, _ = await report(
                     "bridge, /run + /status", bridge_url, key, args.command, args, concurrency
                 )
+                await drained(network)
                 for label, rate in (
                     *((f"floor ({how})/bare, /status only", r) for how, r in floor_rates.items()),
                     ("bridge/bare, /status only", status_rate),
@@ -341,6 +342,27 @@ async def main(args: argparse.Namespace) -> None:
                 server.should_exit = True
                 await task
             await network.stop()
+
+
+async def drained(network: Network, timeout: float = 300.0) -> None:
+    """Wait until no agent holds an unfinished job: the jobs of a ``/run`` load, which the
+    network may take longer to finish than the bridge took to accept, must not run on into
+    the next measurement (they share this process).  Says how long that took."""
+    started = time.monotonic()
+
+    def unfinished() -> int:
+        return sum(
+            not job.is_finished
+            for agent in network.agents.values()
+            for _, board in agent.boards_by_peer()
+            for job in board.jobs()
+        )
+
+    while (left := unfinished()) and time.monotonic() - started < timeout:
+        await asyncio.sleep(0.2)
+    waited = time.monotonic() - started
+    state = f"{left} jobs still unfinished" if left else "every job finished"
+    print(f"  after the /run load: {state} {waited:.1f} s later")
 
 
 # --- the floor: what the bridge must do for each request -------------------------------------

@@ -133,6 +133,23 @@ def test_nonce_cache_purges_in_time_order() -> None:
     assert len(cache) == 1 and cache.seen("b", 39)
 
 
+def test_a_nonce_used_again_is_kept_from_its_last_use() -> None:
+    cache = NonceCache(ttl=30)
+    cache.record("a", 0)
+    cache.record("b", 10)
+    cache.record("a", 20)  # moves behind "b": purging still stops at the first fresh entry
+    assert not cache.seen("b", 40) and cache.seen("a", 49)
+    assert len(cache) == 1
+
+
+def test_nonce_cache_keeps_at_most_its_capacity_oldest_out() -> None:
+    cache = NonceCache(ttl=30, capacity=3)
+    for index, nonce in enumerate("abcde"):
+        cache.record(nonce, index)
+    assert len(cache) == 3
+    assert [cache.seen(nonce, 5) for nonce in "abcde"] == [False, False, True, True, True]
+
+
 def test_rate_limiter_sliding_window() -> None:
     limiter = RateLimiter(limit=10, period=10)
     assert all(limiter.allow("ip", 0.5) for _ in range(10))

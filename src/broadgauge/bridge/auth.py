@@ -33,6 +33,7 @@ import hashlib
 import hmac
 import json
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -121,14 +122,18 @@ def sign(  # noqa: PLR0917 - arguments in the order of the signed string
 class NonceCache:
     """Nonces seen in the last :data:`NONCE_TTL` seconds.
 
-    Entries are kept in insertion order (a dict), which is also time order, so purging
-    stops at the first fresh entry: each request costs amortised O(1).
+    Entries are kept in insertion order, which is also time order, so purging stops at the
+    first fresh entry: each request costs amortised O(1).  The order is an ``OrderedDict``'s
+    linked list, not a plain dict's: a dict keeps the slots of the entries deleted from its
+    front until it is resized, and finding its first entry steps over every one of them, so
+    under steady load each purge cost time in proportion to the nonces already purged
+    (about 100 µs a request with 10^5 nonces in the window).
     """
 
     def __init__(self, ttl: float = NONCE_TTL, capacity: int = 1_000_000) -> None:
         self.ttl = ttl
         self.capacity = capacity
-        self._seen: dict[str, float] = {}
+        self._seen: OrderedDict[str, float] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -149,8 +154,8 @@ class NonceCache:
 
     def record(self, nonce: str, now: float) -> None:
         """Remember ``nonce`` as used at ``now``."""
-        self._seen.pop(nonce, None)
         self._seen[nonce] = now
+        self._seen.move_to_end(nonce)
         self._purge(now)
 
 

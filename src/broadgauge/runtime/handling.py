@@ -401,8 +401,8 @@ class Inbound:
         self,
         sender: PeerInfo,
         job: Job,
-        start: Execution | Exception | None = None,
-        ticket: int | None = None,
+        start: Execution | Exception | None,
+        ticket: int | None,
     ) -> None:
         """Run ``job``, addressed to us, and send the finished job back to ``sender``.
 
